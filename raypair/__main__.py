@@ -1,0 +1,5 @@
+import sys
+
+from raypair.cli import main
+
+sys.exit(main())

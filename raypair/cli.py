@@ -1,0 +1,234 @@
+"""``raypair`` command line: tune, train, validate, ui.
+
+Heavy modules (torch, Ray, MLflow) are imported inside the commands, so ``--help`` is instant, and
+every input is validated (config, search space, model name, dataset location) before Ray starts.
+Bad input prints one line, ``raypair: error: <dotted.field>: <what> (got <value>)``, and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from raypair.config import ConfigError
+
+
+def _common(p: argparse.ArgumentParser, storage: bool = True) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a config field, e.g. --set optim.lr=0.05 (repeatable)")
+    if storage:
+        p.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"),
+                       help="folder for results, checkpoints and the default MLflow store (default: ./runs)")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
+        p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="raypair", description="Tune and ablate image-pair training methods "
+                                 "on Ray, with Optuna and MLflow.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("tune", help="run an Optuna sweep of Ray Train trials (one MLflow child run per trial)")
+    t.add_argument("space", help="search-space YAML, e.g. search_spaces/quickstart.yaml")
+    _common(t)
+    t.add_argument("--num-samples", type=int, help="override tune.num_samples")
+    t.add_argument("--name", help="override the sweep's name (its folder under --storage)")
+    t.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    r = sub.add_parser("train", help="one run under Ray Train, no Tune")
+    r.add_argument("run", help="run YAML")
+    _common(r)
+    v = sub.add_parser("validate", help="print the resolved config or trial space; starts nothing")
+    v.add_argument("file")
+    _common(v, storage=False)
+    u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
+    u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
+    u.add_argument("--tracking-uri")
+    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=5000)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"tune": cmd_tune, "train": cmd_train, "validate": cmd_validate, "ui": cmd_ui}[args.command](args)
+    except ConfigError as e:
+        print(f"raypair: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raypair: interrupted", file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------- validation
+def preflight(run: Any) -> None:
+    """Checks that need the model registry or the file system, still before any compute."""
+    from raypair.data import resolve
+    from raypair.models import check_model_name
+
+    check_model_name(run.model.name)
+    resolve(run.data)
+
+
+def _is_space(path: str) -> bool:
+    from raypair.config import read_yaml
+
+    raw = read_yaml(path)
+    return "space" in raw or "tune" in raw
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from raypair.config import load_run, to_plain
+
+    if _is_space(args.file):
+        from raypair.space import load_sweep
+
+        sweep = load_sweep(args.file, args.overrides)
+        preflight(sweep.run)
+        out = {"name": sweep.name, "run": to_plain(sweep.run),
+               "space": {k: {v.kind: list(v.args)} for k, v in sweep.space.items()},
+               "tune": sweep.tune.model_dump(mode="json"), "resources_per_trial": sweep.resources_per_trial()}
+    else:
+        run = load_run(args.file, args.overrides)
+        preflight(run)
+        out = to_plain(run)
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ ray
+def start_ray(address: Optional[str]) -> None:
+    import ray
+
+    import raypair
+
+    if address:
+        # ship this raypair to the cluster so every node runs the same code as the driver
+        ray.init(address=address, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)]})
+    else:
+        # the dashboard process also serves the state API that Ray Train needs to clean up a
+        # trial stopped early by ASHA; it listens on 127.0.0.1 only
+        if not ray.is_initialized():
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                     logging_level="warning", logging_config=ray.LoggingConfig(log_level="WARNING"))
+
+
+def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
+    from raypair.tracking import Tracker, default_uri
+
+    return Tracker(args.tracking_uri or default_uri(storage), experiment, artifact_root=str(storage / "mlartifacts"))
+
+
+def _resolve_gpus(run_raw: dict[str, Any], run: Any) -> dict[str, Any]:
+    """``gpus_per_worker: auto`` becomes 1 on a cluster with GPUs, else 0, before trials start."""
+    import ray
+
+    from raypair.config import set_path
+
+    if run.scale.gpus_per_worker != "auto":
+        return run_raw
+    return set_path(run_raw, "scale.gpus_per_worker", 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raypair.config import build_run
+    from raypair.space import load_sweep
+
+    sweep = load_sweep(args.space, args.overrides, args.num_samples, args.name)
+    preflight(sweep.run)
+    storage = Path(args.storage).resolve()
+    exp_dir = storage / sweep.name
+    if args.resume and not (exp_dir / "tune").exists():
+        raise ConfigError("--resume", f"no sweep to resume in {exp_dir}", sweep.name)
+    if not args.resume and exp_dir.exists():
+        raise ConfigError("name", f"{exp_dir} holds an earlier sweep: pass --resume to finish it, "
+                          "or --name NEW for a new one", sweep.name)
+    start_ray(args.address)
+    from raypair import tune
+
+    sweep.run_raw = _resolve_gpus(sweep.run_raw, sweep.run)
+    sweep.run = build_run(sweep.run_raw)
+    tracker = _tracker(args, storage, sweep.name)
+    grid = tune.run_sweep(sweep, exp_dir, tracker, args.resume)
+    return print_summary(grid, sweep, tracker, storage)
+
+
+def print_summary(grid: Any, sweep: Any, tracker: Any, storage: Path) -> int:
+    metric, mode = sweep.tune.metric, sweep.tune.mode
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        hist = r.metrics_dataframe
+        best = None
+        if hist is not None and metric in hist:
+            best = hist[metric].max() if mode == "max" else hist[metric].min()
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.config.items()) if "." in k)
+        status = "ERROR" if r.error else ("stopped" if m.get("epoch", 0) < sweep.run.epochs else "done")
+        rows.append((best, f"  {m.get('trial_id', '?'):>12}  {status:7}  epochs={int(m.get('epoch', 0)):<3} "
+                           f"{metric}={_fmt(best)}  {params}"))
+    print(f"\n{len(rows)} trials of sweep {sweep.name!r}:")
+    for _, line in rows:
+        print(line)
+    scored = [(b, line) for b, line in rows if b is not None]
+    if not scored:
+        print("raypair: no trial finished an epoch", file=sys.stderr)
+        return 1
+    best_val, line = (max if mode == "max" else min)(scored, key=lambda t: t[0])
+    print(f"best {metric} = {best_val:.4f}\n{line.strip()}")
+    print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r}); browse: raypair ui --storage {storage}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raypair.config import build_run, flatten, load_run, to_plain
+
+    run = load_run(args.run, args.overrides)
+    preflight(run)
+    storage = Path(args.storage).resolve()
+    start_ray(args.address)
+    from raypair import train
+
+    run = build_run(_resolve_gpus(to_plain(run), run))
+    tracker = _tracker(args, storage, "train")
+    plain = to_plain(run)
+    import uuid
+
+    run_name = f"{run.name}-{uuid.uuid4().hex[:8]}"
+    run_id, _ = tracker.start(run_name, run_name, tags={"raypair.kind": "train", "raypair.method": run.method.name})
+    tracker.log_params(run_id, flatten(plain))
+    tracker.log_yaml(run_id, plain, "config.yaml")
+    try:
+        metrics = train.fit(run, run_name, storage / "train", callbacks=[train.MlflowReport(tracker, run_id)])
+    except Exception:
+        tracker.end(run_id, "FAILED")
+        raise
+    tracker.end(run_id, "FINISHED")
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val_", "test_", "train_"))}
+    print(f"finished {run_name}: {shown}\nMLflow: {tracker.uri} (run {run_id})")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from raypair.tracking import default_uri
+
+    storage = Path(args.storage).resolve()
+    uri = args.tracking_uri or default_uri(storage)
+    if not args.tracking_uri and not (storage / "mlflow.db").exists():
+        raise ConfigError("--storage", f"no MLflow store at {storage / 'mlflow.db'}; run raypair tune first",
+                          str(storage))
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+            "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The one training loop. It imports torch and raypair only: never Ray, MLflow or the CLI.
+
+``run_trial(cfg, report)`` trains ``cfg.epochs`` epochs and calls ``report(metrics, ckpt_dir)``
+once per epoch on every worker (``ckpt_dir`` is a temporary folder, valid during the call, on
+rank 0 at checkpoint epochs, else None). Ray Train, Ray Tune, benchmarks and tests all drive
+this same function through their own ``report``.
+
+DDP-aware: when ``torch.distributed`` is initialised with ``world_size > 1`` the method is wrapped
+in DDP, each rank trains on its shard of every global batch and evaluates its part of the
+validation split, and every reported metric is all-reduced, so all ranks see the same numbers.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raypair.config import OptimConfig, RunConfigBase, ScheduleConfig
+from raypair.data import DeviceLoader, load_splits
+from raypair.methods import Method, build_method
+from raypair.models import build_model
+
+Report = Callable[[dict[str, float], Optional[Path]], None]
+CKPT_FILE = "state.pt"
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the trial stops, the sweep goes on."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+
+def pick_device(gpus: float | str) -> torch.device:
+    if gpus != 0 and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------ optimisation
+def build_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based): warm-up, then the schedule."""
+    epoch = step / steps_per_epoch  # fractional epochs done
+    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+        return (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "multistep":
+        scale = epochs if cfg.milestone_unit == "fraction" else 1
+        return cfg.gamma ** sum(epoch >= m * scale for m in cfg.milestones)
+    t = (epoch - cfg.warmup_epochs) / max(epochs - cfg.warmup_epochs, 1e-9)
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+# --------------------------------------------------------------------------------- reduction
+def all_reduce(values: Tensor, dist: Dist) -> Tensor:
+    if dist.world_size > 1:
+        torch.distributed.all_reduce(values)
+    return values
+
+
+# ----------------------------------------------------------------------------------- epochs
+def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.optim.Optimizer,
+                sched: Callable[[int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
+    net.train()
+    dev = next(method.parameters()).device
+    sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss * n, correct, n
+    log_sums: dict[str, Tensor] = {}
+    batches = 0
+    for x, y in batches_it:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * sched(step)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(x, y)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        step, batches = step + 1, batches + 1
+        n = y.shape[0]
+        sums += torch.stack([out.loss.detach().double() * n,
+                             (out.logits.detach().argmax(1) == y).sum().double(),
+                             torch.tensor(float(n), device=dev, dtype=torch.float64)])
+        for k, v in out.logs.items():
+            log_sums[k] = log_sums.get(k, 0.0) + torch.as_tensor(v, device=dev, dtype=torch.float64)
+    keys = sorted(log_sums)
+    local = sums.tolist()
+    flat = torch.cat([sums, torch.stack([log_sums[k] for k in keys]) if keys else sums[:0],
+                      torch.tensor([float(batches)], device=dev, dtype=torch.float64)])
+    flat = all_reduce(flat, dist).tolist()
+    loss_sum, correct, n, total_batches = flat[0], flat[1], flat[2], flat[-1]
+    metrics = {"train_loss": loss_sum / n, "train_acc": correct / n, "train_samples": n}
+    metrics.update({k: v / total_batches for k, v in zip(keys, flat[3:-1])})
+    if dist.world_size > 1:  # this rank's own shard, not all-reduced: shows that ranks saw different data
+        metrics["worker"] = {"rank": dist.rank, "train_loss": local[0] / local[2], "samples": local[2]}
+    return metrics, step
+
+
+@torch.no_grad()
+def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix: str = "val") -> dict[str, float]:
+    method.eval()
+    dev = next(method.parameters()).device
+    names: list[str] = []
+    sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; then n
+    for x, y in loader.epoch(0):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            heads = method.eval_logits(x)
+        names = list(heads)
+        row = []
+        for logits in heads.values():
+            logits = logits.float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            row += [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
+                    (top == y[:, None]).any(1).sum()]
+        row.append(torch.tensor(y.shape[0], device=dev))
+        vals = torch.stack([r.double() for r in row])
+        sums = vals if sums is None else sums + vals
+    assert sums is not None, "the evaluation split is empty"
+    flat = all_reduce(sums, dist).tolist()
+    n, k = flat[-1], method.info.num_classes
+    out: dict[str, float] = {}
+    for i, name in enumerate(names):
+        tag = f"_{name}" if name else ""
+        out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"] = flat[3 * i] / n, flat[3 * i + 1] / n
+        if k > 5:
+            out[f"{prefix}_acc5{tag}"] = flat[3 * i + 2] / n
+        if i == 0:  # the primary head is also reported untagged
+            out[f"{prefix}_loss"], out[f"{prefix}_acc"] = out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"]
+            if k > 5:
+                out[f"{prefix}_acc5"] = out[f"{prefix}_acc5{tag}"]
+    return out
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(folder: Path, method: Method, opt: torch.optim.Optimizer, epoch: int, step: int,
+                    stats: dict[str, float]) -> Path:
+    state = {"method": method.state_dict(), "optim": opt.state_dict(), "epoch": epoch, "step": step,
+             "stats": stats, "generator": method.generator.get_state()}
+    torch.save(state, folder / CKPT_FILE)
+    return folder
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    return torch.load(Path(folder) / CKPT_FILE, map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------------------------ trial
+def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
+    """Data on the device, the model, the method and its generator: everything a trial trains."""
+    torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
+    splits = load_splits(cfg.data)
+    info = splits.info
+    model = build_model(cfg.model, info.num_classes, info.image_shape[0], info.image_shape[1])
+    method = build_method(cfg.method, model, info).to(device)
+    cl = device.type == "cuda"
+    if cl:
+        method = method.to(memory_format=torch.channels_last)
+    method.generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
+    norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
+                channels_last=cl)
+    train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True,
+                         augment=cfg.method.aug == "base+", pad=cfg.data.pad, seed=cfg.seed, **norm)
+    val = DeviceLoader(splits.val_x, splits.val_y, batch_size=cfg.eval_batch_size, train=False, **norm)
+    test = None
+    if splits.test_x is not None:
+        test = DeviceLoader(splits.test_x, splits.test_y, batch_size=cfg.eval_batch_size, train=False, **norm)
+    return method, info, train, val, test
+
+
+def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, Any]] = None,
+              dist: Dist = Dist(), device: Optional[torch.device] = None) -> dict[str, float]:
+    """Train ``cfg`` and return the last epoch's metrics. ``resume`` is a loaded checkpoint."""
+    device = device or pick_device(cfg.scale.gpus_per_worker)
+    torch.set_num_threads(cfg.scale.threads or max(1, int(cfg.scale.cpus_per_worker)))
+    method, info, train, val, test = setup(cfg, device, dist)
+    opt = build_optimizer(cfg.optim, method.parameters())
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+    start, step, stats = 0, 0, {}
+    if resume is not None:
+        method.load_state_dict(resume["method"])
+        opt.load_state_dict(resume["optim"])
+        method.generator.set_state(resume["generator"])
+        start, step, stats = resume["epoch"], resume["step"], dict(resume["stats"])
+    net: nn.Module = method
+    if dist.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(method)
+    if cfg.scale.compile:
+        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default")
+    amp = device.type == "cuda"
+    spe = len(train)
+    metrics: dict[str, float] = {}
+    for epoch in range(start, cfg.epochs):
+        method.on_epoch_start(epoch, cfg.epochs, stats)
+        t0 = time.perf_counter()
+        stats, step = train_epoch(net, method, train.epoch(epoch), opt, lambda s: lr_factor(cfg.schedule, s, spe, cfg.epochs),
+                                  step, amp, dist)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t1 = time.perf_counter()
+        if not math.isfinite(stats["train_loss"]):
+            raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
+        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist),
+                   "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0,
+                   "eval_time_s": time.perf_counter() - t1}
+        last = epoch + 1 == cfg.epochs
+        if last and test is not None:
+            metrics.update(evaluate(method, test, amp, dist, prefix="test"))
+        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:
+                folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats) if dist.rank == 0 else None
+                report(metrics, folder)
+        else:
+            report(metrics, None)
+    return metrics

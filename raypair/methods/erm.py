@@ -1,0 +1,34 @@
+"""ERM: plain cross-entropy on clean images, the ``base`` / ``base+`` baselines of P3 (methods.md §1.1).
+
+Equation: ``L = CE(f(x), y)``, with optional label smoothing ``T = (1 - eps) Y + eps / K``
+(``F.cross_entropy(label_smoothing=eps)`` is exactly ``sce(f(x), T)``).
+- ``aug: base``  - normalise only (P3 "base").
+- ``aug: base+`` - zero-pad 4, random 32x32 crop, h-flip p=0.5, then normalise (P3 "base+").
+Invariants tested: with eps = 0 the loss equals CE; with eps > 0 it equals sce against the smoothed rows.
+No ASSUMPTION of methods.md applies.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from raypair.config import MethodConfig
+from raypair.methods.base import METHODS, Method, StepOut
+
+
+class ErmConfig(MethodConfig):
+    name: Literal["erm"] = "erm"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@METHODS.register("erm")
+class Erm(Method):
+    Config = ErmConfig
+
+    def forward(self, x: Tensor, y: Tensor) -> StepOut:
+        logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        return StepOut(loss, logits)

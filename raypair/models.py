@@ -1,0 +1,136 @@
+"""Models: everything goes through ``timm.create_model``.
+
+raypair registers into timm's registry the CIFAR-style nets the papers use and tiny nets for
+tests, so ``model.name: resnet18_cifar`` and ``model.name: resnet50`` are looked up the same way.
+
+- ``resnet18_cifar`` / ``resnet34_cifar``: kuangliu-style CIFAR ResNets (P3, PairTraining CIFAR
+  runs): timm's ResNet with a 3x3 stride-1 stem conv and no max-pool.
+- ``tiny_cnn``: two conv blocks and a linear head (``norm=False`` drops BatchNorm, which makes a
+  DDP run with split batches match a single worker exactly).
+- ``tiny_vit``: a one-block ViT for tests of two-branch methods.
+Every model keeps timm's interface: ``forward_features``, ``forward_head(pre_logits=True)``,
+``num_features``, ``get_classifier``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from timm.models import register_model
+from torch import Tensor, nn
+
+from raypair.config import ConfigError, ModelConfig
+
+_TIMM_CFG_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _drop_timm_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in _TIMM_CFG_KEYS}
+
+
+def _cifar_resnet(layers: list[int], pretrained: bool, **kwargs: Any) -> nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
+
+    if pretrained:
+        raise ValueError("CIFAR ResNets have no pretrained weights")
+    kwargs = _drop_timm_args(kwargs)
+    in_chans = kwargs.get("in_chans", 3)
+    model = ResNet(block=BasicBlock, layers=layers, **kwargs)
+    model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+@register_model
+def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ResNet-18 for 32x32 inputs: 3x3 stem, stride 1, no max-pool (11.2 M parameters)."""
+    return _cifar_resnet([2, 2, 2, 2], pretrained, **kwargs)
+
+
+@register_model
+def resnet34_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    return _cifar_resnet([3, 4, 6, 3], pretrained, **kwargs)
+
+
+class TinyCnn(nn.Module):
+    """conv(3x3) -> [BN] -> ReLU -> pool, twice; global average pool; linear. For tests and CPU sweeps."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 16, norm: bool = True,
+                 drop_rate: float = 0.0, **_: Any) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=not norm),
+                    nn.BatchNorm2d(cout) if norm else nn.Identity(), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+        self.num_classes, self.num_features = num_classes, 2 * width
+        self.features = nn.Sequential(*block(in_chans, width), *block(width, 2 * width))
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.drop(x.mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+@register_model
+def tiny_cnn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    return TinyCnn(**_drop_timm_args(kwargs))
+
+
+@register_model
+def tiny_vit(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """One-block ViT (patch 4, width 32, 2 heads) on timm's VisionTransformer."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = dict(img_size=32, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    args.update(_drop_timm_args(kwargs))
+    return VisionTransformer(**args)
+
+
+def check_model_name(name: str) -> None:
+    if not timm.is_model(name):
+        near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        hint = f" (similar: {', '.join(near)})" if near else ""
+        raise ConfigError("model.name", f"unknown timm model{hint}", name)
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int | None = None) -> nn.Module:
+    """``timm.create_model`` with the data's classes and channels; no pretrained weights are fetched."""
+    check_model_name(cfg.name)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate)
+    if image_size is not None and _takes_img_size(cfg.name):
+        kwargs["img_size"] = image_size
+    kwargs.update(cfg.kwargs)
+    try:
+        return timm.create_model(cfg.name, pretrained=False, **kwargs)
+    except TypeError as e:
+        raise ConfigError("model.kwargs", f"{cfg.name} rejects them: {e}", cfg.kwargs) from None
+
+
+def _takes_img_size(name: str) -> bool:
+    # ViT-like timm models build their patch grid from img_size; CNNs do not take the argument.
+    return any(k in name for k in ("vit", "deit", "swin", "beit", "eva", "cait", "xcit"))
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,142 @@
+"""MLflow, and only here. Everything goes through ``MlflowClient`` with explicit run ids (no global
+active run), so the same object works in the Tune driver, in a Ray Train controller and in tests.
+
+Default store: ``sqlite:///<storage>/mlflow.db`` with artifacts in ``<storage>/mlartifacts`` (MLflow 3
+refuses the old file store). A run is found again by its ``raypair.key`` tag, so a resumed sweep
+reuses each trial's run instead of opening a second one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+KEY_TAG = "raypair.key"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_uri(storage: Path) -> str:
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
+def git_sha() -> str:
+    """The commit of the raypair checkout that runs, with ``-dirty`` if it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+class Tracker:
+    """One MLflow experiment. Picklable: the client is made lazily in whichever process logs."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[str] = None) -> None:
+        self.uri, self.experiment, self.artifact_root = uri, experiment, artifact_root
+        self._client: Any = None
+        self._exp_id: Optional[str] = None
+        self._last_step: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "experiment": self.experiment, "artifact_root": self.artifact_root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._exp_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                loc = None
+                if self.artifact_root:
+                    loc = (Path(self.artifact_root).resolve() / self.experiment).as_uri()
+                self._exp_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+            else:
+                self._exp_id = exp.experiment_id
+        return self._exp_id
+
+    # -------------------------------------------------------------------------------- runs
+    def find(self, key: str) -> Optional[str]:
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                                       max_results=2)
+        return runs[0].info.run_id if runs else None
+
+    def start(self, key: str, name: str, parent: Optional[str] = None,
+              tags: Optional[dict[str, str]] = None) -> tuple[str, bool]:
+        """The run tagged ``key``: reopened if it exists (returns ``(id, True)``), else created."""
+        run_id = self.find(key)
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id, True
+        all_tags = {KEY_TAG: key, "mlflow.runName": name, "raypair.git_sha": git_sha(), **(tags or {})}
+        all_tags["mlflow.source.git.commit"] = all_tags["raypair.git_sha"].removesuffix("-dirty")
+        if parent:
+            all_tags[PARENT_TAG] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id, False
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], _param_text(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i: i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int) -> bool:
+        """Log the numeric, finite values at ``step``; a step already logged for this run is skipped
+        (a trial resumed from an earlier checkpoint re-reports epochs it had reported)."""
+        from mlflow.entities import Metric
+
+        if run_id not in self._last_step:
+            hist = self.client.get_metric_history(run_id, "epoch")
+            self._last_step[run_id] = max((m.step for m in hist), default=0)
+        if step <= self._last_step[run_id]:
+            return False
+        now = _now_ms()
+        items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        for i in range(0, len(items), 200):
+            self.client.log_batch(run_id, metrics=items[i: i + 200])
+        self._last_step[run_id] = step
+        return True
+
+    def log_yaml(self, run_id: str, obj: Any, filename: str) -> None:
+        self.client.log_text(run_id, yaml.safe_dump(obj, sort_keys=False), filename)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, _param_text(v))
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def children(self, parent: str) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+                                       max_results=10000)
+
+
+def _param_text(v: Any) -> str:
+    return (v if isinstance(v, str) else json.dumps(v))[:6000]
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

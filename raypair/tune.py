@@ -1,0 +1,233 @@
+"""Ray Tune + Optuna adapter: one Tune function per trial that runs the loop under Ray Train
+(or, with ``scale.trainer: direct``, in the trial process itself), Optuna TPE with its study in
+``<storage>/<name>/optuna.db``, ASHA, and an MLflow callback in the driver: one parent run per sweep
+and exactly one child run per trial (found again by the trial id when a sweep is resumed).
+
+Logging from the driver means trials on remote nodes never need to reach the tracking store.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+from ray import tune
+from ray.tune.experiment import Trial
+
+from raypair.config import ConfigError, flatten, to_plain
+from raypair.space import Sweep
+from raypair.tracking import Tracker
+
+STATE_FILE = "raypair_sweep.json"
+DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial only waits on its workers
+
+
+# ------------------------------------------------------------------------------ trial body
+def trial_fn(params: dict[str, Any], sweep: Sweep, train_storage: str) -> None:
+    cfg = sweep.trial_run(params)
+    trial_id = tune.get_context().get_trial_id()
+    if not cfg.scale.uses_train():
+        _direct(cfg)
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raypair import train
+
+    train.fit(cfg, name=f"trial-{trial_id}", storage=Path(train_storage), callbacks=[TuneReportCallback()])
+
+
+def _direct(cfg: Any) -> None:
+    from raypair.loop import load_checkpoint, run_trial
+
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint(Path(d))
+
+    def report(metrics: dict[str, float], folder: Optional[Path]) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)) if folder else None)
+
+    run_trial(cfg, report, resume=resume)
+
+
+# --------------------------------------------------------------------------- MLflow callback
+class MlflowTrials(tune.Callback):
+    """Driver-side: a child run per trial under the sweep's parent, per-epoch metrics, final status."""
+
+    def __init__(self, tracker: Tracker, parent: str, sweep: Sweep) -> None:
+        self.tracker, self.parent, self.sweep = tracker, parent, sweep
+        self.runs: dict[str, str] = {}
+
+    def _run(self, trial: Trial) -> str:
+        if trial.trial_id not in self.runs:
+            cfg = self.sweep.trial_run(_params(trial.config))
+            run_id, existed = self.tracker.start(
+                f"{self.parent}/{trial.trial_id}", f"{self.sweep.name}-{trial.trial_id}", parent=self.parent,
+                tags={"raypair.trial_id": trial.trial_id, "raypair.method": cfg.method.name})
+            if not existed:
+                plain = to_plain(cfg)
+                self.tracker.log_params(run_id, flatten(plain))
+                self.tracker.log_yaml(run_id, plain, "config.yaml")
+                self.tracker.set_tags(run_id, {f"raypair.search.{k}": v for k, v in _params(trial.config).items()})
+            self.runs[trial.trial_id] = run_id
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
+        if "epoch" in result:
+            self.tracker.log_metrics(self._run(trial), result, step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        run_id = self._run(trial)
+        last = trial.last_result or {}
+        done = int(last.get("epoch", 0))
+        self.tracker.set_tags(run_id, {"raypair.epochs_done": done,
+                                       "raypair.stopped_early": done < self.sweep.run.epochs})
+        self.tracker.end(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        run_id = self._run(trial)
+        self.tracker.set_tags(run_id, {"raypair.error": _last_line(trial), "raypair.error_file": trial.error_file})
+        self.tracker.end(run_id, "FAILED")
+
+
+class Progress(tune.Callback):
+    """One short line per finished epoch and per trial end, instead of Ray's status tables."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"  trial {trial.trial_id} epoch {result.get('epoch')}: {self.metric}={shown} "
+              f"({result.get('epoch_time_s', 0):.2f} s/epoch)", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        print(f"  trial {trial.trial_id} ended after epoch {(trial.last_result or {}).get('epoch')}", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        print(f"  trial {trial.trial_id} FAILED: {_last_line(trial)} (log: {trial.error_file})", flush=True)
+
+
+def _last_line(trial: Trial) -> str:
+    try:
+        lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else "?"
+    except (OSError, TypeError):
+        return "?"
+
+
+def _params(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if "." in k or k in ("epochs", "batch_size", "seed")}
+
+
+# ------------------------------------------------------------------------------- the sweep
+def domains(sweep: Sweep) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, ps in sweep.space.items():
+        a = ps.args
+        out[path] = {"uniform": lambda: tune.uniform(*a), "loguniform": lambda: tune.loguniform(*a),
+                     "int": lambda: tune.randint(a[0], a[1] + 1), "choice": lambda: tune.choice(a),
+                     "grid": lambda: tune.grid_search(a)}[ps.kind]()
+    return out
+
+
+def searcher(sweep: Sweep, exp_dir: Path) -> Any:
+    s = sweep.tune.searcher
+    if s.name != "optuna":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = (optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+               if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=s.seed))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
+    return OptunaSearch(sampler=sampler, study_name=sweep.name, storage=storage)
+
+
+def scheduler(sweep: Sweep) -> Any:
+    s = sweep.tune.scheduler
+    if s.name == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", max_t=s.max_t or sweep.run.epochs, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor)
+
+
+def trial_resources(sweep: Sweep) -> dict[str, float]:
+    if not sweep.run.scale.uses_train():
+        return sweep.resources_per_trial()
+    return DRIVER_RESOURCES
+
+
+def concurrency(sweep: Sweep) -> int:
+    """``max_concurrent_trials``, lowered to what the cluster can run at once: more Train-backed
+    trials than there are CPUs for their workers would wait on each other forever."""
+    want = sweep.tune.max_concurrent_trials
+    need = sweep.resources_per_trial()
+    have = ray.cluster_resources()
+    fit = int(have.get("CPU", 0) // need["cpu"]) if need["cpu"] else want
+    if need["gpu"]:
+        fit = min(fit, int(have.get("GPU", 0) // need["gpu"]))
+    if fit < 1:
+        raise ConfigError("scale", f"one trial needs {need['cpu']} CPU and {need['gpu']} GPU; the cluster has "
+                          f"{have.get('CPU', 0)} CPU and {have.get('GPU', 0)} GPU")
+    return min(want, fit)
+
+
+def run_sweep(sweep: Sweep, exp_dir: Path, tracker: Tracker, resume: bool) -> Any:
+    """Run (or resume) the sweep in ``exp_dir``; returns Ray's ResultGrid."""
+    state_file = exp_dir / STATE_FILE
+    if resume:
+        parent = json.loads(state_file.read_text())["parent_run_id"]
+        tracker.client.update_run(parent, status="RUNNING")
+    else:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        parent, _ = tracker.start(f"sweep/{exp_dir}", sweep.name, tags={"raypair.kind": "sweep"})
+        tracker.log_params(parent, {f"space.{k}": f"{v.kind} {v.args}" for k, v in sweep.space.items()}
+                           | {f"tune.{k}": v for k, v in flatten(sweep.tune.model_dump(mode="json")).items()})
+        tracker.log_yaml(parent, {"run": to_plain(sweep.run), "space": {k: v.model_dump(exclude_none=True)
+                                  for k, v in sweep.space.items()}, "tune": sweep.tune.model_dump(mode="json")},
+                         "sweep.yaml")
+        state_file.write_text(json.dumps({"parent_run_id": parent, "name": sweep.name}))
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, sweep=sweep, train_storage=str(exp_dir / "train")), trial_resources(sweep))
+    if resume:  # the pickled run config brings its MlflowTrials back; runs are found again by key
+        tuner = tune.Tuner.restore(str(exp_dir / "tune"), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, param_space=domains(sweep))
+    else:
+        t = sweep.tune
+        tuner = tune.Tuner(
+            trainable, param_space=domains(sweep),
+            tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, num_samples=t.num_samples,
+                                        max_concurrent_trials=concurrency(sweep),
+                                        search_alg=searcher(sweep, exp_dir), scheduler=scheduler(sweep)),
+            run_config=tune.RunConfig(name="tune", storage_path=str(exp_dir),
+                                      callbacks=[MlflowTrials(tracker, parent, sweep), Progress(t.metric)],
+                                      failure_config=tune.FailureConfig(max_failures=t.max_failures),
+                                      verbose=0),
+        )
+    grid = tuner.fit()
+    _finish_parent(tracker, parent, grid, sweep)
+    return grid
+
+
+def _finish_parent(tracker: Tracker, parent: str, grid: Any, sweep: Sweep) -> None:
+    ok = [r for r in grid if r.error is None and r.metrics and sweep.tune.metric in r.metrics]
+    failed = sum(r.error is not None for r in grid)
+    tracker.set_tags(parent, {"raypair.trials": len(grid), "raypair.trials_failed": failed})
+    if ok:
+        best = grid.get_best_result(sweep.tune.metric, sweep.tune.mode, scope="all")
+        metric = sweep.tune.metric
+        best_value = best.metrics_dataframe[metric].max() if sweep.tune.mode == "max" else \
+            best.metrics_dataframe[metric].min()
+        tracker.log_metrics(parent, {f"best_{metric}": float(best_value)}, step=1)
+        tracker.set_tags(parent, {"raypair.best_trial": best.metrics.get("trial_id", "")}
+                         | {f"raypair.best.{k}": v for k, v in _params(best.config).items()})
+    tracker.end(parent, "FINISHED" if ok else "FAILED")
