@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="override the sweep's name (its folder under --storage)")
     t.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
     r = sub.add_parser("train", help="one run under Ray Train, no Tune")
-    r.add_argument("run", help="run YAML")
+    r.add_argument("run", help="run YAML, or a search-space YAML (trains its base run)")
     _common(r)
     v = sub.add_parser("validate", help="print the resolved config or trial space; starts nothing")
     v.add_argument("file")
@@ -112,7 +112,7 @@ def start_ray(address: Optional[str]) -> None:
         # the dashboard process also serves the state API that Ray Train needs to clean up a
         # trial stopped early by ASHA; it listens on 127.0.0.1 only
         if not ray.is_initialized():
-            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
                      logging_level="warning", logging_config=ray.LoggingConfig(log_level="WARNING"))
 
 
@@ -189,7 +189,12 @@ def _fmt(v: Any) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from raypair.config import build_run, flatten, load_run, to_plain
 
-    run = load_run(args.run, args.overrides)
+    if _is_space(args.run):  # a search-space file trains its base run
+        from raypair.space import load_sweep
+
+        run = load_sweep(args.run, args.overrides, check=False).run
+    else:
+        run = load_run(args.run, args.overrides)
     preflight(run)
     storage = Path(args.storage).resolve()
     start_ray(args.address)
@@ -223,6 +228,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if not args.tracking_uri and not (storage / "mlflow.db").exists():
         raise ConfigError("--storage", f"no MLflow store at {storage / 'mlflow.db'}; run raypair tune first",
                           str(storage))
+    # the UI only browses runs: no job-runner processes (10 processes and 2.5 GB less, measured)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
             "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)

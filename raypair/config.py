@@ -28,6 +28,9 @@ class ConfigError(ValueError):
         got = "" if value is ... else f" (got {_short(value)})"
         super().__init__(f"{field}: {message}{got}" if field else f"{message}{got}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # Ray copies and pickles a trial's exception
+        return (ConfigError, (self.field, self.message, self.value))
+
 
 def _short(value: Any) -> str:
     text = repr(value)
@@ -339,9 +342,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError("--set", "expected dotted.path=value", text)
     path, raw = text.split("=", 1)
     try:
-        return path.strip(), yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(path.strip(), "value is not valid YAML", raw) from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text; people mean a number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return path.strip(), value
 
 
 def build_run(raw: dict[str, Any], prefix: str = "") -> RunConfigBase:

@@ -39,9 +39,9 @@ class Sweep:
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
-               name: Optional[str] = None) -> Sweep:
+               name: Optional[str] = None, check: bool = True) -> Sweep:
     """Read and check a search-space file. ``--set tune.x=v`` reaches the tune settings, any other
-    ``--set`` path the run config."""
+    ``--set`` path the run config. ``check=False`` skips the space checks (to train the base run)."""
     path = Path(path)
     raw = read_yaml(path)
     for text in overrides:
@@ -69,7 +69,8 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
         run_raw = deep_merge(base, spec.run)
     run = build_run(run_raw)
     sweep = Sweep(spec.name, run_raw, run, spec.space, spec.tune, path)
-    check_space(sweep, [k for k, _ in map(parse_override, overrides)])
+    if check:
+        check_space(sweep, [k for k, _ in map(parse_override, overrides)])
     return sweep
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raypair import data
+from raypair import data, sources
 from raypair.config import ConfigError, DataConfig
 from raypair.data import DeviceLoader, load_splits, resolve, shard_indices
 from raypair.ops.augment import pad_crop_flip
@@ -41,7 +41,7 @@ def cifar(cache_dir: Path) -> dict:
     t0 = time.perf_counter()
     first = load_splits(cfg)
     t1 = time.perf_counter()
-    data._memo.cache_clear()  # force the .npy path, not the in-process memo
+    sources._memo.cache_clear()  # force the .npy path, not the in-process memo
     again = load_splits(cfg)
     t2 = time.perf_counter()
     print(f"\nCIFAR-10 first decode {t1 - t0:.2f} s, cached load {t2 - t1:.2f} s")

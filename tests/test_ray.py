@@ -1,0 +1,193 @@
+"""Real local Ray, real MLflow store, real Optuna study, real images (digits; CIFAR-10 where the
+shared copy exists): the sweep, data-parallel training, and resuming a killed sweep."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray")
+import ray.train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "search_spaces" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    # dashboard on: its state API lets Ray Train clean up trials that ASHA stops
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level="warning", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def mlflow_runs(storage: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_quickstart_sweep_lands_in_mlflow(local_ray, tmp_path, capsys):
+    from raypair.cli import main
+
+    code = main(["tune", str(QUICK), "--storage", str(tmp_path), "--set", "epochs=4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "best val_acc = " in out
+    client, parents, children = mlflow_runs(tmp_path, "quickstart")
+    assert len(parents) == 1 and len(children) == 8
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["raypair.trial_id"] for c in children}) == 8
+    stopped = [c for c in children if c.data.tags["raypair.stopped_early"] == "true"]
+    assert 1 <= len(stopped) < 8, "ASHA should stop some trials and let at least one finish"
+    for c in children:
+        assert c.info.status == "FINISHED"
+        hist = client.get_metric_history(c.info.run_id, "val_acc")
+        done = int(c.data.tags["raypair.epochs_done"])
+        assert sorted(m.step for m in hist) == list(range(1, done + 1))
+        assert c.data.params["method.name"] == "erm" and "optim.lr" in c.data.params
+        assert c.data.tags["raypair.git_sha"]
+        arts = [a.path for a in client.list_artifacts(c.info.run_id)]
+        assert "config.yaml" in arts
+    assert "best_val_acc" in parents[0].data.metrics
+    # the Optuna study persisted beside the sweep, readable with Optuna's own tools
+    import optuna
+
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path / 'quickstart' / 'optuna.db'}")
+    assert len(study.trials) == 8
+
+
+def test_two_train_workers_are_data_parallel(local_ray, tmp_path):
+    """Same global batch on 1 and 2 gloo workers: same losses (no BatchNorm, no augmentation);
+    each worker trained on its own half of every batch."""
+    from raypair import train
+    from raypair.config import build_run
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Recorder runs in the Train controller
+    results = {}
+    for workers in (1, 2):
+        cfg = build_run({"data": {"name": "digits", "image_size": 16, "train_subset": 512},
+                         "model": {"name": "tiny_cnn", "kwargs": {"norm": False}},
+                         "method": {"name": "erm", "aug": "base"}, "epochs": 2, "batch_size": 64,
+                         "optim": {"lr": 0.05}, "schedule": {"name": "constant"},
+                         "scale": {"workers": workers, "trainer": "train", "gpus_per_worker": 0}})
+        log = tmp_path / f"w{workers}.jsonl"
+        train.fit(cfg, f"ddp{workers}", tmp_path, callbacks=[Recorder(str(log))])
+        results[workers] = [json.loads(line) for line in log.read_text().splitlines()]
+    one, two = results[1], results[2]
+    assert len(one) == len(two) == 2  # epochs
+    for a, b in zip(one, two):
+        assert len(a) == 1 and len(b) == 2  # one metrics dict per worker
+        assert b[0]["train_loss"] == b[1]["train_loss"]  # all-reduced: every rank reports the same
+        assert a[0]["train_loss"] == pytest.approx(b[0]["train_loss"], rel=1e-4)
+        assert a[0]["val_acc"] == pytest.approx(b[0]["val_acc"], abs=1e-9)
+        assert a[0]["train_samples"] == b[0]["train_samples"] == 512
+        shards = [w["worker"] for w in b]
+        assert {s["rank"] for s in shards} == {0, 1}
+        assert [s["samples"] for s in shards] == [256, 256]
+        assert shards[0]["train_loss"] != shards[1]["train_loss"]  # different data on each rank
+
+
+class Recorder(ray.train.UserCallback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+
+def _trial_results(exp: Path) -> dict[str, int]:
+    """trial folder -> number of results it recorded."""
+    out = {}
+    for f in (exp / "tune").glob("trial_fn_*/result.json"):
+        out[f.parent.name] = len([ln for ln in f.read_text().splitlines() if ln.strip()])
+    return out
+
+
+def test_resume_after_driver_killed(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(tmp_path),
+           "--set", "epochs=3", "--set", "tune.scheduler.name=none", "--num-samples", "6"]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    exp = tmp_path / "quickstart"
+    deadline = time.time() + 240
+    finished: dict[str, int] = {}
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            finished = {k: v for k, v in _trial_results(exp).items() if v == 3}
+            if len(finished) >= 2:
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started die together
+        proc.wait()
+    assert len(finished) >= 2, (tmp_path / "first.log").read_text()[-3000:]
+    before = _trial_results(exp)
+    assert len(before) < 6 or any(v < 3 for v in before.values()), "killed too late to test a resume"
+
+    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    after = _trial_results(exp)
+    assert len(after) == 6
+    for trial, n in finished.items():
+        assert after[trial] == n, f"finished trial {trial} was run again"
+    client, parents, children = mlflow_runs(tmp_path, "quickstart")
+    assert len(parents) == 1
+    ids = [c.data.tags["raypair.trial_id"] for c in children]
+    assert len(ids) == 6 and len(set(ids)) == 6, "one MLflow run per trial, none doubled"
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
+        assert sorted(steps) == [1, 2, 3], steps
+        assert c.info.status == "FINISHED"
+
+
+def test_train_command_two_workers_logs_each_epoch(local_ray, tmp_path, capsys):
+    from raypair.cli import main
+
+    code = main(["train", str(QUICK), "--storage", str(tmp_path), "--set", "epochs=2",
+                 "--set", "scale.workers=2", "--set", "data.train_subset=256"])
+    assert code == 0, capsys.readouterr().err
+    client, parents, _ = mlflow_runs(tmp_path, "train")
+    assert len(parents) == 1
+    run = parents[0]
+    assert run.info.status == "FINISHED" and run.data.params["scale.workers"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    assert "test_acc" in run.data.metrics
+
+
+def test_failing_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
+    """Trials asking for more images than exist fail inside Ray; the others finish and land."""
+    from raypair.cli import main
+
+    import yaml
+
+    spec = yaml.safe_load(QUICK.read_text())
+    spec["space"] = {"data.train_subset": {"grid": [128, 99999]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code = main(["tune", str(tmp_path / "s.yaml"), "--storage", str(tmp_path), "--num-samples", "2",
+                 "--set", "epochs=1", "--set", "tune.searcher.name=random", "--set", "tune.scheduler.name=none"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    client, parents, children = mlflow_runs(tmp_path, "quickstart")
+    by_status = {}
+    for c in children:
+        by_status.setdefault(c.info.status, []).append(c.data.params["data.train_subset"])
+    assert by_status["FAILED"] == ["99999"] * 2 and by_status["FINISHED"] == ["128"] * 2
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert all("data.train_subset" in c.data.tags["raypair.error"] for c in failed)
+    assert "best val_acc = " in out and parents[0].info.status == "FINISHED"
