@@ -170,14 +170,33 @@ class DeviceLoader:
         g, mine = self._global, shard_indices(self._global, self.rank, self.world_size)
         yield from (perm[s * g:(s + 1) * g][mine] for s in range(len(self)))
 
+    def _prepare(self, idx: Union[Tensor, slice], gen: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
+        x = self.x[idx]
+        if gen is not None:
+            x = pad_crop_flip(x, self.pad, gen)
+        x = (x.float() / 255 - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.y[idx]
+
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""
         gen = seeded_generator(self.seed, epoch, self.rank, device=self.device) if self.augment else None
         for idx in self._batches(epoch):
-            x = self.x[idx]
-            if gen is not None:
-                x = pad_crop_flip(x, self.pad, gen)
-            x = (x.float() / 255 - self.mean) / self.std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.y[idx]
+            yield self._prepare(idx, gen)
+
+    def draw(self, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
+             max_rounds: int = 64) -> tuple[Tensor, Tensor]:
+        """``n`` samples drawn uniformly with replacement from the whole split, augmented and
+        normalised like a training batch (for methods that pair with the dataset, not the batch).
+        ``avoid [n]``: sample i is re-drawn until its label differs from ``avoid[i]`` (rows still
+        equal after ``max_rounds`` keep their last draw; with K >= 2 balanced classes the chance is
+        below (1/2)^64). The generator must live on the data's device."""
+        idx = torch.randint(len(self.y), (n,), generator=generator, device=self.device)
+        for _ in range(max_rounds if avoid is not None else 0):
+            same = self.y[idx] == avoid
+            if not bool(same.any()):
+                break
+            redraw = torch.randint(len(self.y), (n,), generator=generator, device=self.device)
+            idx = torch.where(same, redraw, idx)
+        return self._prepare(idx, generator if self.augment else None)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from raypair.config import OptimConfig, RunConfigBase, ScheduleConfig
 from raypair.data import DeviceLoader, load_splits
-from raypair.methods import Method, build_method
+from raypair.methods import METHODS, Method, build_method
 from raypair.models import build_model
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
@@ -86,7 +86,7 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
     batches = 0
     for x, y in batches_it:
         for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * sched(step)
+            g["lr"] = g["initial_lr"] * sched(step) if method.lr_override is None else method.lr_override
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             out = net(x, y)
         opt.zero_grad(set_to_none=True)
@@ -95,7 +95,7 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
         step, batches = step + 1, batches + 1
         n = y.shape[0]
         sums += torch.stack([out.loss.detach().double() * n,
-                             (out.logits.detach().argmax(1) == y).sum().double(),
+                             (out.logits.detach().argmax(1) == (y if out.labels is None else out.labels)).sum().double(),
                              torch.tensor(float(n), device=dev, dtype=torch.float64)])
         for k, v in out.logs.items():
             log_sums[k] = log_sums.get(k, 0.0) + torch.as_tensor(v, device=dev, dtype=torch.float64)
@@ -166,7 +166,8 @@ def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
     splits = load_splits(cfg.data)
     info = splits.info
-    model = build_model(cfg.model, info.num_classes, info.image_shape[0], info.image_shape[1])
+    factor = METHODS.get(cfg.method.name).in_chans_factor
+    model = build_model(cfg.model, info.num_classes, factor * info.image_shape[0], info.image_shape[1])
     method = build_method(cfg.method, model, info).to(device)
     cl = device.type == "cuda"
     if cl:
@@ -177,6 +178,7 @@ def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True,
                          augment=cfg.method.aug == "base+", pad=cfg.data.pad, seed=cfg.seed, **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=cfg.eval_batch_size, train=False, **norm)
+    method.pool = train
     test = None
     if splits.test_x is not None:
         test = DeviceLoader(splits.test_x, splits.test_y, batch_size=cfg.eval_batch_size, train=False, **norm)
