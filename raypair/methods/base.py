@@ -76,5 +76,11 @@ class Method(nn.Module):
         return {"": self.model(x)}
 
 
+def finetune_lr(epoch: int, epochs: int, ft_epochs: int, ft_lr: float) -> Optional[float]:
+    """The fine-tuning phase after mixup-type training (P1 §5.5) is the last ``ft_epochs`` of the
+    run: its constant lr ``ft_lr`` there (for ``Method.lr_override``), None before."""
+    return ft_lr if ft_epochs > 0 and epoch >= epochs - ft_epochs else None
+
+
 def build_method(cfg: MethodConfig, model: nn.Module, info: Any) -> Method:
     return METHODS.get(cfg.name)(cfg, model, info)
