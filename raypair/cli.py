@@ -41,6 +41,14 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="print the resolved config or trial space; starts nothing")
     v.add_argument("file")
     _common(v, storage=False)
+    p = sub.add_parser("preview", help="write a PNG grid of real images after a method's transform")
+    p.add_argument("method", help="method name, e.g. cutmix")
+    _common(p, storage=False)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--epoch", type=int, help="call the method's epoch hook for this 0-based epoch first")
+    p.add_argument("--epochs", type=int, default=10, help="run length the epoch hook assumes (default 10)")
+    p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
     u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
     u.add_argument("--tracking-uri")
@@ -52,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"tune": cmd_tune, "train": cmd_train, "validate": cmd_validate, "ui": cmd_ui}[args.command](args)
+        commands = {"tune": cmd_tune, "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview,
+                    "ui": cmd_ui}
+        return commands[args.command](args)
     except ConfigError as e:
         print(f"raypair: error: {e}", file=sys.stderr)
         return 2
@@ -217,6 +227,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     tracker.end(run_id, "FINISHED")
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val_", "test_", "train_"))}
     print(f"finished {run_name}: {shown}\nMLflow: {tracker.uri} (run {run_id})")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from raypair.config import build_run, parse_override, set_path
+
+    if args.n < 1:
+        raise ConfigError("--n", "must be >= 1", args.n)
+    raw: dict[str, Any] = {"method": {"name": args.method}, "data": {"name": args.data}, "epochs": args.epochs}
+    for text in args.overrides:
+        raw = set_path(raw, *parse_override(text))
+    run = build_run(raw)
+    from raypair.data import resolve
+
+    resolve(run.data)
+    from raypair.preview import preview
+
+    out = preview(run, Path(args.out), n=args.n, epoch=args.epoch)
+    print(f"wrote {out}")
     return 0
 
 

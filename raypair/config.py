@@ -11,6 +11,7 @@ Method configs live beside their methods (``raypair/methods/*.py``) and are gath
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 from pathlib import Path
@@ -152,6 +153,11 @@ class MethodConfig(Strict):
     name: str
     aug: Literal["base", "base+"] = "base+"  # base: normalise only; base+: pad-crop-flip first
 
+    def check_run(self, run: "RunConfigBase") -> None:
+        """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
+        raise ``ValueError("<field>: ...")`` naming this config's field."""
+        return None
+
 
 class RunConfigBase(Strict):
     name: str = "run"
@@ -168,6 +174,12 @@ class RunConfigBase(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfigBase":
+        method = getattr(self, "method", None)
+        if method is not None:
+            try:
+                method.check_run(self)
+            except ValueError as e:
+                raise ValueError(f"method.{e}") from None
         if self.batch_size % self.scale.workers:
             raise ValueError(f"batch_size: {self.batch_size} does not split evenly across "
                              f"scale.workers={self.scale.workers}")
@@ -197,7 +209,7 @@ class ParamSpace(Strict):
 
     uniform: Optional[tuple[float, float]] = None
     loguniform: Optional[tuple[float, float]] = None
-    int: Optional[tuple[int, int]] = None  # noqa: A003 - the YAML word
+    int: Optional[tuple[builtins.int, builtins.int]] = None  # noqa: A003 - the YAML word
     choice: Optional[list[Any]] = None
     grid: Optional[list[Any]] = None
 

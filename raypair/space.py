@@ -46,7 +46,11 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
     raw = read_yaml(path)
     for text in overrides:
         key, value = parse_override(text)
-        if key.split(".")[0] == "tune":
+        if key.startswith("space."):  # --set space.optim.lr='{uniform: [0.01, 0.1]}'; =null drops it
+            raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != key[6:]}
+            if value is not None:
+                raw["space"][key[6:]] = value
+        elif key.split(".")[0] == "tune":
             raw = set_path(raw, key, value)
         else:
             raw = set_path(raw, "run." + key, value)
@@ -70,7 +74,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
     run = build_run(run_raw)
     sweep = Sweep(spec.name, run_raw, run, spec.space, spec.tune, path)
     if check:
-        check_space(sweep, [k for k, _ in map(parse_override, overrides)])
+        check_space(sweep, [k for k, _ in map(parse_override, overrides) if not k.startswith("space.")])
     return sweep
 
 

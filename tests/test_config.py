@@ -162,3 +162,19 @@ def test_run_file_with_overrides(tmp_path):
     run = load_run(p, ["optim.name=adamw", "optim.lr=0.001"])
     assert run.optim.name == "adamw" and run.optim.lr == 0.001 and run.epochs == 2
     assert run.optim.inactive() == {"momentum", "nesterov"}
+
+
+def test_set_can_narrow_or_drop_a_searched_knob(tmp_path):
+    sweep = load_sweep(QUICK, ["space.optim.lr={uniform: [0.01, 0.02]}", "space.method.label_smoothing=null"])
+    assert sweep.space["optim.lr"].uniform == (0.01, 0.02)
+    assert "method.label_smoothing" not in sweep.space and "optim.weight_decay" in sweep.space
+    with pytest.raises(ConfigError, match="^space.optim.lr:"):
+        load_sweep(QUICK, ["space.optim.lr={uniform: [0.02, 0.01]}"])
+
+
+def test_int_space_is_integer(tmp_path):
+    p = quick_with(tmp_path, space={"epochs": {"int": [2, 5]}}, tune={"scheduler": {"name": "none"}})
+    sweep = load_sweep(p)
+    assert sweep.space["epochs"].int == (2, 5)
+    with pytest.raises(ConfigError, match="^space.epochs.int"):
+        load_sweep(quick_with(tmp_path, space={"epochs": {"int": [2.5, 5]}}))

@@ -97,3 +97,14 @@ def test_lr_schedules_exact():
     cos = ScheduleConfig(name="cosine")
     assert lr_factor(cos, 0, 10, 2) == 1.0 and lr_factor(cos, 10, 10, 2) == pytest.approx(0.5)
     assert lr_factor(cos, 20, 10, 2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_method_aug_reaches_the_loader():
+    from raypair.loop import Dist, setup
+
+    first = {}
+    for aug in ("base", "base+"):
+        _, _, train, _, _ = setup(digits_run(method={"name": "erm", "aug": aug}), torch.device("cpu"), Dist())
+        first[aug] = next(iter(train.epoch(0)))
+    assert torch.equal(first["base"][1], first["base+"][1])  # same samples
+    assert not torch.equal(first["base"][0], first["base+"][0])  # padded, cropped, flipped

@@ -1,0 +1,86 @@
+"""``raypair preview``: a grid of real images after a method's batch transform, with the mixing
+ratios and labels written under each tile: what a researcher looks at before trusting an
+augmentation. It runs the method's own ``mix`` on a batch from the same loader training uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from raypair.config import ModelConfig, RunConfigBase
+from raypair.data import DeviceLoader, load_splits
+from raypair.methods import METHODS, build_method
+from raypair.models import build_model
+
+SCALE, CAPTION = 3, 26  # tile upscaling; caption height in pixels
+
+
+def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = None,
+            stats: Optional[dict[str, float]] = None) -> Path:
+    """Write a PNG grid of ``n`` transformed training images of ``run`` to ``out``."""
+    data = run.data.model_copy(update={"train_subset": n, "val_fraction": 0.0, "test_subset": None})
+    splits = load_splits(data)
+    info = splits.info
+    loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
+                          train=True, augment=run.method.aug == "base+", pad=run.data.pad, seed=run.seed)
+    torch.manual_seed(run.seed)
+    factor = METHODS.get(run.method.name).in_chans_factor
+    model = build_model(ModelConfig(name="tiny_cnn"), info.num_classes, factor * info.image_shape[0])
+    method = build_method(run.method, model, info)
+    method.generator = torch.Generator().manual_seed(run.seed)
+    method.pool = loader
+    if epoch is not None:
+        method.on_epoch_start(epoch, run.epochs, stats or {})
+    x, y = next(iter(loader.epoch(0)))
+    with torch.no_grad():
+        mixed = method.mix(x, y)
+    pixels = _to_pixels(mixed.x, info)
+    captions = [_caption(t, info.classes) for t in mixed.target]
+    title = f"{run.method.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in run.method.model_dump().items()
+                                                 if k != "name")
+    _grid(pixels, captions, title).save(out)
+    return out
+
+
+def _to_pixels(x: Tensor, info: Any) -> Tensor:
+    """Network input ``[B, C', H, W]`` back to [0, 1] pixels; a 2C-channel input (mixup-C) is shown
+    as its two halves side by side. Tiles outside the displayable range are min-max scaled."""
+    c = info.image_shape[0]
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    halves = [x[:, i:i + c] for i in range(0, x.shape[1], c)]
+    shown = torch.cat([h * std + mean for h in halves], dim=3)  # a half weighted by w fades to grey
+    lo = shown.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = shown.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    off = (lo < -0.1) | (hi > 1.1)
+    return torch.where(off, (shown - lo) / (hi - lo).clamp_min(1e-6), shown).clamp(0, 1)
+
+
+def _caption(target: Tensor, classes: tuple[str, ...]) -> str:
+    w, k = target.topk(min(2, target.numel()))
+    parts = [f"{classes[int(i)][:10]} {float(v):.2f}" for v, i in zip(w, k) if float(v) > 0.005]
+    return " / ".join(parts)
+
+
+def _grid(pixels: Tensor, captions: list[str], title: str, cols: int = 4) -> Image.Image:
+    b, _, h, w = pixels.shape
+    tw, th = w * SCALE, h * SCALE + CAPTION
+    rows = -(-b // cols)
+    img = Image.new("RGB", (cols * tw, rows * th + 18), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 3), title[: cols * tw // 6], fill="black")
+    arr = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    for i in range(b):
+        tile = Image.fromarray(arr[i]).resize((tw, h * SCALE), Image.NEAREST)
+        x0, y0 = (i % cols) * tw, 18 + (i // cols) * th
+        img.paste(tile, (x0, y0))
+        draw.text((x0 + 3, y0 + h * SCALE + 6), captions[i], fill="black")
+    return img
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,149 @@
+"""Every knob of every method reaches its computation: a sweep over a knob that changes nothing is
+impossible. For each field of each method's config, in every mode (each other Literal/bool field
+set to each of its values) where the field is active, changing its value must change the loss,
+the logits, the logs, the learning-rate override or the evaluation logits within ten epochs.
+Fields a config reports as inactive are refused by the search-space checker instead."""
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from raypair.config import ModelConfig, run_model
+from raypair.data import DeviceLoader
+from raypair.methods import METHODS, build_method
+from raypair.models import build_model
+
+INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
+                             std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
+SKIP = {"name", "aug"}  # aug is applied by the loader (tests/test_loop.py checks it reaches it)
+EPOCHS = 10
+
+
+def _bounds(field: Any) -> tuple[float, float]:
+    lo, hi = -1e9, 1e9
+    for m in field.metadata:
+        lo = max(lo, getattr(m, "ge", getattr(m, "gt", lo)))
+        hi = min(hi, getattr(m, "le", getattr(m, "lt", hi)))
+    return lo, hi
+
+
+def alternatives(field: Any, default: Any) -> list[Any]:
+    """Other valid-looking values of a field: other Literal options, the flipped bool, other numbers."""
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if typing.get_origin(ann) is typing.Literal:
+        return [a for a in args if a != default]
+    if typing.get_origin(ann) is typing.Union and args and typing.get_origin(args[0]) is typing.Literal:
+        return [a for a in typing.get_args(args[0]) if a != default]
+    if ann is bool:
+        return [not default]
+    lo, hi = _bounds(field)
+    if ann is int or int in args:
+        base = 0 if default is None else default
+        return [v for v in (base + 1, base - 1, base + 5, base * 2, 1, 3) if lo <= v <= hi and v != default]
+    if ann is float or float in args:
+        base = 1.0 if default is None else float(default)
+        cands = [base * 2, base / 2, base + 0.25, base - 0.25, (lo + hi) / 2 if hi < 1e9 else base + 1, 0.3, 0.7]
+        return [v for v in cands if lo < v < hi and v != default] or [v for v in cands if lo <= v <= hi and v != default]
+    return []
+
+
+def build(method_cfg: dict[str, Any]):
+    try:
+        cfg = run_model().model_validate({"method": method_cfg}).method
+    except ValidationError:
+        return None
+    torch.manual_seed(0)
+    factor = METHODS.get(cfg.name).in_chans_factor
+    model = build_model(ModelConfig(name="tiny_cnn"), 10, 3 * factor)
+    m = build_method(cfg, model, INFO)
+    g = torch.Generator().manual_seed(1)
+    pool_x = torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8)
+    m.pool = DeviceLoader(pool_x, torch.arange(64) % 10, batch_size=8, mean=INFO.mean, std=INFO.std,
+                          train=True, augment=True)
+    return cfg, m
+
+
+def trace(method_cfg: dict[str, Any]) -> list[Any]:
+    built = build(method_cfg)
+    assert built is not None
+    _, m = built
+    gx = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, 3, 32, 32, generator=gx), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    out = []
+    for e in range(EPOCHS):
+        m.on_epoch_start(e, EPOCHS, {"train_acc": 0.1 * e, "train_loss": 2.0 - 0.1 * e})
+        m.generator = torch.Generator().manual_seed(100 + e)
+        m.train()
+        step = m(x, y)
+        m.eval()
+        heads = m.eval_logits(x)
+        logs = {k: float(torch.as_tensor(v).detach()) for k, v in step.logs.items()}
+        out.append((float(step.loss.detach()), step.logits.detach(), logs, m.lr_override,
+                    {k: v.detach() for k, v in heads.items()}))
+    return out
+
+
+def differs(a: list[Any], b: list[Any]) -> bool:
+    for (la, za, ga, ra, ha), (lb, zb, gb, rb, hb) in zip(a, b):
+        if la != lb or ga != gb or ra != rb or za.shape != zb.shape or not torch.equal(za, zb):
+            return True
+        if ha.keys() != hb.keys() or any(not torch.equal(ha[k], hb[k]) for k in ha):
+            return True
+    return False
+
+
+def contexts(name: str) -> list[dict[str, Any]]:
+    """The default config, and each mode switch (Literal / bool field) set to each other value."""
+    cfg_cls = METHODS.get(name).Config
+    base = {"name": name}
+    out = [base]
+    default = cfg_cls(name=name)
+    for fname, field in cfg_cls.model_fields.items():
+        if fname in SKIP:
+            continue
+        ann = field.annotation
+        if ann is bool or typing.get_origin(ann) is typing.Literal:
+            out += [{**base, fname: v} for v in alternatives(field, getattr(default, fname))]
+    return out
+
+
+CASES = [(n, f) for n in METHODS.names() for f in METHODS.get(n).Config.model_fields if f not in SKIP]
+
+
+@pytest.mark.parametrize("name, knob", CASES)
+def test_knob_reaches_the_computation(name, knob):
+    field = METHODS.get(name).Config.model_fields[knob]
+    active_somewhere = False
+    for ctx in contexts(name):
+        built = build(ctx)
+        if built is None or knob in built[0].inactive():
+            continue
+        active_somewhere = True
+        default = getattr(built[0], knob)
+        alts = [v for v in alternatives(field, default)
+                if (b := build({**ctx, knob: v})) is not None and knob not in b[0].inactive()]
+        assert alts, f"{name}.{knob}: no other valid value to try in context {ctx}"
+        base = trace(ctx)
+        assert any(differs(base, trace({**ctx, knob: v})) for v in alts), \
+            f"{name}.{knob} changes nothing in context {ctx} (tried {alts})"
+    assert active_somewhere, f"{name}.{knob} is inactive in every mode: no code reads it"
+
+
+def test_inactive_knob_cannot_be_swept(tmp_path):
+    """The checker's side of the contract, on a real search-space file."""
+    import yaml
+
+    from raypair.config import ConfigError
+    from raypair.space import load_sweep
+
+    spec = {"name": "t", "run": {"method": {"name": "erm"}, "optim": {"name": "adamw", "lr": 0.001}},
+            "space": {"optim.momentum": {"uniform": [0.5, 0.9]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="^space.optim.momentum: is not read"):
+        load_sweep(tmp_path / "s.yaml")
