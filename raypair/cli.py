@@ -173,10 +173,11 @@ def print_summary(grid: Any, sweep: Any, tracker: Any, storage: Path) -> int:
         m = r.metrics or {}
         hist = r.metrics_dataframe
         best = None
-        if hist is not None and metric in hist:
-            best = hist[metric].max() if mode == "max" else hist[metric].min()
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.config.items()) if "." in k)
-        status = "ERROR" if r.error else ("stopped" if m.get("epoch", 0) < sweep.run.epochs else "done")
+        if hist is not None and metric in hist and hist[metric].notna().any():
+            best = float(hist[metric].max() if mode == "max" else hist[metric].min())
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(sweep.params(r.config).items()))
+        status = "ERROR" if r.error else "infeas." if "infeasible" in m else \
+            "stopped" if m.get("epoch", 0) < sweep.run.epochs else "done"
         rows.append((best, f"  {m.get('trial_id', '?'):>12}  {status:7}  epochs={int(m.get('epoch', 0)):<3} "
                            f"{metric}={_fmt(best)}  {params}"))
     print(f"\n{len(rows)} trials of sweep {sweep.name!r}:")

@@ -32,6 +32,10 @@ class Sweep:
             raw = set_path(raw, path, value)
         return build_run(raw)
 
+    def params(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The searched values in a Tune trial's config."""
+        return {k: v for k, v in config.items() if k in self.space}
+
     def resources_per_trial(self) -> dict[str, float]:
         s = self.run.scale
         gpus = 0.0 if s.gpus_per_worker == "auto" else float(s.gpus_per_worker)

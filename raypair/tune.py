@@ -8,6 +8,7 @@ Logging from the driver means trials on remote nodes never need to reach the tra
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +26,13 @@ DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial onl
 
 # ------------------------------------------------------------------------------ trial body
 def trial_fn(params: dict[str, Any], sweep: Sweep, train_storage: str) -> None:
-    cfg = sweep.trial_run(params)
+    try:
+        cfg = sweep.trial_run(sweep.params(params))
+    except ConfigError as e:
+        # a sampled point that breaks a cross-field constraint: infeasible, not a crash. NaN makes
+        # Optuna record the point as failed, so TPE learns nothing from it and moves on.
+        tune.report({sweep.tune.metric: float("nan"), "epoch": 0, "infeasible": str(e)})
+        return
     trial_id = tune.get_context().get_trial_id()
     if not cfg.scale.uses_train():
         _direct(cfg)
@@ -62,15 +69,19 @@ class MlflowTrials(tune.Callback):
 
     def _run(self, trial: Trial) -> str:
         if trial.trial_id not in self.runs:
-            cfg = self.sweep.trial_run(_params(trial.config))
+            searched = self.sweep.params(trial.config)
+            try:
+                plain: Optional[dict[str, Any]] = to_plain(self.sweep.trial_run(searched))
+            except ConfigError as e:
+                plain, searched = None, searched | {"infeasible": str(e)}
             run_id, existed = self.tracker.start(
                 f"{self.parent}/{trial.trial_id}", f"{self.sweep.name}-{trial.trial_id}", parent=self.parent,
-                tags={"raypair.trial_id": trial.trial_id, "raypair.method": cfg.method.name})
+                tags={"raypair.trial_id": trial.trial_id, "raypair.method": self.sweep.run.method.name})
             if not existed:
-                plain = to_plain(cfg)
-                self.tracker.log_params(run_id, flatten(plain))
-                self.tracker.log_yaml(run_id, plain, "config.yaml")
-                self.tracker.set_tags(run_id, {f"raypair.search.{k}": v for k, v in _params(trial.config).items()})
+                if plain is not None:
+                    self.tracker.log_params(run_id, flatten(plain))
+                    self.tracker.log_yaml(run_id, plain, "config.yaml")
+                self.tracker.set_tags(run_id, {f"raypair.search.{k}": v for k, v in searched.items()})
             self.runs[trial.trial_id] = run_id
         return self.runs[trial.trial_id]
 
@@ -120,10 +131,6 @@ def _last_line(trial: Trial) -> str:
         return lines[-1][:200] if lines else "?"
     except (OSError, TypeError):
         return "?"
-
-
-def _params(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if "." in k or k in ("epochs", "batch_size", "seed")}
 
 
 # ------------------------------------------------------------------------------- the sweep
@@ -219,15 +226,14 @@ def run_sweep(sweep: Sweep, exp_dir: Path, tracker: Tracker, resume: bool) -> An
 
 
 def _finish_parent(tracker: Tracker, parent: str, grid: Any, sweep: Sweep) -> None:
-    ok = [r for r in grid if r.error is None and r.metrics and sweep.tune.metric in r.metrics]
-    failed = sum(r.error is not None for r in grid)
-    tracker.set_tags(parent, {"raypair.trials": len(grid), "raypair.trials_failed": failed})
+    metric, mode = sweep.tune.metric, sweep.tune.mode
+    ok = [r for r in grid if r.error is None and math.isfinite(float((r.metrics or {}).get(metric, "nan")))]
+    tracker.set_tags(parent, {"raypair.trials": len(grid), "raypair.trials_failed": sum(r.error is not None for r in grid),
+                              "raypair.trials_infeasible": sum("infeasible" in (r.metrics or {}) for r in grid)})
     if ok:
-        best = grid.get_best_result(sweep.tune.metric, sweep.tune.mode, scope="all")
-        metric = sweep.tune.metric
-        best_value = best.metrics_dataframe[metric].max() if sweep.tune.mode == "max" else \
-            best.metrics_dataframe[metric].min()
-        tracker.log_metrics(parent, {f"best_{metric}": float(best_value)}, step=1)
+        best = grid.get_best_result(metric, mode, scope="all")
+        history = best.metrics_dataframe[metric]
+        tracker.log_metrics(parent, {f"best_{metric}": float(history.max() if mode == "max" else history.min())}, step=1)
         tracker.set_tags(parent, {"raypair.best_trial": best.metrics.get("trial_id", "")}
-                         | {f"raypair.best.{k}": v for k, v in _params(best.config).items()})
+                         | {f"raypair.best.{k}": v for k, v in sweep.params(best.config).items()})
     tracker.end(parent, "FINISHED" if ok else "FAILED")

@@ -191,3 +191,27 @@ def test_failing_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
     failed = [c for c in children if c.info.status == "FAILED"]
     assert all("data.train_subset" in c.data.tags["raypair.error"] for c in failed)
     assert "best val_acc = " in out and parents[0].info.status == "FINISHED"
+
+
+def test_infeasible_points_are_reported_not_crashed(local_ray, tmp_path, capsys):
+    """Each searched value is valid alone, but momentum 0 with nesterov is not: that grid point is
+    recorded as infeasible (Optuna would see a failed point), the other three train and land."""
+    import yaml
+
+    from raypair.cli import main
+
+    spec = yaml.safe_load(QUICK.read_text())
+    spec["run"]["optim"]["nesterov"] = False
+    spec["space"] = {"optim.momentum": {"grid": [0.0, 0.9]}, "optim.nesterov": {"grid": [True, False]}}
+    spec["tune"].update(searcher={"name": "random"}, scheduler={"name": "none"}, num_samples=1)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    code = main(["tune", str(tmp_path / "s.yaml"), "--storage", str(tmp_path), "--set", "epochs=1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    table = [ln for ln in out.splitlines() if ln.startswith("  ") and "epochs=" in ln]
+    assert [ln.split()[1] for ln in table].count("infeas.") == 1 and len(table) == 4
+    client, parents, children = mlflow_runs(tmp_path, "quickstart")
+    assert len(children) == 4 and parents[0].data.tags["raypair.trials_infeasible"] == "1"
+    bad = [c for c in children if "raypair.search.infeasible" in c.data.tags]
+    assert len(bad) == 1 and "nesterov" in bad[0].data.tags["raypair.search.infeasible"]
+    assert bad[0].data.tags["raypair.search.optim.momentum"] == "0.0"
