@@ -5,6 +5,7 @@ tests, so ``model.name: resnet18_cifar`` and ``model.name: resnet50`` are looked
 
 - ``resnet18_cifar`` / ``resnet34_cifar``: kuangliu-style CIFAR ResNets (P3, PairTraining CIFAR
   runs): timm's ResNet with a 3x3 stride-1 stem conv and no max-pool.
+- ``resnet56_cifar``: He et al.'s CIFAR ResNet-56 (P1's recipe): 16/32/64 channels, option-A shortcuts.
 - ``tiny_cnn``: two conv blocks and a linear head (``norm=False`` drops BatchNorm, which makes a
   DDP run with split batches match a single worker exactly).
 - ``tiny_vit``: a one-block ViT for tests of two-branch methods.
@@ -52,6 +53,78 @@ def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 @register_model
 def resnet34_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return _cifar_resnet([3, 4, 6, 3], pretrained, **kwargs)
+
+
+class _CifarBasicBlock(nn.Module):
+    """He et al. 2016 §4.2 block: two 3x3 convs with BN; option-A shortcut (stride-2 subsampling and
+    zero-padded channels, no parameters) where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = nn.functional.pad(short, (0, 0, 0, 0, 0, self.pad))
+        return torch.relu(out + short)
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. 2016 §4.2 (P1's ResNet-56): 3x3 stem conv (16), three stages of
+    ``(depth - 2) / 6`` BasicBlocks at 16/32/64 channels (stride 2 entering stages 2 and 3), global
+    average pool, linear. 32x32 in -> 8x8x64 features. timm interface as TinyCnn."""
+
+    def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
+                 **_: Any) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1, got {depth}")
+        n, widths = (depth - 2) // 6, (16, 32, 64)
+        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            for b in range(n):
+                blocks.append(_CifarBasicBlock(cin, w, 2 if i > 0 and b == 0 else 1))
+                cin = w
+        self.layers = nn.Sequential(*blocks)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.layers(torch.relu(self.bn1(self.conv1(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.drop(x.mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+@register_model
+def resnet56_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ResNet-56 for 32x32 inputs (P1's recipe, methods.md §4.5): 27 BasicBlocks, 0.85 M parameters."""
+    if pretrained:
+        raise ValueError("CIFAR ResNets have no pretrained weights")
+    return CifarResNet(depth=56, **_drop_timm_args(kwargs))
 
 
 class TinyCnn(nn.Module):

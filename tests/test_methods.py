@@ -17,9 +17,9 @@ from raypair.registry import Registry
 INFO = SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-def tiny(norm: bool = True):
+def tiny(norm: bool = True, in_chans: int = 3):
     torch.manual_seed(0)
-    return build_model(ModelConfig(name="tiny_cnn", kwargs={"norm": norm}), 10, 3)
+    return build_model(ModelConfig(name="tiny_cnn", kwargs={"norm": norm}), 10, in_chans)
 
 
 def test_one_hot_and_smoothing_exact():
@@ -59,11 +59,11 @@ def test_registry_refuses_duplicates_and_lists_names():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name):
-    cfg = run_model().model_validate({"method": {"name": name}}).method
-    method = build_method(cfg, tiny(), INFO)
+    cfg = run_model().model_validate({"method": {"name": name}, "epochs": 12}).method
+    method = build_method(cfg, tiny(in_chans=3 * METHODS.get(name).in_chans_factor), INFO)
     method.generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 10
-    method.on_epoch_start(0, 2, {"train_acc": 0.5, "train_loss": 1.0})
+    method.on_epoch_start(0, 12, {"train_acc": 0.5, "train_loss": 1.0})
     out = method(x, y)
     assert isinstance(out, StepOut) and out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.logits.shape == (8, 10)

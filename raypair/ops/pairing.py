@@ -1,0 +1,33 @@
+"""Dataset-style partner draws over a batch: the stand-in for ``DeviceLoader.draw`` when a method
+that pairs with the whole training set runs without a pool (unit tests, ``mix`` on a lone batch).
+
+Pure tensor function: the device comes from the inputs, randomness from an explicit generator.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def batch_draw(x: Tensor, y: Tensor, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
+               max_rounds: int = 64) -> tuple[Tensor, Tensor]:
+    """``n`` samples drawn uniformly with replacement from the batch ``x [B, ...], y [B]``, with
+    ``DeviceLoader.draw``'s rule: row i is re-drawn while its label equals ``avoid[i]`` (rows still
+    equal after ``max_rounds`` keep their last draw; callers check ``y2 != avoid``).
+    Returns ``(x[idx] [n, ...], y[idx] [n])``."""
+    if len(y) == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"need a non-empty batch with x and y of equal length, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    if avoid is not None and avoid.shape != (n,):
+        raise ValueError(f"avoid needs shape [{n}], got {tuple(avoid.shape)}")
+    dev = generator.device
+    idx = torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
+    for _ in range(max_rounds if avoid is not None else 0):
+        same = y[idx] == avoid
+        if not bool(same.any()):
+            break
+        redraw = torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
+        idx = torch.where(same, redraw, idx)
+    return x[idx], y[idx]

@@ -1,0 +1,219 @@
+"""mixup-C (methods.md §4.2-§4.4): the 2C-channel input and its target, the dual-head loss, the stem
+conversion for fine-tuning (exact, idempotent, resume-safe), the fine-tuning lr, and ResNet-56."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raypair.config import ModelConfig, run_model
+from raypair.methods import StepOut, build_method
+from raypair.models import build_model, param_count
+from raypair.ops.losses import one_hot
+
+INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
+                       std=(0.25, 0.24, 0.26), name="cifar10")
+C = 3
+
+
+def make(model: str = "tiny_cnn", seed: int = 0, **cfg):
+    mcfg = run_model().model_validate({"method": {"name": "mixup_c", **cfg}, "epochs": 20}).method
+    torch.manual_seed(seed)
+    m = build_method(mcfg, build_model(ModelConfig(name=model), 10, 2 * C), INFO)
+    m.generator = torch.Generator().manual_seed(0)
+    return m
+
+
+def batch(b: int = 8, size: int = 32):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(b, C, size, size, generator=g), torch.arange(b) % 10
+
+
+def stem(m):
+    return m.model.get_submodule(m.stem_name)
+
+
+def partner_of(x, second, lam):
+    """The partner index j for which the second half is exactly (1 - lam) x_j."""
+    j = ((second[:, None] - (1 - lam) * x[None]) ** 2).flatten(2).sum(2).argmin(1)
+    assert torch.equal(second, (1 - lam) * x[j])
+    return j
+
+
+@pytest.mark.parametrize("lam_mode", ["beta", "range"])
+def test_input_is_channel_concat_and_target_is_mixed_exactly(lam_mode):
+    m = make(lam=lam_mode, r=0.2)
+    x, y = batch()
+    out = m.mix(x, y)
+    lam = out.logs["lam"]
+    assert out.x.shape == (8, 2 * C, 32, 32) and lam.ndim == 0
+    assert torch.equal(out.x[:, :C], lam * x)
+    j = partner_of(x, out.x[:, C:], lam)
+    assert sorted(j.tolist()) == list(range(8))  # a permutation of the batch
+    assert torch.equal(out.target, lam * one_hot(y, 10) + (1 - lam) * one_hot(y[j], 10))
+    assert torch.allclose(out.target.sum(1), torch.ones(8))
+    if lam_mode == "range":
+        assert 0.3 <= float(lam) <= 0.7
+
+
+def test_lam_range_stays_inside_and_beta_varies():
+    m = make(lam="range", r=0.1)
+    x, y = batch(2, size=2)
+    lams = torch.stack([m.mix(x, y).logs["lam"] for _ in range(100)])
+    assert lams.min() >= 0.4 and lams.max() <= 0.6 and lams.std() > 0.03
+    mb = make()
+    lams = torch.stack([mb.mix(x, y).logs["lam"] for _ in range(100)])
+    assert lams.min() < 0.1 and lams.max() > 0.9  # Beta(1, 1) = U[0, 1]
+
+
+def test_single_head_loss_is_soft_ce_with_top2_logs():
+    m = make().eval()
+    x, y = batch()
+    mixed = make().eval().mix(x, y)  # same seeds: the same draw
+    out = m(x, y)
+    expect = -(mixed.target * F.log_softmax(m.model(mixed.x), 1)).sum(1).mean()
+    assert torch.allclose(out.loss, expect, atol=1e-6)
+    assert torch.equal(out.labels, mixed.target.argmax(1))
+    assert {"lam", "top2", "top2_all"} <= out.logs.keys()
+    assert 0 <= float(out.logs["top2"]) <= float(out.logs["top2_all"]) <= 1
+
+
+def test_dual_head_loss_is_lambda_weighted_ce_exactly():
+    m = make(heads=2).eval()
+    x, y = batch()
+    mixed = make(heads=2).mix(x, y)
+    lam = mixed.logs["lam"]
+    j = partner_of(x, mixed.x[:, C:], lam)
+    out = m(x, y)
+    with torch.no_grad():
+        f = m.model.forward_head(m.model.forward_features(mixed.x), pre_logits=True)
+        h1, h2 = m.model.get_classifier()(f), m.head2(f)
+    assert torch.equal(out.logits, h1)
+    expect = lam * F.cross_entropy(h1, y) + (1 - lam) * F.cross_entropy(h2, y[j])
+    assert torch.allclose(out.loss, expect, rtol=0, atol=1e-6)
+    assert float(out.logs["train_acc_head2"]) == (h2.argmax(1) == y[j]).float().mean().item()
+    assert float(out.logs["train_acc_head1"]) == (h1.argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("model", ["tiny_cnn", "resnet18_cifar"])
+def test_stem_conversion_reproduces_half_half_input(model):
+    m = make(model, ft_epochs=1).eval()
+    x, _ = batch(2)
+    before = m.eval_logits(x)[""]
+    assert torch.equal(before, m.model(torch.cat([0.5 * x, 0.5 * x], 1)))
+    m.on_epoch_start(8, 10, {})
+    assert not m._converted and m.lr_override is None
+    m.on_epoch_start(9, 10, {})
+    assert m._converted and bool(m.converted)
+    assert torch.equal(stem(m).weight[:, C:], torch.zeros_like(stem(m).weight[:, C:]))
+    after = m.eval_logits(x)[""]
+    assert torch.allclose(after, before, rtol=0, atol=1e-5), (after - before).abs().max()
+    assert torch.equal(m.mix(x, torch.tensor([1, 2])).x, torch.cat([x, torch.zeros_like(x)], 1))
+
+
+def test_after_conversion_zero_half_gets_zero_gradient_and_loss_is_hard_ce():
+    m = make(heads=2, ft_epochs=1)
+    m.on_epoch_start(9, 10, {})
+    x, y = batch()
+    out = m(x, y)
+    assert out.logs == {} and torch.allclose(out.loss, F.cross_entropy(out.logits, y), atol=1e-6)
+    out.loss.backward()
+    grad = stem(m).weight.grad
+    assert torch.equal(grad[:, C:], torch.zeros_like(grad[:, C:])) and grad[:, :C].abs().sum() > 0
+    # head 2 stays in the graph (DDP) but learns nothing: exactly zero gradient
+    assert torch.equal(m.head2.weight.grad, torch.zeros_like(m.head2.weight))
+
+
+def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
+    m = make(ft_epochs=2)
+    m.on_epoch_start(8, 10, {})
+    w = stem(m).weight.detach().clone()
+    m.on_epoch_start(9, 10, {})
+    m.on_epoch_start(9, 10, {})
+    assert torch.equal(stem(m).weight, w)
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)  # as the loop's checkpoint does
+    buf.seek(0)
+    resumed = make(ft_epochs=2, seed=1)  # other init, not converted
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed._converted and torch.equal(stem(resumed).weight, w)
+    resumed.on_epoch_start(9, 10, {})  # the loop calls it again after a resume: no second conversion
+    assert torch.equal(stem(resumed).weight, w) and resumed.lr_override == 1e-3
+    x, _ = batch(2)
+    assert torch.equal(resumed.eval().eval_logits(x)[""], m.eval().eval_logits(x)[""])
+    fresh = make(ft_epochs=2)  # a checkpoint from the mixing phase stays unconverted
+    fresh.load_state_dict(make(ft_epochs=2).state_dict())
+    assert not fresh._converted
+
+
+def test_lr_override_is_ft_lr_in_the_last_ft_epochs_only():
+    m = make(ft_epochs=3, ft_lr=0.0025)
+    seen = []
+    for e in range(10):
+        m.on_epoch_start(e, 10, {})
+        seen.append(m.lr_override)
+    assert seen == [None] * 7 + [0.0025] * 3
+    off = make(ft_epochs=0)
+    for e in range(10):
+        off.on_epoch_start(e, 10, {})
+        assert off.lr_override is None and not off._converted
+    from raypair.config import ConfigError, build_run
+
+    with pytest.raises(ConfigError, match=r"^method.ft_epochs: 10 fine-tuning epochs leave no mixup-C epoch"):
+        build_run({"method": {"name": "mixup_c", "ft_epochs": 10}, "epochs": 10})
+
+
+def test_eval_logits_keys():
+    x, _ = batch(4)
+    assert list(make().eval().eval_logits(x)) == [""]
+    m = make(heads=2, ft_epochs=1).eval()
+    heads = m.eval_logits(x)
+    assert list(heads) == ["", "head2"] and all(v.shape == (4, 10) for v in heads.values())
+    assert not torch.equal(heads[""], heads["head2"])
+    m.on_epoch_start(9, 10, {})
+    assert list(m.eval_logits(x)) == [""]  # fine-tuned: the single-output net
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_contract_on_a_2c_tiny_cnn(heads):
+    m = make(heads=heads, ft_epochs=2)
+    x, y = batch(size=16)
+    for e in range(10):
+        m.on_epoch_start(e, 10, {"train_acc": 0.5, "train_loss": 1.0})
+        m.train()
+        out = m(x, y)
+        assert isinstance(out, StepOut) and out.loss.ndim == 0 and torch.isfinite(out.loss)
+        assert out.logits.shape == (8, 10)
+        m.zero_grad()
+        out.loss.backward()
+        assert all(p.grad is not None for p in m.parameters())
+        assert next(iter(m.eval().eval_logits(x).values())).shape == (8, 10)
+
+
+def test_config_bounds_inactive_and_stem_check():
+    cfg = run_model().model_validate({"method": {"name": "mixup_c"}, "epochs": 20}).method
+    assert cfg.inactive() == {"r"}
+    assert run_model().model_validate({"method": {"name": "mixup_c", "lam": "range",
+                                                  "ft_epochs": 0}}).method.inactive() == {"alpha", "ft_lr"}
+    for bad in ({"r": 0.6}, {"alpha": 0.0}, {"ft_epochs": -1}, {"ft_lr": 0.0}, {"heads": 3}):
+        with pytest.raises(ValueError):
+            run_model().model_validate({"method": {"name": "mixup_c", **bad}, "epochs": 20})
+    with pytest.raises(ValueError, match="in_chans_factor"):
+        build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, C), INFO)
+
+
+def test_resnet56_cifar_shapes_and_size():
+    m = build_model(ModelConfig(name="resnet56_cifar"), 10, 3).eval()
+    assert param_count(m) == 853_018  # He et al.: 0.85 M
+    assert sum(isinstance(b, torch.nn.Conv2d) for b in m.modules()) == 55  # stem + 27 blocks x 2
+    x = torch.randn(2, 3, 32, 32)
+    feats = m.forward_features(x)
+    assert feats.shape == (2, 64, 8, 8) and m.num_features == 64
+    assert m.forward_head(feats, pre_logits=True).shape == (2, 64)
+    assert torch.equal(m(x), m.get_classifier()(m.forward_head(feats, pre_logits=True)))
+    m.reset_classifier(5)
+    assert m(x).shape == (2, 5)
+    assert build_model(ModelConfig(name="resnet56_cifar"), 10, 6).conv1.in_channels == 6
