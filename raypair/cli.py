@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--epoch", type=int, help="call the method's epoch hook for this 0-based epoch first")
-    p.add_argument("--epochs", type=int, default=10, help="run length the epoch hook assumes (default 10)")
+    p.add_argument("--epochs", type=int, default=100, help="run length the epoch hook assumes (default 100)")
     p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
     u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))

@@ -4,6 +4,7 @@ augmentation. It runs the method's own ``mix`` on a batch from the same loader t
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,7 @@ from raypair.data import DeviceLoader, load_splits
 from raypair.methods import METHODS, build_method
 from raypair.models import build_model
 
-SCALE, CAPTION = 3, 26  # tile upscaling; caption height in pixels
+SCALE, CAPTION = 3, 30  # tile upscaling; caption height in pixels (two lines)
 
 
 def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = None,
@@ -63,22 +64,24 @@ def _to_pixels(x: Tensor, info: Any) -> Tensor:
 def _caption(target: Tensor, classes: tuple[str, ...]) -> str:
     w, k = target.topk(min(2, target.numel()))
     parts = [f"{classes[int(i)][:10]} {float(v):.2f}" for v, i in zip(w, k) if float(v) > 0.005]
-    return " / ".join(parts)
+    return "\n".join(parts)
 
 
 def _grid(pixels: Tensor, captions: list[str], title: str, cols: int = 4) -> Image.Image:
     b, _, h, w = pixels.shape
     tw, th = w * SCALE, h * SCALE + CAPTION
     rows = -(-b // cols)
-    img = Image.new("RGB", (cols * tw, rows * th + 18), "white")
+    head = textwrap.wrap(title, width=max(20, cols * tw // 6))
+    top = 6 + 12 * len(head)
+    img = Image.new("RGB", (cols * tw, rows * th + top), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((4, 3), title[: cols * tw // 6], fill="black")
+    draw.multiline_text((4, 3), "\n".join(head), fill="black", spacing=2)
     arr = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     for i in range(b):
         tile = Image.fromarray(arr[i]).resize((tw, h * SCALE), Image.NEAREST)
-        x0, y0 = (i % cols) * tw, 18 + (i // cols) * th
+        x0, y0 = (i % cols) * tw, top + (i // cols) * th
         img.paste(tile, (x0, y0))
-        draw.text((x0 + 3, y0 + h * SCALE + 6), captions[i], fill="black")
+        draw.multiline_text((x0 + 3, y0 + h * SCALE + 3), captions[i], fill="black", spacing=2)
     return img
 
 

@@ -1,0 +1,25 @@
+"""raypair preview writes a real image grid of transformed training images."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from raypair.cli import main
+from raypair.methods import METHODS
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_preview_every_method_offline(tmp_path, capsys, method):
+    out = tmp_path / f"{method}.png"
+    assert main(["preview", method, "--data", "digits", "--set", "data.image_size=32", "--n", "8",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    img = Image.open(out)
+    factor = METHODS.get(method).in_chans_factor
+    assert img.size[0] == 4 * 32 * 3 * factor  # 4 tiles a row, 3x upscaled, 2C inputs side by side
+    assert img.size[1] > 2 * (32 * 3 + 30)  # two rows of tiles with captions
+    assert len(set(img.convert("RGB").tobytes()[i:i + 3] for i in range(0, 3 * img.size[0] * img.size[1], 3))) > 50
+
+
+def test_preview_bad_input(tmp_path, capsys):
+    assert main(["preview", "nosuch", "--data", "digits", "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.startswith("raypair: error: method.name: unknown method")
