@@ -132,15 +132,21 @@ def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
     return Tracker(args.tracking_uri or default_uri(storage), experiment, artifact_root=str(storage / "mlartifacts"))
 
 
-def _resolve_gpus(run_raw: dict[str, Any], run: Any) -> dict[str, Any]:
-    """``gpus_per_worker: auto`` becomes 1 on a cluster with GPUs, else 0, before trials start."""
+def _pin(run_raw: dict[str, Any], run: Any) -> dict[str, Any]:
+    """Settle what the driver's surroundings decide, before trials start elsewhere: the data root
+    and cache as absolute paths (trials run in their own folders, so a relative RAYPAIR_DATA would
+    point nowhere there), and ``gpus_per_worker: auto`` as 1 on a cluster with GPUs, else 0. The
+    pinned values are what MLflow records."""
     import ray
 
     from raypair.config import set_path
+    from raypair.sources import cache_dir, data_root
 
-    if run.scale.gpus_per_worker != "auto":
-        return run_raw
-    return set_path(run_raw, "scale.gpus_per_worker", 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
+    run_raw = set_path(run_raw, "data.root", str(data_root(run.data)))
+    run_raw = set_path(run_raw, "data.cache_dir", str(cache_dir(run.data)))
+    if run.scale.gpus_per_worker == "auto":
+        run_raw = set_path(run_raw, "scale.gpus_per_worker", 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
+    return run_raw
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -159,7 +165,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     start_ray(args.address)
     from raypair import tune
 
-    sweep.run_raw = _resolve_gpus(sweep.run_raw, sweep.run)
+    sweep.run_raw = _pin(sweep.run_raw, sweep.run)
     sweep.run = build_run(sweep.run_raw)
     tracker = _tracker(args, storage, sweep.name)
     grid = tune.run_sweep(sweep, exp_dir, tracker, args.resume)
@@ -211,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start_ray(args.address)
     from raypair import train
 
-    run = build_run(_resolve_gpus(to_plain(run), run))
+    run = build_run(_pin(to_plain(run), run))
     tracker = _tracker(args, storage, "train")
     plain = to_plain(run)
     import uuid

@@ -265,7 +265,7 @@ def _digits(size: int) -> _Raw:
 
 
 # ---------------------------------------------------------------------------------- caching
-def _cache_dir(cfg: DataConfig) -> Path:
+def cache_dir(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("RAYPAIR_CACHE") or "~/.cache/raypair").expanduser().resolve()
 
 
@@ -325,7 +325,7 @@ def _load_raw(cfg: DataConfig, src: Source) -> _Raw:
         except Exception as e:  # noqa: BLE001 - any network or archive failure reads the same to the user
             raise ConfigError("data.download", f"could not download {cfg.name} into {src.path}: {e}", True) from None
         src = resolve(cfg)
-    raw = _memo(_cache_key(src, cfg.image_size), src, cfg.image_size, _cache_dir(cfg))
+    raw = _memo(_cache_key(src, cfg.image_size), src, cfg.image_size, cache_dir(cfg))
     if raw.train_y.min() < 0 or raw.test_y.min() < 0:
         raise ConfigError("data.name", f"labels in {src.path} must be 0..K-1, found a negative one")
     k = max(len(raw.classes), int(raw.train_y.max()) + 1, int(raw.test_y.max()) + 1)

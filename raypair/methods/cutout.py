@@ -1,0 +1,39 @@
+"""Cutout (DeVries & Taylor 2017; code ``uoguelph-mlrg/Cutout``), the P3 comparison's ``cutout`` (methods.md §1.1).
+
+Equation: ``x~ = M * x`` with ``M [B, 1, H, W]`` 0 on ``n_holes`` squares of side ``length`` (each centred
+uniformly on the image, ``[c - L//2, c + L//2)``, clipped), 1 elsewhere; ``L = CE(f(x~), y)``.
+- On top of ``aug: base+`` (pad-crop-flip by the loader), applied after normalisation, so a hole is 0 in
+  normalised space (the mean colour), as the reference code does; every sample is cut (no probability).
+- Defaults ``n_holes=1, length=16``: P3's code and the Cutout authors' CIFAR-10 value. The authors use
+  ``length=8`` for CIFAR-100 and 20 for SVHN: set ``method.length`` per dataset.
+- Logs ``cut_frac``: the mean fraction of pixels zeroed (below (L/H)^2 n_holes where holes clip or overlap).
+Invariants tested: exactly the masked pixels become 0, every other pixel and the label are unchanged;
+the loss is hard-label CE. No ASSUMPTION of methods.md applies.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import Tensor
+
+from raypair.config import MethodConfig
+from raypair.methods.base import METHODS, Method, Mixed
+from raypair.ops.losses import one_hot
+from raypair.ops.mixing import cutout_mask
+
+
+class CutoutConfig(MethodConfig):
+    name: Literal["cutout"] = "cutout"
+    n_holes: int = Field(1, ge=0, le=64)  # 0 cuts nothing (ERM on the same stream)
+    length: int = Field(16, ge=0, le=1024)  # square side in pixels: 16 for CIFAR-10, 8 for CIFAR-100
+
+
+@METHODS.register("cutout")
+class Cutout(Method):
+    Config = CutoutConfig
+
+    def mix(self, x: Tensor, y: Tensor) -> Mixed:
+        b, _, h, w = x.shape
+        keep = cutout_mask(b, h, w, self.cfg.n_holes, self.cfg.length, self.generator).to(x.device)
+        return Mixed(x * keep, one_hot(y, self.info.num_classes), {"cut_frac": 1.0 - keep.mean()})

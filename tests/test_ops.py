@@ -1,0 +1,284 @@
+"""Exact-property tests of the mixing primitives (raypair/ops/mixing.py), after torchvision's
+``TestCutMixMixUp``: unique labels, pixel counts, hand-computed values, seeds, and the received
+value in every error."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from raypair.ops.losses import one_hot
+from raypair.ops.mixing import (area_lambda, bc_mix, box_mask, check_unit, cutmix_box, cutout_mask, image_std,
+                                inside_box, mix, partner, paste, sample_beta, sample_uniform)
+
+
+def gen(seed: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed)
+
+
+def cutmix_batch(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rule: str, g: torch.Generator):
+    """The CutMix chain as a method composes it: partner, box, mask, paste, area lambda, target."""
+    _, _, h, w = x.shape
+    target = one_hot(y, int(y.max()) + 1)
+    j, _ = partner(y, rule, g)
+    top, left, bh, bw = cutmix_box(lam, h, w, g)
+    keep = box_mask(top, left, bh, bw, h, w)
+    lam_eff = area_lambda(bh, bw, h, w)
+    return paste(x, x[j], keep), mix(target, target[j], lam_eff), keep, j
+
+
+# ----------------------------------------------------------------------------------- CutMix
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rule", ["roll", "flip", "perm"])
+def test_cutmix_target_weights_are_the_pixel_fractions(seed, rule):
+    b, h, w = 16, 32, 32  # H*W a power of two: pixel fractions are exact floats
+    g = gen(seed)
+    y = torch.randperm(b, generator=g)  # unique labels: one class per sample
+    x = torch.arange(b, dtype=torch.float32).reshape(b, 1, 1, 1).expand(b, 3, h, w).contiguous()
+    lam = torch.cat([torch.tensor([1.0, 0.0, 0.5]), sample_beta(1.0, b - 3, g)])
+    out, t, keep, j = cutmix_batch(x, y, lam, rule, g)
+    assert torch.equal(t.sum(1), torch.ones(b))
+    for i in range(b):
+        if j[i] == i:  # a perm fixed point pastes onto itself: one class, weight 1
+            assert torch.equal(out[i], x[i]) and t[i, y[i]] == 1 and (t[i] > 0).sum() == 1
+            continue
+        kept = (out[i] == i).all(0).float().mean()  # count the pixels of image i that were kept
+        assert torch.equal(kept, keep[i].mean())
+        assert torch.equal(out[i][out[i] != i], x[j[i]][out[i] != i])  # the rest came from the partner
+        assert t[i, y[i]] == kept and t[i, y[j[i]]] == 1 - kept
+        assert (t[i] > 0).sum() == int(kept > 0) + int(kept < 1)
+
+
+def test_cutmix_weights_match_pixel_counts_on_odd_sizes():
+    b, h, w = 32, 24, 40
+    g = gen(7)
+    y = torch.arange(b)
+    lam = sample_beta(1.0, b, g)
+    x = torch.arange(b, dtype=torch.float32).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+    out, t, keep, j = cutmix_batch(x, y, lam, "roll", g)
+    kept_px = torch.stack([(out[i] == i).sum() for i in range(b)])
+    assert torch.equal(kept_px, keep.flatten(1).sum(1).long())
+    assert torch.equal(torch.round(t[torch.arange(b), y] * h * w).long(), kept_px)
+    assert torch.allclose(t[torch.arange(b), y[j]], 1 - kept_px / (h * w), atol=1e-6, rtol=0)
+
+
+def test_cutmix_box_is_the_reference_rand_bbox():
+    # clovaai rand_bbox: cut = int(W * sqrt(1 - lam)), centre U{0..W-1}, [c - cut//2, c + cut//2) clipped
+    h, w = 28, 36
+    lam = sample_beta(0.7, 64, gen(0))
+    top, left, bh, bw = cutmix_box(lam, h, w, gen(1))
+    replay = gen(1)
+    cx = torch.randint(w, (64,), generator=replay)
+    cy = torch.randint(h, (64,), generator=replay)
+    for i in range(64):
+        r = math.sqrt(1.0 - float(lam[i]))
+        cut_w, cut_h = int(w * r), int(h * r)
+        x1, x2 = min(max(int(cx[i]) - cut_w // 2, 0), w), min(max(int(cx[i]) + cut_w // 2, 0), w)
+        y1, y2 = min(max(int(cy[i]) - cut_h // 2, 0), h), min(max(int(cy[i]) + cut_h // 2, 0), h)
+        assert (int(top[i]), int(left[i]), int(bh[i]), int(bw[i])) == (y1, x1, y2 - y1, x2 - x1)
+
+
+def test_lambda_one_is_the_identity():
+    g = gen(0)
+    a, b = torch.randn(6, 3, 8, 8, generator=g), torch.randn(6, 3, 8, 8, generator=g)
+    assert torch.equal(mix(a, b, 1.0), a) and torch.equal(mix(a, b, torch.ones(6)), a)
+    assert torch.equal(mix(a, b, 0.0), b)
+    top, left, bh, bw = cutmix_box(torch.ones(6), 8, 8, g)
+    assert torch.equal(bh * bw, torch.zeros(6, dtype=torch.long))
+    keep = box_mask(top, left, bh, bw, 8, 8)
+    assert torch.equal(keep, torch.ones(6, 1, 8, 8))
+    assert torch.equal(paste(a, b, keep), a) and torch.equal(area_lambda(bh, bw, 8, 8), torch.ones(6))
+    assert torch.equal(bc_mix(a, b, torch.ones(6), plus=False), a)
+
+
+@pytest.mark.parametrize("lam", ["scalar", "per_sample"])
+def test_mixed_pixels_lie_between_their_sources(lam):
+    g = gen(3)
+    a, b = torch.randn(32, 3, 16, 16, generator=g), torch.randn(32, 3, 16, 16, generator=g)
+    assert (a != b).all()  # equal sources can round to 1 ulp off their common value
+    ratio = torch.rand(32, generator=g) if lam == "per_sample" else 0.37
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    for out in (mix(a, b, ratio), paste(a, b, (torch.rand(32, 1, 16, 16, generator=g) < 0.5).float())):
+        assert ((lo <= out) & (out <= hi)).all()
+
+
+# ---------------------------------------------------------------------------------- partners
+def test_partner_index_rules():
+    y = torch.tensor([3, 1, 4, 1, 5, 9, 2])
+    x = torch.arange(7.0)
+    j, ok = partner(y, "flip", gen(0))
+    assert torch.equal(j, torch.tensor([6, 5, 4, 3, 2, 1, 0])) and ok.all()
+    j, ok = partner(y, "roll", gen(0))
+    assert torch.equal(x[j], x.roll(1, 0)) and torch.equal(j, torch.tensor([6, 0, 1, 2, 3, 4, 5])) and ok.all()
+    j, ok = partner(y, "perm", gen(0))
+    assert torch.equal(j.sort().values, torch.arange(7)) and ok.all()
+
+
+def test_diffclass_partners_always_differ_and_ok_marks_rows_without_one():
+    g = gen(0)
+    for _ in range(200):
+        y = torch.randint(0, 3, (int(torch.randint(1, 9, (), generator=g)),), generator=g)
+        j, ok = partner(y, "diffclass", g)
+        assert torch.equal(ok, (y[:, None] != y[None, :]).any(1))
+        assert (y[j][ok] != y[ok]).all()
+    j, ok = partner(torch.full((5,), 2), "diffclass", g)
+    assert not ok.any()
+
+
+def test_diffclass_partner_is_uniform_among_other_labels():
+    y = torch.tensor([0, 0, 1, 1, 2])
+    g = gen(1)
+    counts = torch.zeros(5, 5)
+    for _ in range(1500):
+        j, _ = partner(y, "diffclass", g)
+        counts[torch.arange(5), j] += 1
+    allowed = (y[:, None] != y[None, :]).float()
+    assert torch.equal(counts > 0, allowed > 0)
+    expect = allowed / allowed.sum(1, keepdim=True)
+    assert torch.allclose(counts / 1500, expect, atol=0.05)  # 4 sigma at 1500 draws
+
+
+# ------------------------------------------------------------------------------ boxes, masks
+def reference_cutout(b: int, h: int, w: int, n: int, length: int, seed: int) -> torch.Tensor:
+    """uoguelph-mlrg Cutout, a loop per hole: centre y then x, square [c - L//2, c + L//2) clipped."""
+    g = gen(seed)
+    cy, cx = torch.randint(h, (b, n), generator=g), torch.randint(w, (b, n), generator=g)
+    keep = torch.ones(b, 1, h, w)
+    for i in range(b):
+        for k in range(n):
+            y1, y2 = max(int(cy[i, k]) - length // 2, 0), min(int(cy[i, k]) + length // 2, h)
+            x1, x2 = max(int(cx[i, k]) - length // 2, 0), min(int(cx[i, k]) + length // 2, w)
+            keep[i, 0, y1:y2, x1:x2] = 0
+    return keep
+
+
+@pytest.mark.parametrize("n_holes, length", [(1, 16), (1, 8), (2, 8), (3, 5), (1, 0), (0, 16)])
+def test_cutout_mask_is_the_clipped_squares_union(n_holes, length):
+    b, h, w = 64, 32, 24
+    keep = cutout_mask(b, h, w, n_holes, length, gen(5))
+    assert torch.equal(keep, reference_cutout(b, h, w, n_holes, length, 5))
+    side = 2 * (length // 2)  # an odd length cuts one pixel less, as the reference
+    holes = (1 - keep).flatten(1).sum(1)
+    assert (holes <= n_holes * side * side).all()
+    if n_holes == 1 and length == 16:
+        cut = (keep[:, 0] == 0)
+        for i in range(b):  # one hole: a full rectangle, its area the clipped square's
+            rows, cols = cut[i].any(1).nonzero(), cut[i].any(0).nonzero()
+            assert holes[i] == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert (holes == side * side).any()  # unclipped squares occur, at full size
+
+
+def test_inside_box_is_fully_inside_with_exact_area():
+    g = gen(2)
+    h, w = 32, 24
+    for _ in range(20):
+        size = (torch.randint(0, h + 1, (64,), generator=g), torch.randint(0, w + 1, (64,), generator=g))
+        top, left, bh, bw = inside_box(size, h, w, g)
+        assert torch.equal(bh, size[0]) and torch.equal(bw, size[1])
+        assert ((top >= 0) & (top + bh <= h) & (left >= 0) & (left + bw <= w)).all()
+        assert torch.equal((1 - box_mask(top, left, bh, bw, h, w)).flatten(1).sum(1).long(), bh * bw)
+    top, _, _, _ = inside_box((torch.full((4000,), 30), torch.full((4000,), 4)), h, w, g)
+    assert set(top.tolist()) == {0, 1, 2}  # every position, corners included
+
+
+def test_area_lambda_counts_kept_pixels():
+    bh, bw = torch.tensor([0, 4, 8, 3]), torch.tensor([0, 4, 8, 5])
+    assert torch.equal(area_lambda(bh, bw, 8, 8), torch.tensor([1.0, 0.75, 0.0, 1 - 15 / 64]))
+
+
+# ------------------------------------------------------------------------------------- BC/BC+
+def test_bc_plus_matches_its_formula_on_hand_computed_images():
+    # x1: offset 5, +-1 (std 1); x2: offset -3, +-2 (std 2). s1/s2 = 1/2.
+    x1 = torch.tensor([[6.0, 4.0], [4.0, 6.0]]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    x2 = torch.tensor([[-1.0, -1.0], [-5.0, -5.0]]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    assert torch.equal(image_std(x1), torch.ones(2)) and torch.equal(image_std(x2), torch.full((2,), 2.0))
+    r = torch.tensor([0.5, 0.8])
+    # r=0.5: p = 1/(1 + 1/2) = 2/3, sqrt(p^2 + (1-p)^2) = sqrt(5)/3 -> (2 x1 + x2) / sqrt(5)
+    # r=0.8: p = 1/(1 + 1/2 * 1/4) = 8/9, norm sqrt(65)/9      -> (8 x1 + x2) / sqrt(65)
+    expect = torch.stack([torch.tensor([[11.0, 7.0], [3.0, 7.0]]) / math.sqrt(5),
+                          torch.tensor([[47.0, 31.0], [27.0, 43.0]]) / math.sqrt(65)])[:, None]
+    assert torch.allclose(bc_mix(x1, x2, r, plus=True), expect, atol=1e-6, rtol=0)
+    assert torch.allclose(bc_mix(x1, x2, r, plus=False), torch.stack([0.5 * x1[0] + 0.5 * x2[0],
+                                                                      0.8 * x1[1] + 0.2 * x2[1]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("plus", [True, False])
+def test_bc_mix_is_symmetric_and_r_one_returns_x1(plus):
+    g = gen(4)
+    x1, x2 = torch.randn(16, 3, 8, 8, generator=g) * 2, torch.randn(16, 3, 8, 8, generator=g) * 0.5
+    r = torch.rand(16, generator=g).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(bc_mix(x1, x2, r, plus), bc_mix(x2, x1, 1 - r, plus), atol=1e-5, rtol=1e-5)
+    assert torch.equal(bc_mix(x1, x2, torch.ones(16), plus), x1)  # BC+: p = 1 exactly
+
+
+# -------------------------------------------------------------------------------- randomness
+@pytest.mark.parametrize("draw", [
+    lambda g: sample_beta(0.4, 32, g),
+    lambda g: sample_uniform(-1.0, 2.0, 32, g),
+    lambda g: partner(torch.arange(32) % 4, "perm", g)[0],
+    lambda g: partner(torch.arange(32) % 4, "diffclass", g)[0],
+    lambda g: torch.stack(cutmix_box(torch.full((32,), 0.5), 32, 32, g)),
+    lambda g: torch.stack(inside_box((torch.full((32,), 8), torch.full((32,), 8)), 32, 32, g)),
+    lambda g: cutout_mask(8, 32, 32, 1, 16, g),
+], ids=["sample_beta", "sample_uniform", "perm", "diffclass", "cutmix_box", "inside_box", "cutout_mask"])
+def test_same_seed_same_draw_other_seed_other_draw(draw):
+    assert torch.equal(draw(gen(11)), draw(gen(11)))
+    assert not torch.equal(draw(gen(11)), draw(gen(12)))
+
+
+def test_sample_ranges():
+    v = sample_beta(0.2, 10000, gen(0))
+    assert v.dtype == torch.float32 and ((v >= 0) & (v <= 1)).all()
+    assert abs(v.mean().item() - 0.5) < 0.02  # symmetric Beta
+    u = sample_uniform(0.25, 0.75, 10000, gen(0))
+    assert ((u >= 0.25) & (u <= 0.75)).all() and torch.equal(sample_uniform(0.5, 0.5, 3, gen(0)), torch.full((3,), 0.5))
+
+
+# ----------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("call, match", [
+    (lambda: sample_beta(0.0, 4, gen(0)), "got 0.0"),
+    (lambda: sample_beta(-1.5, 4, gen(0)), "got -1.5"),
+    (lambda: sample_uniform(2.0, 1.0, 4, gen(0)), r"got \[2.0, 1.0\]"),
+    (lambda: partner(torch.arange(4), "shuffle", gen(0)), "'shuffle'"),
+    (lambda: cutmix_box(torch.tensor([0.5, 1.5]), 8, 8, gen(0)), "max 1.5"),
+    (lambda: cutmix_box(torch.tensor([-0.25]), 8, 8, gen(0)), "min -0.25"),
+    (lambda: inside_box((torch.tensor([40]), torch.tensor([4])), 32, 32, gen(0)), r"h \[40\]"),
+    (lambda: cutout_mask(2, 8, 8, -1, 4, gen(0)), "n_holes=-1"),
+    (lambda: cutout_mask(2, 8, 8, 1, -3, gen(0)), "length=-3"),
+    (lambda: mix(torch.zeros(2, 3), torch.zeros(2, 4), 0.5), r"\(2, 3\) and \(2, 4\)"),
+    (lambda: mix(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(3)), r"got \(3,\)"),
+    (lambda: bc_mix(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.0, 0.5]), True), "min 0.0"),
+    (lambda: bc_mix(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.5, 1.5]), False), "max 1.5"),
+    (lambda: check_unit("theta", 1.25), r"theta must lie in \[0, 1\], got 1.25"),
+    (lambda: check_unit("theta", float("nan")), "got nan"),
+])
+def test_value_errors_carry_the_received_value(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# -------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    g = gen(0)
+    a, b = torch.randn(16, 3, 32, 32, generator=g), torch.randn(16, 3, 32, 32, generator=g)
+    r = torch.rand(16, generator=g).clamp(1e-3, 1)
+    top, left, bh, bw = cutmix_box(torch.rand(16, generator=g), 32, 32, g)
+    keep = box_mask(top, left, bh, bw, 32, 32)
+    cu = [t.cuda() for t in (a, b, r, top, left, bh, bw)]
+    assert torch.equal(box_mask(*cu[3:], 32, 32).cpu(), keep)
+    assert torch.equal(area_lambda(cu[5], cu[6], 32, 32).cpu(), area_lambda(bh, bw, 32, 32))
+    assert torch.equal(paste(cu[0], cu[1], keep.cuda()).cpu(), paste(a, b, keep))
+    assert torch.allclose(mix(cu[0], cu[1], cu[2]).cpu(), mix(a, b, r), atol=1e-6, rtol=0)
+    for plus in (False, True):
+        assert torch.allclose(bc_mix(cu[0], cu[1], cu[2], plus).cpu(), bc_mix(a, b, r, plus), atol=1e-5, rtol=1e-5)
+    # random ops on a CUDA generator stay on the device and keep their exact properties
+    gc = gen(0, "cuda")
+    x = torch.arange(16, dtype=torch.float32, device="cuda").reshape(16, 1, 1, 1).expand(16, 3, 32, 32)
+    out, t, keep_c, j = cutmix_batch(x, torch.arange(16, device="cuda"), sample_beta(1.0, 16, gc), "roll", gc)
+    assert out.is_cuda and t.is_cuda and keep_c.is_cuda
+    assert torch.equal(t[torch.arange(16, device="cuda"), torch.arange(16, device="cuda")], keep_c.flatten(1).mean(1))
+    assert cutout_mask(4, 32, 32, 2, 8, gc).is_cuda
+    assert partner(torch.arange(8, device="cuda") % 3, "diffclass", gc)[0].is_cuda
