@@ -151,6 +151,8 @@ def searcher(sweep: Sweep, exp_dir: Path) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
     sampler = (optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
                if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=s.seed))
     storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")

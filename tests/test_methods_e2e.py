@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import cifar_available
 
@@ -22,7 +23,8 @@ CASES = {
     "mixup": ("mixup.yaml", [], "method.r_x", "top2"),
     "cutmix": ("cutmix.yaml", [], "method.cutmix_prob", None),
     "sample_pairing": ("sample_pairing.yaml", [], "method.pairing", None),
-    "bc": ("bc.yaml", [], "method.variant", None),
+    "bc": ("bc.yaml", ["space.method.variant=null", "space.method.label_mode=null", "tune.num_samples=1"],
+           "method.variant", None),  # the r_low grid alone: 2 trials
     "mixup_c": ("mixup_c.yaml", ["method.ft_epochs=0", "space.method.ft_epochs=null", "space.method.ft_lr=null"],
                 "method.heads", None),
 }
@@ -50,14 +52,17 @@ def test_method_trains_through_train_and_tune(local_ray, tmp_path, capsys, metho
 
     space, extra, param, metric = CASES[method]
     sets = [a for kv in SMALL + extra for a in ("--set", kv)]
-    train_sets = [a for kv in SMALL + [e for e in extra if not e.startswith("space.")] for a in ("--set", kv)]
+    train_sets = [a for kv in SMALL + [e for e in extra if not e.startswith(("space.", "tune."))]
+                  for a in ("--set", kv)]
     path = str(ROOT / "search_spaces" / space)
     assert main(["train", path, "--storage", str(tmp_path), "--set", "scale.trainer=train", *train_sets]) == 0, \
         capsys.readouterr().err
-    assert main(["tune", path, "--storage", str(tmp_path), "--num-samples", "2", "--set", "tune.scheduler.name=none",
+    samples = [] if "tune.num_samples=1" in extra else ["--num-samples", "2"]
+    assert main(["tune", path, "--storage", str(tmp_path), *samples, "--set", "tune.scheduler.name=none",
                  *sets]) == 0, capsys.readouterr().err
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for exp_name, n_runs in (("train", 1), (space.removesuffix(".yaml"), 3)):
+    sweep_name = yaml.safe_load(Path(path).read_text())["name"]
+    for exp_name, n_runs in (("train", 1), (sweep_name, 3)):
         exp = client.get_experiment_by_name(exp_name)
         runs = client.search_runs([exp.experiment_id])
         assert len(runs) == n_runs
