@@ -191,7 +191,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     device = device or pick_device(cfg.scale.gpus_per_worker)
     torch.set_num_threads(cfg.scale.threads or max(1, int(cfg.scale.cpus_per_worker)))
     method, info, train, val, test = setup(cfg, device, dist)
-    opt = build_optimizer(cfg.optim, method.parameters())
+    opt = build_optimizer(cfg.optim, method.param_groups())
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
     start, step, stats = 0, 0, {}

@@ -6,6 +6,7 @@
   target's argmax). ``logs`` are floats or 0-d tensors the loop averages over the epoch.
 - ``mix(x, y) -> Mixed(x, target, logs)``: the batch transform alone (what ``raypair preview`` and
   the benchmarks show); the default ``forward`` is ``sce(model(mixed.x), mixed.target)``.
+- ``param_groups()``: the optimiser's groups (default: every trainable parameter, ``optim.*``).
 - ``on_epoch_start(epoch, epochs, stats)``: ``stats`` holds what the loop measured in the
   previous epoch (``train_acc``, ``train_loss``; all-reduced across workers). Schedules that
   switch a method on or off live here, never in the loop; a phase with its own constant learning
@@ -59,6 +60,11 @@ class Method(nn.Module):
         self.generator = torch.Generator()
         self.pool: Any = None
         self.lr_override: Optional[float] = None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; a group may set its own ``lr`` / ``weight_decay`` (VPL's
+        branches), else ``optim.*`` applies. The schedule scales every group's lr alike."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         return Mixed(x, one_hot(y, self.info.num_classes))
