@@ -108,7 +108,8 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
     metrics = {"train_loss": loss_sum / n, "train_acc": correct / n, "train_samples": n}
     metrics.update({k: v / total_batches for k, v in zip(keys, flat[3:-1])})
     if dist.world_size > 1:  # this rank's own shard, not all-reduced: shows that ranks saw different data
-        metrics["worker"] = {"rank": dist.rank, "train_loss": local[0] / local[2], "samples": local[2]}
+        metrics["worker"] = {"rank": dist.rank, "train_loss": local[0] / local[2], "train_acc": local[1] / local[2],
+                             "samples": local[2]}
     return metrics, step
 
 
