@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--epoch", type=int, help="call the method's epoch hook for this 0-based epoch first")
     p.add_argument("--epochs", type=int, default=100, help="run length the epoch hook assumes (default 100)")
+    p.add_argument("--beta", type=float, help="previous epoch's train accuracy given to the epoch hook "
+                   "(PairTraining's stages); implies --epoch 1 unless --epoch is given")
     p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
     u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
@@ -251,7 +253,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     resolve(run.data)
     from raypair.preview import preview
 
-    out = preview(run, Path(args.out), n=args.n, epoch=args.epoch)
+    if args.beta is not None and not 0.0 <= args.beta <= 1.0:
+        raise ConfigError("--beta", "must lie in [0, 1]", args.beta)
+    stats = None if args.beta is None else {"train_acc": args.beta}
+    epoch = args.epoch if args.epoch is not None or stats is None else 1
+    out = preview(run, Path(args.out), n=args.n, epoch=epoch, stats=stats)
     print(f"wrote {out}")
     return 0
 
