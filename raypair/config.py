@@ -153,6 +153,11 @@ class MethodConfig(Strict):
     name: str
     aug: Literal["base", "base+"] = "base+"  # base: normalise only; base+: pad-crop-flip first
 
+    def unread_run_fields(self) -> set[str]:
+        """Dotted run-config paths this method overrides, so no code reads them (VPL's per-branch
+        learning rates replace ``optim.lr``); sweeping one is refused."""
+        return set()
+
     def check_run(self, run: "RunConfigBase") -> None:
         """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
         raise ``ValueError("<field>: ...")`` naming this config's field."""
@@ -279,9 +284,13 @@ METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_a
 # -------------------------------------------------------------------------------------- errors
 def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
     parts = [str(p) for p in loc]
-    # A tagged union puts the tag in the location: method.erm.aug -> method.aug
-    if len(parts) > 2 and parts[0] == "method":
-        parts.pop(1)
+    # A tagged union puts the tag in the location: method.erm.aug -> method.aug (and method.vpl
+    # for the method config's own cross-field check, whose message then names the field)
+    if len(parts) >= 2 and parts[0] == "method":
+        from raypair.methods import METHODS
+
+        if parts[1] in METHODS:
+            parts.pop(1)
     return ".".join(p for p in [prefix, *parts] if p)
 
 

@@ -207,3 +207,14 @@ def param_count(model: nn.Module) -> int:
 
 def channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
+
+
+@register_model
+def tiny_vit_w48(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """One-block ViT of width 48 (patch 4, 2 heads): VPL's CPU default transformer. Its embedding
+    width differs from tiny_cnn's 32 (and resnet18_cifar's 512), so VPL's affine layer is built."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = dict(img_size=32, patch_size=4, embed_dim=48, depth=1, num_heads=2, mlp_ratio=2.0)
+    args.update(_drop_timm_args(kwargs))
+    return VisionTransformer(**args)

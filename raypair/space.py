@@ -112,5 +112,5 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
 
 def _check_active(run: RunConfigBase, path: str, field: str) -> None:
     owner, key = field_at(run, path)
-    if key in owner.inactive():
+    if key in owner.inactive() or path in run.method.unread_run_fields():
         raise ConfigError(field, "is not read under the other settings, so sweeping it changes nothing")

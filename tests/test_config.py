@@ -178,3 +178,18 @@ def test_int_space_is_integer(tmp_path):
     assert sweep.space["epochs"].int == (2, 5)
     with pytest.raises(ConfigError, match="^space.epochs.int"):
         load_sweep(quick_with(tmp_path, space={"epochs": {"int": [2.5, 5]}}))
+
+
+def test_a_run_field_a_method_overrides_cannot_be_swept(tmp_path):
+    """VPL's per-branch learning rates replace optim.lr: sweeping optim.lr would change nothing."""
+    p = quick_with(tmp_path, run={"method": {"name": "vpl"}, "model": {"name": "tiny_cnn"},
+                                  "optim": {"name": "adamw", "lr": 0.001}},
+                   space={"optim.lr": {"loguniform": [1e-4, 1e-2]}})
+    with pytest.raises(ConfigError, match="^space.optim.lr: is not read"):
+        load_sweep(p)
+
+
+def test_method_cross_check_names_the_method_field(capsys):
+    code, err = run_cli(capsys, "validate", str(QUICK), "--set", "method.name=vpl", "--set", "method.x=70",
+                        "--set", "method.y=40", "--set", "space.method.label_smoothing=null")
+    assert code == 2 and err.startswith("raypair: error: method.y: x + y must be <= 100"), err

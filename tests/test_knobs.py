@@ -36,6 +36,8 @@ def alternatives(field: Any, default: Any) -> list[Any]:
     """Other valid-looking values of a field: other Literal options, the flipped bool, other numbers."""
     ann = field.annotation
     args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if field.examples:  # free-text fields (timm names) list valid alternatives
+        return [v for v in field.examples if v != default]
     if typing.get_origin(ann) is typing.Literal:
         return [a for a in args if a != default]
     if typing.get_origin(ann) is typing.Union and args and typing.get_origin(args[0]) is typing.Literal:
@@ -92,9 +94,14 @@ def steps(method_cfg: dict[str, Any]) -> Iterator[Any]:
         m.generator = torch.Generator().manual_seed(100 + e)
         m.train()
         step = m(x, y)
+        m.zero_grad(set_to_none=True)
+        step.loss.backward()  # knobs that only steer gradients (VPL's bidirectional)
+        grad = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in m.param_groups()]
+        logs = {**{k: float(torch.as_tensor(v).detach()) for k, v in step.logs.items()},
+                "_grad": grad.tolist(), "_groups": groups}
         m.eval()
         heads = m.eval_logits(x)
-        logs = {k: float(torch.as_tensor(v).detach()) for k, v in step.logs.items()}
         yield (float(step.loss.detach()), step.logits.detach(), logs, m.lr_override,
                {k: v.detach() for k, v in heads.items()})
 
@@ -128,7 +135,8 @@ def contexts(name: str, knob: str) -> list[dict[str, Any]]:
     return where or [c for c in others if active(c, knob)][:1]
 
 
-CASES = [(n, f) for n in METHODS.names() for f in METHODS.get(n).Config.model_fields if f not in SKIP]
+CASES = [(n, f) for n in METHODS.names() for f, fi in METHODS.get(n).Config.model_fields.items()
+         if f not in SKIP and not (fi.json_schema_extra or {}).get("tested_in")]
 
 
 @pytest.mark.parametrize("name, knob", CASES)

@@ -1,0 +1,218 @@
+"""Vision Pair Learning (P4: Tong, Yu, arXiv 2112.00965; methods.md §6).
+
+A CNN (the run's ``model``) and a transformer (``vit_model``, built here) see the same augmented image.
+h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the branch's classifier on h.
+``mode: vpl``: L = CE(z_c, y) + CE(z_t, y) + w_cl L_CL + w_kl L_KL, with
+  L_CL = CE over S = E E^T / tau (diagonal masked), E = [sg(h_c); A(h_t)] (rows L2-normalised if
+         cl_normalize), row i's target its other view, mean over the 2N rows  ((2N-1)-way, s = dot)
+  L_KL = KL(softmax(sg(z_t) / rho) || softmax(z_c / rho)), batchmean, no rho^2
+  stage (on_epoch_start, 0-based e of E): 1 = (w_cl, w_kl) (1, 0) if e < round(x% E); 3 = (0, 1) if
+  e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage. sg = detach, so L_CL
+  reaches only the transformer (+ A) and L_KL only the CNN; ``bidirectional`` drops both sg (Table 7 "Bi").
+  Both terms are computed in every stage (logged; DDP needs the affine layer in every graph), gated by w.
+Other modes: ``independent`` CE only; ``dml`` CE + KL of each branch toward the other's sg softmax
+(no CL); ``distill`` CE(z_c) + KL into the CNN from a frozen transformer: the ``vit.`` weights of
+``teacher_checkpoint`` (a raypair checkpoint folder or state.pt), else its ``model.`` weights.
+Negatives of L_CL are the worker's own N images (no all-gather across DDP ranks).
+Affine layer A (only when the widths differ, and only in mode vpl): ``affine: vit`` (default,
+ASSUMPTION §6.2) maps h_t to the CNN width; ``affine: cnn`` maps sg(h_c) to the transformer width,
+after the detach. Either way A is in the transformer's optimiser group.
+ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
+- cl_normalize=True with tau=0.1 (``cl_normalize``, ``tau``); rho=1 (``rho``); affine side (``affine``).
+- separate AdamW groups per branch: ``lr_cnn`` 1e-3 / ``lr_vit`` 4e-4 (absolute: optim.lr is not read;
+  the paper's 5:2 ratio at a CPU from-scratch scale, batch 128), ``weight_decay_cnn`` / ``_vit``
+  (None = optim.weight_decay); the loop's schedule (warm-up: schedule.warmup_epochs) scales both.
+- EMA of both branches, decay_t = min(ema_decay = 0.9999, (1 + t) / (10 + t)) (``ema``, off): copies
+  ``cnn_ema`` / ``vit_ema`` (float params and buffers averaged) are updated in training-mode forward
+  before the loss, i.e. from the weights of the previous optimiser step (they lag by one step);
+  distill's frozen teacher has no EMA copy.
+- Random Erasing p = 0.25 on the shared batch (``random_erasing``), per-pixel N(0, 1) fill (``erase_mode``).
+- every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]}; cnn is val_acc.
+- the transformer's init: the torch RNG after the CNN's (None) or its own seed (``vit_seed``).
+Invariants tested (tests/test_vpl.py): L_CL leaves exactly zero gradient on the CNN and L_KL on the
+transformer (both non-zero with bidirectional); L_CL and L_KL match hand values; stages; modes; teacher
+frozen and loaded; param groups; EMA formula; eval keys; random erasing.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from raypair.config import MethodConfig, ModelConfig
+from raypair.methods.base import METHODS, Method, Mixed, StepOut
+from raypair.models import build_model
+from raypair.ops import vpl_ops as V
+from raypair.ops.erasing import random_erasing
+from raypair.ops.losses import one_hot
+
+
+class VplConfig(MethodConfig):
+    name: Literal["vpl"] = "vpl"
+    mode: Literal["vpl", "independent", "dml", "distill"] = "vpl"
+    vit_model: str = Field("tiny_vit_w48", examples=["tiny_vit", "vit_small_patch16_224", "vit_base_patch16_224"])
+    vit_seed: Optional[int] = Field(None, ge=0)  # None: the torch RNG after the CNN's init
+    affine: Literal["vit", "cnn"] = "vit"
+    x: int = Field(20, ge=0, le=100)  # % of epochs of stage 1 (CL only)
+    y: int = Field(20, ge=0, le=100)  # % of epochs of stage 3 (KL only)
+    tau: float = Field(0.1, gt=0.0, le=100.0)
+    cl_normalize: bool = True
+    rho: float = Field(1.0, gt=0.0, le=100.0)
+    bidirectional: bool = False
+    lr_cnn: float = Field(1e-3, gt=0.0, le=10.0)
+    lr_vit: float = Field(4e-4, gt=0.0, le=10.0)
+    weight_decay_cnn: Optional[float] = Field(None, ge=0.0, le=1.0)
+    weight_decay_vit: Optional[float] = Field(None, ge=0.0, le=1.0)
+    ema: bool = False
+    ema_decay: float = Field(0.9999, gt=0.0, lt=1.0)
+    random_erasing: float = Field(0.25, ge=0.0, le=1.0)
+    erase_mode: Literal["pixel", "rand", "const"] = "pixel"
+    teacher_checkpoint: Optional[str] = Field(  # a path: the generic knob test cannot make one
+        None, json_schema_extra={"tested_in": "tests/test_vpl.py::test_distill_loads_the_teacher_and_keeps_it_frozen"})
+
+    @model_validator(mode="after")
+    def _check(self) -> "VplConfig":
+        if self.x + self.y > 100:
+            raise ValueError(f"y: x + y must be <= 100, got x={self.x}, y={self.y}")
+        if self.mode == "distill" and not self.teacher_checkpoint:
+            raise ValueError("teacher_checkpoint: mode distill needs a trained transformer's checkpoint, got None")
+        if not timm.is_model(self.vit_model):
+            raise ValueError(f"vit_model: unknown timm model, got {self.vit_model!r}")
+        return self
+
+    def unread_run_fields(self) -> set[str]:
+        unread = {"optim.lr"}  # lr_cnn / lr_vit are the groups' absolute learning rates
+        if self.weight_decay_cnn is not None and (self.weight_decay_vit is not None or self.mode == "distill"):
+            unread.add("optim.weight_decay")
+        return unread
+
+    def inactive(self) -> set[str]:
+        off = set() if self.mode == "vpl" else {"x", "y", "tau", "cl_normalize", "bidirectional", "affine"}
+        if self.mode == "independent":
+            off.add("rho")
+        off |= {"vit_seed", "lr_vit", "weight_decay_vit"} if self.mode == "distill" else {"teacher_checkpoint"}
+        off |= set() if self.ema else {"ema_decay"}
+        return off | ({"erase_mode"} if self.random_erasing == 0 else set())
+
+
+def _branch(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    h = m.forward_head(m.forward_features(x), pre_logits=True)
+    return h, m.get_classifier()(h)
+
+
+def _frozen_copy(m: nn.Module) -> nn.Module:
+    return copy.deepcopy(m).requires_grad_(False)
+
+
+@METHODS.register("vpl")
+class Vpl(Method):
+    Config = VplConfig
+
+    def __init__(self, cfg: VplConfig, model: nn.Module, info: Any) -> None:
+        super().__init__(cfg, model, info)
+        c, h = info.image_shape[0], info.image_shape[1]
+        vcfg, distill = ModelConfig(name=cfg.vit_model), cfg.mode == "distill"
+        with torch.random.fork_rng(devices=[], enabled=cfg.vit_seed is not None):
+            if cfg.vit_seed is not None:
+                torch.manual_seed(cfg.vit_seed)
+            self.vit = build_model(vcfg, info.num_classes, c, image_size=h)
+        if distill:
+            try:
+                self.vit.load_state_dict(V.teacher_state(cfg.teacher_checkpoint))
+            except RuntimeError as e:  # a teacher of another architecture than vit_model
+                raise ValueError(f"teacher_checkpoint: its weights do not fit vit_model={cfg.vit_model}: {e}") from None
+            self.vit.requires_grad_(False).eval()
+        dc, dt = model.num_features, self.vit.num_features
+        need = cfg.mode == "vpl" and dc != dt
+        self.affine = (nn.Linear(dt, dc) if cfg.affine == "vit" else nn.Linear(dc, dt)) if need else None
+        self.cnn_ema = _frozen_copy(model) if cfg.ema else None
+        self.vit_ema = _frozen_copy(self.vit) if cfg.ema and not distill else None
+        self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+        self.stage = 2  # until on_epoch_start sets it
+
+    def train(self, mode: bool = True) -> "Vpl":
+        super().train(mode)
+        if self.cfg.mode == "distill":
+            self.vit.eval()  # a frozen teacher: no dropout, no BatchNorm statistics update
+        return self
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        cnn = {"params": list(self.model.parameters()), "lr": cfg.lr_cnn}
+        vit = {"params": [*self.vit.parameters(), *(self.affine.parameters() if self.affine else [])],
+               "lr": cfg.lr_vit}
+        for g, wd in ((cnn, cfg.weight_decay_cnn), (vit, cfg.weight_decay_vit)):
+            if wd is not None:
+                g["weight_decay"] = wd
+        return [cnn] if cfg.mode == "distill" else [cnn, vit]
+
+    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
+        self.stage = V.vpl_stage(epoch, epochs, self.cfg.x, self.cfg.y)
+
+    def mix(self, x: Tensor, y: Tensor) -> Mixed:
+        target = one_hot(y, self.info.num_classes)
+        if self.cfg.random_erasing == 0:
+            return Mixed(x, target, {"erased": 0.0})
+        xe, erased = random_erasing(x, self.cfg.random_erasing, self.generator, mode=self.cfg.erase_mode)
+        return Mixed(xe, target, {"erased": erased.float().mean()})
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = V.ema_decay(self.ema_step, self.cfg.ema_decay)
+        for ema, raw in ((self.cnn_ema, self.model), (self.vit_ema, self.vit)):
+            if ema is not None:
+                V.ema_update_(ema, raw, decay)
+        self.ema_step += 1
+
+    def forward(self, x: Tensor, y: Tensor) -> StepOut:
+        cfg = self.cfg
+        if cfg.ema and self.training:
+            self._update_ema()
+        m = self.mix(x, y)
+        hc, zc = _branch(self.model, m.x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.mode != "distill"):
+            ht, zt = _branch(self.vit, m.x)
+        ce_c = F.cross_entropy(zc.float(), y)
+        logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(),
+                                "train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
+                                "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
+        if cfg.mode == "distill":
+            kl = V.kl_toward(zc, zt.detach(), cfg.rho)
+            return StepOut(ce_c + kl, zc, {**logs, "loss_kl": kl.detach()})
+        ce_t = F.cross_entropy(zt.float(), y)
+        loss = ce_c + ce_t
+        logs["loss_ce_vit"] = ce_t.detach()
+        if cfg.mode == "dml":
+            kl_c, kl_t = V.kl_toward(zc, zt.detach(), cfg.rho), V.kl_toward(zt, zc.detach(), cfg.rho)
+            logs.update(loss_kl=kl_c.detach(), loss_kl_vit=kl_t.detach())
+            loss = loss + kl_c + kl_t
+        elif cfg.mode == "vpl":
+            cl, kl = self._pair_losses(hc, ht, zc, zt)
+            w_cl, w_kl = V.stage_weights(self.stage)
+            logs.update(stage=float(self.stage), loss_cl=cl.detach(), loss_kl=kl.detach())
+            loss = loss + w_cl * cl + w_kl * kl
+        return StepOut(loss, zc, logs)
+
+    def _pair_losses(self, hc: Tensor, ht: Tensor, zc: Tensor, zt: Tensor) -> tuple[Tensor, Tensor]:
+        """(L_CL, L_KL); sg placement of §6.2 unless ``bidirectional``."""
+        cfg = self.cfg
+        sg = (lambda t: t) if cfg.bidirectional else Tensor.detach
+        hc = sg(hc)  # before the CNN-side affine layer: L_CL never reaches the CNN
+        if self.affine is not None:
+            ht, hc = (self.affine(ht), hc) if cfg.affine == "vit" else (ht, self.affine(hc))
+        return (V.contrastive_loss(hc, ht, cfg.tau, cfg.cl_normalize),
+                V.kl_toward(zc, sg(zt), cfg.rho))
+
+    @torch.no_grad()
+    def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
+        heads = {"cnn": self.model(x), "vit": self.vit(x)}
+        if self.cnn_ema is not None:
+            heads["cnn_ema"] = self.cnn_ema(x)
+        if self.vit_ema is not None:
+            heads["vit_ema"] = self.vit_ema(x)
+        return heads
