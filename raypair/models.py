@@ -55,6 +55,31 @@ def resnet34_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return _cifar_resnet([3, 4, 6, 3], pretrained, **kwargs)
 
 
+class _PooledHead(nn.Module):
+    """timm's head interface over ``forward_features``: global average pool, dropout, ``fc``."""
+
+    num_features: int
+    drop: nn.Module
+    fc: nn.Linear
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - each net defines it
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.drop(x.mean((2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
 class _CifarBasicBlock(nn.Module):
     """He et al. 2016 §4.2 block: two 3x3 convs with BN; option-A shortcut (stride-2 subsampling and
     zero-padded channels, no parameters) where the shape changes."""
@@ -75,7 +100,7 @@ class _CifarBasicBlock(nn.Module):
         return torch.relu(out + short)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(_PooledHead):
     """The CIFAR ResNet of He et al. 2016 §4.2 (P1's ResNet-56): 3x3 stem conv (16), three stages of
     ``(depth - 2) / 6`` BasicBlocks at 16/32/64 channels (stride 2 entering stages 2 and 3), global
     average pool, linear. 32x32 in -> 8x8x64 features. timm interface as TinyCnn."""
@@ -104,19 +129,6 @@ class CifarResNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.layers(torch.relu(self.bn1(self.conv1(x))))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.drop(x.mean((2, 3)))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 @register_model
@@ -127,7 +139,7 @@ def resnet56_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return CifarResNet(depth=56, **_drop_timm_args(kwargs))
 
 
-class TinyCnn(nn.Module):
+class TinyCnn(_PooledHead):
     """conv(3x3) -> [BN] -> ReLU -> pool, twice; global average pool; linear. For tests and CPU sweeps."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 16, norm: bool = True,
@@ -146,19 +158,6 @@ class TinyCnn(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.drop(x.mean((2, 3)))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 @register_model
@@ -203,10 +202,6 @@ def _takes_img_size(name: str) -> bool:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def channels_last(model: nn.Module) -> nn.Module:
-    return model.to(memory_format=torch.channels_last)
 
 
 @register_model
