@@ -165,14 +165,25 @@ def tiny_cnn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return TinyCnn(**_drop_timm_args(kwargs))
 
 
+def _tiny_vit(width: int, kwargs: dict[str, Any]) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = dict(img_size=32, patch_size=4, embed_dim=width, depth=1, num_heads=2, mlp_ratio=2.0)
+    args.update(_drop_timm_args(kwargs))
+    return VisionTransformer(**args)
+
+
 @register_model
 def tiny_vit(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """One-block ViT (patch 4, width 32, 2 heads) on timm's VisionTransformer."""
-    from timm.models.vision_transformer import VisionTransformer
+    return _tiny_vit(32, kwargs)
 
-    args = dict(img_size=32, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
-    args.update(_drop_timm_args(kwargs))
-    return VisionTransformer(**args)
+
+@register_model
+def tiny_vit_w48(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """The same at width 48: VPL's CPU default transformer. Its embedding width differs from
+    tiny_cnn's 32 (and resnet18_cifar's 512), so VPL's affine layer is built."""
+    return _tiny_vit(48, kwargs)
 
 
 def check_model_name(name: str) -> None:
@@ -202,14 +213,3 @@ def _takes_img_size(name: str) -> bool:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@register_model
-def tiny_vit_w48(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """One-block ViT of width 48 (patch 4, 2 heads): VPL's CPU default transformer. Its embedding
-    width differs from tiny_cnn's 32 (and resnet18_cifar's 512), so VPL's affine layer is built."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    args = dict(img_size=32, patch_size=4, embed_dim=48, depth=1, num_heads=2, mlp_ratio=2.0)
-    args.update(_drop_timm_args(kwargs))
-    return VisionTransformer(**args)
