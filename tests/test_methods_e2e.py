@@ -28,6 +28,7 @@ CASES = {
     "mixup_c": ("mixup_c.yaml", ["method.ft_epochs=0", "space.method.ft_epochs=null", "space.method.ft_lr=null"],
                 "method.heads", None),
     "vpl": ("vpl.yaml", [], "method.tau", "loss_cl"),
+    "pair_training": ("omega.yaml", [], "method.omega", "beta"),
 }
 
 

@@ -1,0 +1,193 @@
+"""PairTraining (P0: Shi, Zhao, Yao, AI Communications 36(2):111-126, 2023; methods.md §5).
+
+Every step trains on the original ``x_z`` (the deterministic image: ``aug: base``) and, on a pair
+batch, a disturbed copy ``x_p`` through the same network:
+    L = CE(f(x_z), y) + omega * sce(f(x_p), T_p)    (pair batch; plain CE(f(x_z), y) otherwise)
+``beta`` = last epoch's train top-1 on ``x_z`` (the loop's all-reduced ``train_acc``, 0 in the first
+epoch) picks the stage (3 iff beta >= t2, 2 iff t1 <= beta < t2, else 1) and the progress q in
+[0, 1] inside it (``ops.pairtrain.stage_of``). ``forward`` returns the x_z logits (labels y), so
+the loop's train_acc is the next epoch's beta, the same on every worker.
+Stage ops (``stage_ops``: a preset or 3 ops for stages 1, 2, 3; ``ops.pairtrain``):
+- rf: pad-crop + flip p=0.5, pad = min(H, W)/8 (4 px at 32 px; a 224-px input is padded 28 px, not
+  re-cropped from a 256-px resize), padded with black in normalised units (-mean/std), as the loader;
+- dmask: n = 1 + floor(q (n_max - 1)) zero squares of side L = round(sqrt(a) min(H, W)),
+  a = a_min + q (a_max - a_min), Cutout-style centres, clipped (n reaches n_max only at q = 1);
+- dmix: box of round(sqrt(theta) H) x round(sqrt(theta) W), theta = theta_min + q (theta_max -
+  theta_min), fully inside, from a diffclass partner; T_p = (1 - theta_eff) Y + theta_eff Y[j],
+  theta_eff = h w / (H W); no partner of another class in the batch: theta_eff = 0;
+- cutout: Cutout n=1, L = min(H, W)/2 (16 at 32 px); cutmix: CutMix alpha=1, perm partner, one box
+  per batch; both on x_z without RF; none: no pairs in that stage.
+Logs (epoch means): beta, stage, q, alpha (0 in a none stage), omega (the effective weight), pair
+(1 on pair batches; per_sample: the paired fraction of rows), theta (dmix stage, scheduled) or
+mask_area (dmask stage, the scheduled area a of one hole).
+
+Table 4 (P0) presets: S1 = [none, none, none] (normal training), S8 = [rf, dmask, dmix] (full
+PairTraining, default). The paper's map of strategies 2-7 is UNKNOWN; the controls are named, not
+numbered: rf, cutout, cutmix, dmask, dmix (that op in all three stages) and rf_dmask_dmask (the
+seventh, an ASSUMPTION).
+
+Invariants tested (tests/test_pair_training.py): stage/q at the thresholds; the pair-batch
+fraction matches alpha; D-Mask holes follow (n, L); D-Mix pastes exactly theta_eff of a
+different-class partner and the soft label weighs it exactly; omega scales the pair loss
+exactly; two_pass and joint return the x_z logits; two gloo ranks share beta.
+
+ASSUMPTIONs (methods.md §5.3) and their switches (default first):
+- t1=0.25, t2=0.75 are FACT values, stage 3 iff beta >= t2 (inclusivity): ``t1``, ``t2``.
+- beta measured on x_z in train mode; x_z not augmented: ``aug`` (base; base+ pad-crop-flips x_z).
+- alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
+  under DDP) | per_sample (Bernoulli rows; the whole batch is disturbed, so the partner comes from
+  all rows, only paired rows are forwarded, and their loss is the MEAN over the paired rows).
+- RF before D-Mask / D-Mix: ``cumulative_rf`` (True).
+- D-Mask: ``a_min`` 0.0625, ``a_max`` 0.25, ``n_max`` 1; a hole keeps side L when L is odd.
+- D-Mix theta range 0.3-0.6 (FACT): ``theta_min``, ``theta_max``; label ``dmix_label`` soft | hard.
+- omega: ``omega`` 1.0; ``omega_mode`` const | beta (omega_eff = omega * beta: = beta at omega = 1,
+  and omega stays the searched scale in both modes); ``omega_convex`` False: (1-w) L_z + w L_p.
+- ``forward`` two_pass (separate passes: BN statistics per pass, one backward) | joint (one
+  forward of cat([x_z, x_p])).
+- the seventh Table 4 control [rf, dmask, dmask]: preset ``rf_dmask_dmask``.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor
+
+from raypair.config import MethodConfig
+from raypair.methods.base import METHODS, Method, Mixed, StepOut
+from raypair.ops import pairtrain as pt
+from raypair.ops.losses import one_hot, soft_cross_entropy
+from raypair.ops.mixing import area_lambda, box_mask, cutmix_box, cutout_mask, mix, partner, paste, sample_beta
+
+Op = Literal["none", "rf", "cutout", "cutmix", "dmask", "dmix"]
+Preset = Literal["S8", "S1", "rf", "cutout", "cutmix", "dmask", "dmix", "rf_dmask_dmask"]
+PAIR_KNOBS = {"t1", "t2", "alpha_mode", "gate", "omega", "omega_mode", "omega_convex", "forward"}
+
+
+class PairTrainingConfig(MethodConfig):
+    name: Literal["pair_training"] = "pair_training"
+    aug: Literal["base", "base+"] = "base"  # x_z is the deterministic image
+    stage_ops: Union[Preset, tuple[Op, Op, Op]] = "S8"  # a preset or the ops of stages 1, 2, 3
+    t1: float = Field(0.25, gt=0.0, lt=1.0)
+    t2: float = Field(0.75, gt=0.0, lt=1.0)
+    alpha_mode: Literal["ramp", "beta", "one"] = "ramp"
+    gate: Literal["per_batch", "per_sample"] = "per_batch"
+    cumulative_rf: bool = True
+    a_min: float = Field(0.0625, ge=0.0, le=1.0)
+    a_max: float = Field(0.25, ge=0.0, le=1.0)
+    n_max: int = Field(1, ge=1, le=16)
+    theta_min: float = Field(0.3, ge=0.0, le=1.0)
+    theta_max: float = Field(0.6, ge=0.0, le=1.0)
+    dmix_label: Literal["soft", "hard"] = "soft"
+    omega: float = Field(1.0, ge=0.0, le=10.0)
+    omega_mode: Literal["const", "beta"] = "const"
+    omega_convex: bool = False
+    forward: Literal["two_pass", "joint"] = "two_pass"
+
+    @field_validator("stage_ops", mode="before")
+    @classmethod
+    def _ops(cls, v: Any) -> Any:
+        try:  # one readable error instead of the union's two
+            pt.resolve_ops(v if isinstance(v, (str, list, tuple)) else "?")
+        except ValueError:
+            raise ValueError(f"must be a preset ({', '.join(pt.PRESETS)}) or 3 ops from "
+                             f"{', '.join(pt.STAGE_OPS)}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "PairTrainingConfig":
+        if self.t2 <= self.t1:
+            raise ValueError(f"t2: must exceed t1={self.t1}, got {self.t2}")
+        if self.a_max < self.a_min:
+            raise ValueError(f"a_max: must be >= a_min={self.a_min}, got {self.a_max}")
+        if self.theta_max < self.theta_min:
+            raise ValueError(f"theta_max: must be >= theta_min={self.theta_min}, got {self.theta_max}")
+        if self.omega_convex and self.omega > 1:
+            raise ValueError(f"omega: must be <= 1 with omega_convex, got {self.omega}")
+        return self
+
+    def inactive(self) -> set[str]:
+        ops = set(pt.resolve_ops(self.stage_ops))
+        off = set() if ops - {"none"} else set(PAIR_KNOBS)
+        if not ops & {"dmask", "dmix"}:
+            off.add("cumulative_rf")
+        if "dmask" not in ops:
+            off |= {"a_min", "a_max", "n_max"}
+        if "dmix" not in ops:
+            off |= {"theta_min", "theta_max", "dmix_label"}
+        return off
+
+
+@METHODS.register("pair_training")
+class PairTraining(Method):
+    Config = PairTrainingConfig
+
+    def __init__(self, cfg: PairTrainingConfig, model: torch.nn.Module, info: Any) -> None:
+        super().__init__(cfg, model, info)
+        self.ops = pt.resolve_ops(cfg.stage_ops)
+        self.black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
+        self.on_epoch_start(0, 1, {})
+
+    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
+        c = self.cfg
+        self.beta = float(stats.get("train_acc", 0.0))
+        self.stage, self.q = pt.stage_of(self.beta, c.t1, c.t2)
+        self.op = self.ops[self.stage - 1]
+        self.alpha = 0.0 if self.op == "none" else pt.alpha_of(c.alpha_mode, self.beta, self.q)
+        self.omega = c.omega * (self.beta if c.omega_mode == "beta" else 1.0)
+        self.logs = {"beta": self.beta, "stage": float(self.stage), "q": self.q, "alpha": self.alpha,
+                     "omega": self.omega}
+        if self.op == "dmix":
+            self.logs["theta"] = pt.lerp(c.theta_min, c.theta_max, self.q)
+        elif self.op == "dmask":
+            self.logs["mask_area"] = pt.lerp(c.a_min, c.a_max, self.q)
+
+    def mix(self, x: Tensor, y: Tensor) -> Mixed:
+        """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
+        c, g, op = self.cfg, self.generator, self.op
+        (b, _, h, w), k = x.shape, self.info.num_classes
+        target, logs = one_hot(y, k), {n: self.logs[n] for n in ("theta", "mask_area") if n in self.logs}
+        if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):
+            x = pt.rf(x, g, self.black.to(x.device, x.dtype))
+        if op == "dmask":
+            n, side, _ = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, min(h, w))
+            x = x * pt.square_mask(b, h, w, n, side, g).to(x.device, x.dtype)
+        elif op == "dmix":
+            x, target, _ = pt.dmix(x, y, logs["theta"], k, g, soft=c.dmix_label == "soft")
+        elif op == "cutout":
+            x = x * cutout_mask(b, h, w, 1, min(h, w) // 2, g).to(x.device, x.dtype)
+        elif op == "cutmix":
+            lam, j = sample_beta(1.0, 1, g), partner(y, "perm", g)[0]  # draw order of methods/cutmix.py
+            box = cutmix_box(lam, h, w, g)
+            x = paste(x, x[j], box_mask(*box, h, w).to(x.device, x.dtype))
+            target = mix(target, target[j], area_lambda(box[2], box[3], h, w)[0])
+        return Mixed(x, target, logs)
+
+    def _pair_rows(self, b: int, device: torch.device) -> tuple[Optional[Tensor], Union[float, Tensor]]:
+        """Which rows are paired: ``(None, 0.0)`` none, ``(all-True, 1.0)`` a pair batch, or a
+        per_sample Bernoulli(alpha) mask with the paired fraction. Always one draw on the generator."""
+        g = self.generator
+        if self.cfg.gate == "per_batch":
+            paired = torch.rand((), generator=g, device=g.device).item() < self.alpha
+            return (torch.ones(b, dtype=torch.bool, device=device), 1.0) if paired else (None, 0.0)
+        m = (torch.rand(b, generator=g, device=g.device) < self.alpha).to(device)
+        return (m, m.float().mean()) if bool(m.any()) else (None, 0.0)
+
+    def forward(self, x: Tensor, y: Tensor) -> StepOut:
+        rows, frac = self._pair_rows(y.shape[0], x.device)
+        logs = {**self.logs, "pair": frac}
+        if rows is None:
+            logits = self.model(x)
+            return StepOut(F.cross_entropy(logits.float(), y), logits, logs)
+        p = self.mix(x, y)
+        xp, tp = (p.x, p.target) if self.cfg.gate == "per_batch" else (p.x[rows], p.target[rows])
+        if self.cfg.forward == "joint":
+            both = self.model(torch.cat([x, xp]))
+            logits, logits_p = both[: x.shape[0]], both[x.shape[0]:]
+        else:
+            logits, logits_p = self.model(x), self.model(xp)
+        lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self.omega
+        loss = (1.0 - w) * lz + w * lp if self.cfg.omega_convex else lz + w * lp
+        return StepOut(loss, logits, logs)
