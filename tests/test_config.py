@@ -193,3 +193,11 @@ def test_method_cross_check_names_the_method_field(capsys):
     code, err = run_cli(capsys, "validate", str(QUICK), "--set", "method.name=vpl", "--set", "method.x=70",
                         "--set", "method.y=40", "--set", "space.method.label_smoothing=null")
     assert code == 2 and err.startswith("raypair: error: method.y: x + y must be <= 100"), err
+
+
+def test_main_command_without_data_is_the_one_line_data_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAYPAIR_DATA", str(tmp_path / "nodata"))
+    code, err = run_cli(capsys, "tune", str(ROOT / "search_spaces" / "omega.yaml"), "--storage", str(tmp_path / "r"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("raypair: error: data.name: dataset not found") and "RAYPAIR_DATA" in err
+    assert not (tmp_path / "r").exists()

@@ -121,7 +121,7 @@ def _trial_results(exp: Path) -> dict[str, int]:
 def test_resume_after_driver_killed(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(tmp_path),
-           "--set", "epochs=3", "--set", "tune.scheduler.name=none", "--num-samples", "5"]
+           "--set", "epochs=2", "--set", "tune.scheduler.name=none", "--num-samples", "4"]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     exp = tmp_path / "quickstart"
@@ -129,7 +129,7 @@ def test_resume_after_driver_killed(tmp_path):
     finished: dict[str, int] = {}
     try:
         while time.time() < deadline and proc.poll() is None:
-            finished = {k: v for k, v in _trial_results(exp).items() if v == 3}
+            finished = {k: v for k, v in _trial_results(exp).items() if v == 2}
             if len(finished) >= 2:
                 break
             time.sleep(0.5)
@@ -138,36 +138,22 @@ def test_resume_after_driver_killed(tmp_path):
         proc.wait()
     assert len(finished) >= 2, (tmp_path / "first.log").read_text()[-3000:]
     before = _trial_results(exp)
-    assert len(before) < 5 or any(v < 3 for v in before.values()), "killed too late to test a resume"
+    assert len(before) < 4 or any(v < 2 for v in before.values()), "killed too late to test a resume"
 
     out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     after = _trial_results(exp)
-    assert len(after) == 5
+    assert len(after) == 4
     for trial, n in finished.items():
         assert after[trial] == n, f"finished trial {trial} was run again"
     client, parents, children = mlflow_runs(tmp_path, "quickstart")
     assert len(parents) == 1
     ids = [c.data.tags["raypair.trial_id"] for c in children]
-    assert len(ids) == 5 and len(set(ids)) == 5, "one MLflow run per trial, none doubled"
+    assert len(ids) == 4 and len(set(ids)) == 4, "one MLflow run per trial, none doubled"
     for c in children:
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
-        assert sorted(steps) == [1, 2, 3], steps
+        assert sorted(steps) == [1, 2], steps
         assert c.info.status == "FINISHED"
-
-
-def test_train_command_two_workers_logs_each_epoch(local_ray, tmp_path, capsys):
-    from raypair.cli import main
-
-    code = main(["train", str(QUICK), "--storage", str(tmp_path), "--set", "epochs=2",
-                 "--set", "scale.workers=2", "--set", "data.train_subset=256"])
-    assert code == 0, capsys.readouterr().err
-    client, parents, _ = mlflow_runs(tmp_path, "train")
-    assert len(parents) == 1
-    run = parents[0]
-    assert run.info.status == "FINISHED" and run.data.params["scale.workers"] == "2"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
-    assert "test_acc" in run.data.metrics
 
 
 def test_failing_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
