@@ -81,9 +81,9 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
                 sched: Callable[[int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
     net.train()
     dev = next(method.parameters()).device
-    sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss * n, correct, n
+    sums = torch.zeros(2, device=dev, dtype=torch.float64)  # loss * n, correct (no host sync per step)
     log_sums: dict[str, Tensor] = {}
-    batches = 0
+    batches = seen = 0
     for x, y in batches_it:
         for g in opt.param_groups:
             g["lr"] = g["initial_lr"] * sched(step) if method.lr_override is None else method.lr_override
@@ -92,21 +92,20 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        step, batches = step + 1, batches + 1
-        n = y.shape[0]
-        sums += torch.stack([out.loss.detach().double() * n,
-                             (out.logits.detach().argmax(1) == (y if out.labels is None else out.labels)).sum().double(),
-                             torch.tensor(float(n), device=dev, dtype=torch.float64)])
+        step, batches, seen = step + 1, batches + 1, seen + y.shape[0]
+        labels = y if out.labels is None else out.labels
+        sums += torch.stack([out.loss.detach().double() * y.shape[0],
+                             (out.logits.detach().argmax(1) == labels).sum().double()])
         for k, v in out.logs.items():
             log_sums[k] = log_sums.get(k, 0.0) + torch.as_tensor(v, device=dev, dtype=torch.float64)
-    keys = sorted(log_sums)
-    local = sums.tolist()
-    flat = torch.cat([sums, torch.stack([log_sums[k] for k in keys]) if keys else sums[:0],
-                      torch.tensor([float(batches)], device=dev, dtype=torch.float64)])
+    keys = sorted(log_sums)  # every method logs the same keys on every batch and every rank
+    counts = torch.tensor([float(seen), float(batches)], device=dev, dtype=torch.float64)
+    local = [*sums.tolist(), float(seen)]
+    flat = torch.cat([sums, counts, torch.stack([log_sums[k] for k in keys]) if keys else sums[:0]])
     flat = all_reduce(flat, dist).tolist()
-    loss_sum, correct, n, total_batches = flat[0], flat[1], flat[2], flat[-1]
+    loss_sum, correct, n, total_batches = flat[:4]
     metrics = {"train_loss": loss_sum / n, "train_acc": correct / n, "train_samples": n}
-    metrics.update({k: v / total_batches for k, v in zip(keys, flat[3:-1])})
+    metrics.update({k: v / total_batches for k, v in zip(keys, flat[4:])})
     if dist.world_size > 1:  # this rank's own shard, not all-reduced: shows that ranks saw different data
         metrics["worker"] = {"rank": dist.rank, "train_loss": local[0] / local[2], "train_acc": local[1] / local[2],
                              "samples": local[2]}
