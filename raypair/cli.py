@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -222,8 +223,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = build_run(_pin(to_plain(run), run))
     tracker = _tracker(args, storage, "train")
     plain = to_plain(run)
-    import uuid
-
     run_name = f"{run.name}-{uuid.uuid4().hex[:8]}"
     run_id, _ = tracker.start(run_name, run_name, tags={"raypair.kind": "train", "raypair.method": run.method.name})
     tracker.log_params(run_id, flatten(plain))

@@ -88,5 +88,12 @@ def finetune_lr(epoch: int, epochs: int, ft_epochs: int, ft_lr: float) -> Option
     return ft_lr if ft_epochs > 0 and epoch >= epochs - ft_epochs else None
 
 
+def check_finetune(ft_epochs: int, epochs: int, what: str) -> None:
+    """A fine-tuning phase must leave at least one ``what`` epoch in the run (no silent capping)."""
+    if ft_epochs >= epochs:
+        raise ValueError(f"ft_epochs: {ft_epochs} fine-tuning epochs leave no {what} epoch in "
+                         f"epochs={epochs}; lower it (0 = no fine-tuning)")
+
+
 def build_method(cfg: MethodConfig, model: nn.Module, info: Any) -> Method:
     return METHODS.get(cfg.name)(cfg, model, info)

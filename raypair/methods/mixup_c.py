@@ -38,7 +38,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from raypair.config import MethodConfig
-from raypair.methods.base import METHODS, Method, Mixed, StepOut, finetune_lr
+from raypair.methods.base import METHODS, Method, Mixed, StepOut, check_finetune, finetune_lr
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.metrics import top2_hits
 from raypair.ops.mixing import mix, partner, sample_beta, sample_uniform
@@ -54,9 +54,7 @@ class MixupCConfig(MethodConfig):
     ft_lr: float = Field(1e-3, gt=0.0, le=10.0)
 
     def check_run(self, run: Any) -> None:
-        if self.ft_epochs >= run.epochs:
-            raise ValueError(f"ft_epochs: {self.ft_epochs} fine-tuning epochs leave no mixup-C epoch in "
-                             f"epochs={run.epochs}; lower it (0 = no fine-tuning)")
+        check_finetune(self.ft_epochs, run.epochs, "mixup-C")
 
     def inactive(self) -> set[str]:
         off = {"r"} if self.lam == "beta" else {"alpha"}
