@@ -1,4 +1,4 @@
-"""``raypair`` command line: tune, train, validate, ui.
+"""``raypair`` command line: tune, ablate, report, train, validate, preview, ui.
 
 Heavy modules (torch, Ray, MLflow) are imported inside the commands, so ``--help`` is instant, and
 every input is validated (config, search space, model name, dataset location) before Ray starts.
@@ -36,6 +36,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--num-samples", type=int, help="override tune.num_samples")
     t.add_argument("--name", help="override the sweep's name (its folder under --storage)")
     t.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    a = sub.add_parser("ablate", help="run an ablation's variants x seeds (one MLflow child run per pair)")
+    a.add_argument("ablation", help="ablation YAML, e.g. ablations/p3_table1_c10.yaml")
+    _common(a)
+    a.add_argument("--quick", action="store_true", help="the file's quick profile (small, for a CPU)")
+    a.add_argument("--seeds", type=_int_list, help="comma-separated seeds instead of the file's, e.g. 0,1,2")
+    a.add_argument("--variants", type=_str_list, help="comma-separated subset of the variants")
+    a.add_argument("--max-concurrent", type=int, help="pairs running at once (default: the file's)")
+    a.add_argument("--name", help="override the ablation's name (its folder and MLflow experiment)")
+    a.add_argument("--resume", action="store_true", help="finish an interrupted ablation: finished pairs are "
+                   "skipped, cut-off ones continue from their last checkpoint; new seeds are added")
+    rp = sub.add_parser("report", help="tables and figures of an ablation or sweep from MLflow")
+    rp.add_argument("experiment", help="MLflow experiment: the ablation's or sweep's name")
+    rp.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
+    rp.add_argument("--tracking-uri", help="any MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
+    rp.add_argument("--out", help="output folder (default: <storage>/<experiment>/report)")
+    rp.add_argument("--top", type=int, default=10, help="sweeps: how many best trials to list (default 10)")
+    rp.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
     r = sub.add_parser("train", help="one run under Ray Train, no Tune")
     r.add_argument("run", help="run YAML, or a search-space YAML (trains its base run)")
     _common(r)
@@ -63,8 +80,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        commands = {"tune": cmd_tune, "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview,
-                    "ui": cmd_ui}
+        commands = {"tune": cmd_tune, "ablate": cmd_ablate, "report": cmd_report, "train": cmd_train,
+                    "validate": cmd_validate, "preview": cmd_preview, "ui": cmd_ui}
         return commands[args.command](args)
     except ConfigError as e:
         print(f"raypair: error: {e}", file=sys.stderr)
@@ -84,11 +101,44 @@ def preflight(run: Any) -> None:
     resolve(run.data)
 
 
-def _is_space(path: str) -> bool:
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out or len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got {text!r}")
+    return out
+
+
+def _str_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _kind(path: str) -> str:
     from raypair.config import read_yaml
 
     raw = read_yaml(path)
-    return "space" in raw or "tune" in raw
+    if "variants" in raw or "factors" in raw:
+        return "ablation"
+    return "space" if "space" in raw or "tune" in raw else "run"
+
+
+def _is_space(path: str) -> bool:
+    return _kind(path) == "space"
+
+
+def preflight_ablation(ab: Any) -> None:
+    """Every variant's model and data, before anything starts."""
+    seen: set[str] = set()
+    for name, run in ab.runs.items():
+        key = repr((run.model.name, run.data))
+        if key not in seen:
+            seen.add(key)
+            try:
+                preflight(run)
+            except ConfigError as e:
+                raise ConfigError(f"variants.{name}.{e.field}", e.message, e.value) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -96,7 +146,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from raypair.config import load_run, to_plain
 
-    if _is_space(args.file):
+    kind = _kind(args.file)
+    if kind == "ablation":
+        from raypair.ablation import load_ablation
+
+        ab = load_ablation(args.file, args.overrides)
+        preflight_ablation(ab)
+        out = ab.plain() | {"pairs": len(ab.pairs())}
+    elif kind == "space":
         from raypair.space import load_sweep
 
         sweep = load_sweep(args.file, args.overrides)
@@ -173,6 +230,60 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tracker = _tracker(args, storage, sweep.name)
     grid = tune.run_sweep(sweep, exp_dir, tracker, args.resume)
     return print_summary(grid, sweep, tracker, storage)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from raypair.ablation import load_ablation
+
+    ab = load_ablation(args.ablation, args.overrides, quick=args.quick, seeds=args.seeds, only=args.variants,
+                       name=args.name)
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 1:
+            raise ConfigError("--max-concurrent", "must be >= 1", args.max_concurrent)
+        ab.max_concurrent = args.max_concurrent
+    preflight_ablation(ab)
+    storage = Path(args.storage).resolve()
+    exp_dir = storage / ab.name
+    from raypair.ablation import STATE_FILE, finished_pairs
+
+    if args.resume and not (exp_dir / STATE_FILE).exists():
+        raise ConfigError("--resume", f"no ablation to resume in {exp_dir}", ab.name)
+    if not args.resume and exp_dir.exists():
+        raise ConfigError("name", f"{exp_dir} holds an earlier ablation: pass --resume to finish it, "
+                          "or --name NEW for a new one", ab.name)
+    tracker = _tracker(args, storage, ab.name)
+    if args.resume:  # a pair that finished under another config is refused before Ray starts
+        import json
+
+        finished_pairs(tracker, json.loads((exp_dir / STATE_FILE).read_text())["parent_run_id"], ab)
+    start_ray(args.address)
+    from raypair import ablate
+    from raypair.config import build_run
+
+    ab.run_raw = _pin(ab.run_raw, build_run(ab.run_raw))
+    ab.runs = {v: ab.pair_run(v, ab.seeds[0]) for v in ab.variants}
+    out = ablate.run_ablation(ab, exp_dir, tracker, args.resume)
+    print(f"{out['finished']} of {out['pairs']} pairs finished, {out['failed']} failed\n"
+          f"MLflow: {tracker.uri} (experiment {ab.name!r}, parent run {out['parent']})\n"
+          f"report: raypair report {ab.name} --storage {storage}")
+    return 0 if out["failed"] == 0 else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from raypair.report import report
+    from raypair.tracking import default_uri
+
+    storage = Path(args.storage).resolve()
+    uri = args.tracking_uri or default_uri(storage)
+    if not args.tracking_uri and not (storage / "mlflow.db").exists():
+        raise ConfigError("--storage", f"no MLflow store at {storage / 'mlflow.db'}", str(storage))
+    if args.top < 1:
+        raise ConfigError("--top", "must be >= 1", args.top)
+    out = Path(args.out) if args.out else storage / args.experiment / "report"
+    files = report(uri, args.experiment, out, top=args.top, log=not args.no_log)
+    for f in files:
+        print(f"wrote {f}")
+    return 0
 
 
 def print_summary(grid: Any, sweep: Any, tracker: Any, storage: Path) -> int:

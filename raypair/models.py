@@ -6,6 +6,10 @@ tests, so ``model.name: resnet18_cifar`` and ``model.name: resnet50`` are looked
 - ``resnet18_cifar`` / ``resnet34_cifar``: kuangliu-style CIFAR ResNets (P3, PairTraining CIFAR
   runs): timm's ResNet with a 3x3 stride-1 stem conv and no max-pool.
 - ``resnet56_cifar``: He et al.'s CIFAR ResNet-56 (P1's recipe): 16/32/64 channels, option-A shortcuts.
+- ``lenet_cifar``: kuangliu pytorch-cifar's LeNet (P3), in ``raypair.cifar_nets`` like the next three.
+- ``densenet_cifar``: kuangliu's ``densenet_cifar`` (P3): DenseNet-BC, blocks 6/12/24/16, growth 12.
+- ``vgg16_cifar``: kuangliu's VGG16 with BatchNorm and one 512-K linear (P3).
+- ``convnet_bc``: Tokozume et al.'s 11-layer ConvNet of BC learning (``mil-tokyo/bc_learning_image``).
 - ``tiny_cnn``: two conv blocks and a linear head (``norm=False`` drops BatchNorm, which makes a
   DDP run with split batches match a single worker exactly).
 - ``tiny_vit``: a one-block ViT for tests of two-branch methods.
@@ -213,3 +217,7 @@ def _takes_img_size(name: str) -> bool:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# last: cifar_nets builds on _PooledHead and _drop_timm_args above; importing it registers its nets
+from raypair import cifar_nets  # noqa: E402, F401

@@ -93,6 +93,19 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id, False
 
+    def open_parent(self, state_file: Path, key: str, name: str, tags: dict[str, str],
+                    resume: bool) -> tuple[str, bool]:
+        """The parent run of a sweep or ablation: on a resume the one ``state_file`` records (set
+        RUNNING again), else a new one, recorded there. Returns ``(run id, created)``."""
+        if resume:
+            parent = json.loads(state_file.read_text())["parent_run_id"]
+            self.client.update_run(parent, status="RUNNING")
+            return parent, False
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        parent, _ = self.start(key, name, tags=tags)
+        state_file.write_text(json.dumps({"parent_run_id": parent, "name": name}))
+        return parent, True
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 

@@ -61,28 +61,36 @@ def _direct(cfg: Any) -> None:
 
 # --------------------------------------------------------------------------- MLflow callback
 class MlflowTrials(tune.Callback):
-    """Driver-side: a child run per trial under the sweep's parent, per-epoch metrics, final status."""
+    """Driver-side: a child run per trial under the parent run, per-epoch metrics, final status.
+    Subclasses say what a trial is (:meth:`describe`); this one describes sweep trials."""
 
     def __init__(self, tracker: Tracker, parent: str, sweep: Sweep) -> None:
         self.tracker, self.parent, self.sweep = tracker, parent, sweep
         self.runs: dict[str, str] = {}
+        self.epochs: dict[str, int] = {}
+
+    def describe(self, trial: Trial) -> dict[str, Any]:
+        """``key`` (the run is found again by it), ``name``, ``plain`` (the resolved run config,
+        None if it does not build), ``epochs`` and ``tags`` of a trial's run."""
+        searched = self.sweep.params(trial.config)
+        try:
+            plain: Optional[dict[str, Any]] = to_plain(self.sweep.trial_run(searched))
+        except ConfigError as e:
+            plain, searched = None, searched | {"infeasible": str(e)}
+        return {"key": f"{self.parent}/{trial.trial_id}", "name": f"{self.sweep.name}-{trial.trial_id}",
+                "plain": plain, "epochs": self.sweep.run.epochs,
+                "tags": {"raypair.trial_id": trial.trial_id, "raypair.method": self.sweep.run.method.name}
+                | {f"raypair.search.{k}": v for k, v in searched.items()}}
 
     def _run(self, trial: Trial) -> str:
         if trial.trial_id not in self.runs:
-            searched = self.sweep.params(trial.config)
-            try:
-                plain: Optional[dict[str, Any]] = to_plain(self.sweep.trial_run(searched))
-            except ConfigError as e:
-                plain, searched = None, searched | {"infeasible": str(e)}
-            run_id, existed = self.tracker.start(
-                f"{self.parent}/{trial.trial_id}", f"{self.sweep.name}-{trial.trial_id}", parent=self.parent,
-                tags={"raypair.trial_id": trial.trial_id, "raypair.method": self.sweep.run.method.name})
-            if not existed:
-                if plain is not None:
-                    self.tracker.log_params(run_id, flatten(plain))
-                    self.tracker.log_yaml(run_id, plain, "config.yaml")
-                self.tracker.set_tags(run_id, {f"raypair.search.{k}": v for k, v in searched.items()})
-            self.runs[trial.trial_id] = run_id
+            d = self.describe(trial)
+            tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in d["tags"].items()}
+            run_id, existed = self.tracker.start(d["key"], d["name"], parent=self.parent, tags=tags)
+            if not existed and d["plain"] is not None:
+                self.tracker.log_params(run_id, flatten(d["plain"]))
+                self.tracker.log_yaml(run_id, d["plain"], "config.yaml")
+            self.runs[trial.trial_id], self.epochs[trial.trial_id] = run_id, d["epochs"]
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
@@ -97,7 +105,7 @@ class MlflowTrials(tune.Callback):
         last = trial.last_result or {}
         done = int(last.get("epoch", 0))
         self.tracker.set_tags(run_id, {"raypair.epochs_done": done,
-                                       "raypair.stopped_early": done < self.sweep.run.epochs})
+                                       "raypair.stopped_early": done < self.epochs[trial.trial_id]})
         self.tracker.end(run_id, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
@@ -109,20 +117,22 @@ class MlflowTrials(tune.Callback):
 class Progress(tune.Callback):
     """One short line per finished epoch and per trial end, instead of Ray's status tables."""
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, label: Optional[Any] = None) -> None:
         self.metric = metric
+        self.label = label or (lambda trial: f"trial {trial.trial_id}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
-        value = result.get(self.metric)
+        key = self.metric if self.metric in result else "val_acc"  # test_acc comes with the last epoch only
+        value = result.get(key)
         shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"  trial {trial.trial_id} epoch {result.get('epoch')}: {self.metric}={shown} "
+        print(f"  {self.label(trial)} epoch {result.get('epoch')}: {key}={shown} "
               f"({result.get('epoch_time_s', 0):.2f} s/epoch)", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        print(f"  trial {trial.trial_id} ended after epoch {(trial.last_result or {}).get('epoch')}", flush=True)
+        print(f"  {self.label(trial)} ended after epoch {(trial.last_result or {}).get('epoch')}", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        print(f"  trial {trial.trial_id} FAILED: {_last_line(trial)} (log: {trial.error_file})", flush=True)
+        print(f"  {self.label(trial)} FAILED: {_last_line(trial)} (log: {trial.error_file})", flush=True)
 
 
 def _last_line(trial: Trial) -> str:
@@ -176,10 +186,12 @@ def trial_resources(sweep: Sweep) -> dict[str, float]:
 
 
 def concurrency(sweep: Sweep) -> int:
-    """``max_concurrent_trials``, lowered to what the cluster can run at once: more Train-backed
+    return fit_concurrency(sweep.tune.max_concurrent_trials, sweep.resources_per_trial())
+
+
+def fit_concurrency(want: int, need: dict[str, float]) -> int:
+    """``want`` concurrent trials, lowered to what the cluster can run at once: more Train-backed
     trials than there are CPUs for their workers would wait on each other forever."""
-    want = sweep.tune.max_concurrent_trials
-    need = sweep.resources_per_trial()
     have = ray.cluster_resources()
     fit = int(have.get("CPU", 0) // need["cpu"]) if need["cpu"] else want
     if need["gpu"]:
@@ -192,19 +204,14 @@ def concurrency(sweep: Sweep) -> int:
 
 def run_sweep(sweep: Sweep, exp_dir: Path, tracker: Tracker, resume: bool) -> Any:
     """Run (or resume) the sweep in ``exp_dir``; returns Ray's ResultGrid."""
-    state_file = exp_dir / STATE_FILE
-    if resume:
-        parent = json.loads(state_file.read_text())["parent_run_id"]
-        tracker.client.update_run(parent, status="RUNNING")
-    else:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        parent, _ = tracker.start(f"sweep/{exp_dir}", sweep.name, tags={"raypair.kind": "sweep"})
+    parent, created = tracker.open_parent(exp_dir / STATE_FILE, f"sweep/{exp_dir}", sweep.name,
+                                          {"raypair.kind": "sweep"}, resume)
+    if created:
         tracker.log_params(parent, {f"space.{k}": f"{v.kind} {v.args}" for k, v in sweep.space.items()}
                            | {f"tune.{k}": v for k, v in flatten(sweep.tune.model_dump(mode="json")).items()})
         tracker.log_yaml(parent, {"run": to_plain(sweep.run), "space": {k: v.model_dump(exclude_none=True)
                                   for k, v in sweep.space.items()}, "tune": sweep.tune.model_dump(mode="json")},
                          "sweep.yaml")
-        state_file.write_text(json.dumps({"parent_run_id": parent, "name": sweep.name}))
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, sweep=sweep, train_storage=str(exp_dir / "train")), trial_resources(sweep))
     if resume:  # the pickled run config brings its MlflowTrials back; runs are found again by key

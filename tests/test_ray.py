@@ -69,6 +69,22 @@ def test_quickstart_sweep_lands_in_mlflow(local_ray, tmp_path, capsys):
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path / 'quickstart' / 'optuna.db'}")
     assert len(study.trials) == 8
 
+    # the sweep's report: best trials, parameter importance, figures, logged to the parent run
+    capsys.readouterr()
+    assert main(["report", "quickstart", "--storage", str(tmp_path), "--top", "3"]) == 0
+    folder = tmp_path / "quickstart" / "report"
+    md = (folder / "report.md").read_text()
+    best = max(max(m.value for m in client.get_metric_history(c.info.run_id, "val_acc")) for c in children)
+    assert "## Best 3 trials" in md and "| 1 | " in md and f"| {best:.4f} |" in md.split("| 1 | ")[1].splitlines()[0]
+    assert "## Parameter importance" in md
+    table = md.split("## Parameter importance")[1]
+    assert {"optim.lr", "optim.weight_decay", "method.label_smoothing"} <= {
+        ln.split("|")[1].strip() for ln in table.splitlines() if ln.startswith("| ") and "importance" not in ln}
+    with open(folder / "report.csv") as f:
+        assert len(f.read().strip().splitlines()) == 1 + 8
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/importance.png", "report/curves.png"} <= logged
+
 
 def test_two_train_workers_are_data_parallel(local_ray, tmp_path):
     """Same global batch on 1 and 2 gloo workers: same losses (no BatchNorm, no augmentation);

@@ -1,0 +1,341 @@
+"""Ablation files: a base run, named variants (or factors whose levels combine into variants),
+seeds, the paper's numbers, and a ``quick`` profile small enough for a CPU.
+
+```yaml
+name: p3_table1_c10
+base: ../search_spaces/erm_cifar10.yaml     # its run: is the base (or write run: here)
+run: {epochs: 200}                          # merged over the base
+factors:                                    # or variants: {name: {dotted.path: value}}
+  model: {resnet18: {model.name: resnet18_cifar}, lenet: {model.name: lenet_cifar}}
+  aug:   {base: {method.aug: base}, cutmix: {method: {name: cutmix, alpha: 1.0}}}
+reference: {aug: base}                      # differences are taken to this level, per model
+seeds: [0, 1, 2, 3, 4]
+metrics: [test_acc, val_acc]
+max_concurrent: 4
+paper: {source: "P3 Table 1", metric: test_acc, values: {resnet18/base: "88.97±0.73"}}
+quick: {variants: [resnet18/base], seeds: [0, 1, 2], set: {epochs: 2, data.train_subset: 1000}}
+```
+
+A variant's name joins its levels with ``/`` in factor order. Every variant's run is built and
+checked before anything starts: each overridden path must be a field that the variant's settings
+read (a knob no code reads is an error), no two variants may train the same run, and the paper's
+values, the reference and the quick profile must name variants that exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from raypair.config import (METRICS, ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at,
+                            from_validation, parse_override, read_yaml, set_path, to_plain)
+
+Overrides = dict[str, Any]
+STATE_FILE = "raypair_ablation.json"  # in the ablation's folder: its MLflow parent run
+_PM = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*(?:±|\+-|\+/-)\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
+
+
+class PaperRef(Strict):
+    """The published numbers a variant is compared with, in the paper's unit."""
+
+    source: str  # e.g. "P3 Table 1: test accuracy %, mean ± 95% CI over 5 runs"
+    metric: str = "test_acc"  # our metric the numbers sit beside
+    kind: Literal["absolute", "delta"] = "absolute"  # delta: a difference to the reference
+    scale: float = Field(100.0, gt=0.0)  # paper unit per unit of our metric (100: percent)
+    note: str = ""  # how the paper's setting differs from ours
+    # variant -> "95.90±0.28" | 95.9 | {metric: "..."}
+    values: dict[str, Union[float, str, dict[str, Union[float, str]]]] = Field(default_factory=dict)
+
+
+class QuickProfile(Strict):
+    variants: Optional[list[str]] = None  # a subset; default all
+    seeds: Optional[list[int]] = None
+    set: Overrides = Field(default_factory=dict)  # over the base run  # noqa: A003 - the YAML word
+    max_concurrent: Optional[int] = Field(None, ge=1)
+
+
+class AblationFile(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    title: str = ""
+    base: Optional[str] = None  # a run YAML or a search-space YAML (its run:), relative to this file
+    run: dict[str, Any] = Field(default_factory=dict)
+    variants: Optional[dict[str, Optional[Overrides]]] = None
+    factors: Optional[dict[str, dict[str, Optional[Overrides]]]] = None
+    exclude: list[str] = Field(default_factory=list)  # factor combinations not run
+    reference: Union[str, dict[str, str], None] = None  # default: the first level of the first factor
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: ["test_acc", "val_acc"], min_length=1)
+    mode: Literal["max", "min"] = "max"  # whether larger is better for metrics[0]
+    max_concurrent: int = Field(4, ge=1)
+    paper: Optional[PaperRef] = None
+    quick: Optional[QuickProfile] = None
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "AblationFile":
+        if (self.variants is None) == (self.factors is None):
+            raise ValueError("give exactly one of variants: or factors:")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: repeated seed in {self.seeds}")
+        return self
+
+
+@dataclass
+class Variant:
+    name: str
+    levels: dict[str, str]  # factor -> level
+    overrides: Overrides
+
+
+@dataclass
+class Ablation:
+    name: str
+    title: str
+    run_raw: dict[str, Any]  # the base run: base file + run: + quick set + --set
+    variants: dict[str, Variant]
+    seeds: list[int]
+    metrics: list[str]
+    mode: str
+    max_concurrent: int
+    reference: dict[str, str]  # factor -> reference level
+    paper: Optional[PaperRef]
+    source: Optional[Path] = None
+    quick: bool = False
+    runs: dict[str, RunConfigBase] = field(default_factory=dict)  # variant -> run (seed of the base)
+
+    def pair_run(self, variant: str, seed: int) -> RunConfigBase:
+        """The run config of one (variant, seed) pair."""
+        raw = self.run_raw
+        for path, value in self.variants[variant].overrides.items():
+            raw = set_path(raw, path, value)
+        raw = set_path(set_path(raw, "seed", seed), "name", f"{self.name}-{variant}-s{seed}")
+        return build_run(raw)
+
+    def pairs(self) -> list[tuple[str, int]]:
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+    def reference_of(self, variant: str) -> Optional[str]:
+        """The variant this one is compared with: the same levels, the reference factor's level swapped."""
+        levels = dict(self.variants[variant].levels)
+        levels.update(self.reference)
+        if levels == self.variants[variant].levels:
+            return None
+        ref = next((v.name for v in self.variants.values() if v.levels == levels), None)
+        return ref
+
+    def paper_value(self, variant: str, metric: str) -> Optional[tuple[float, Optional[float]]]:
+        """(value, ±interval) from the paper, in the paper's unit, or None."""
+        if self.paper is None or variant not in self.paper.values:
+            return None
+        v = self.paper.values[variant]
+        if isinstance(v, dict):
+            v = v.get(metric)
+        elif metric != self.paper.metric:
+            return None
+        return None if v is None else parse_paper_number(v)
+
+    def plain(self) -> dict[str, Any]:
+        """The resolved ablation, as logged to MLflow (``ablation.yaml``) and read by the report."""
+        return {"name": self.name, "title": self.title, "run": self.run_raw, "seeds": self.seeds,
+                "metrics": self.metrics, "mode": self.mode, "max_concurrent": self.max_concurrent,
+                "reference": self.reference, "quick": self.quick,
+                "variants": {v.name: {"levels": v.levels, "overrides": v.overrides} for v in self.variants.values()},
+                "paper": self.paper.model_dump() if self.paper else None}
+
+
+def parse_paper_number(v: Union[float, str]) -> tuple[float, Optional[float]]:
+    if isinstance(v, (int, float)):
+        return float(v), None
+    m = _PM.match(v)
+    if m:
+        return float(m.group(1)), float(m.group(2))
+    try:
+        return float(v), None
+    except ValueError:
+        raise ConfigError("paper.values", "expected a number or 'mean±ci'", v) from None
+
+
+def from_plain(d: dict[str, Any]) -> Ablation:
+    """An Ablation from :meth:`Ablation.plain` (what the report reads back from MLflow)."""
+    variants = {n: Variant(n, dict(v["levels"]), dict(v["overrides"])) for n, v in d["variants"].items()}
+    paper = PaperRef.model_validate(d["paper"]) if d.get("paper") else None
+    return Ablation(d["name"], d.get("title", ""), d["run"], variants, list(d["seeds"]), list(d["metrics"]),
+                    d.get("mode", "max"), d.get("max_concurrent", 1), dict(d["reference"]), paper,
+                    quick=bool(d.get("quick")))
+
+
+# ------------------------------------------------------------------------ pairs in MLflow
+def config_hash(run: RunConfigBase) -> str:
+    """What decides a pair's result: the run minus its name, data location and resources."""
+    plain = to_plain(run)
+    plain.pop("name")
+    plain.pop("scale")
+    plain["data"] = {k: v for k, v in plain["data"].items() if k not in ("root", "cache_dir")}
+    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pair_key(parent: str, variant: str, seed: int) -> str:
+    return f"{parent}/{variant}/s{seed}"
+
+
+def finished_pairs(tracker: Any, parent: str, ablation: Ablation) -> set[tuple[str, int]]:
+    """Pairs whose run is FINISHED with all epochs. One that finished under another config is an error."""
+    done = set()
+    for r in tracker.children(parent):
+        tags = r.data.tags
+        variant, seed = tags.get("raypair.variant"), tags.get("raypair.seed")
+        if variant not in ablation.variants or seed is None or int(seed) not in ablation.seeds:
+            continue
+        run = ablation.pair_run(variant, int(seed))
+        if r.info.status != "FINISHED" or tags.get("raypair.epochs_done") != str(run.epochs):
+            continue
+        if tags.get("raypair.config_hash") != config_hash(run):
+            raise ConfigError("--resume", f"pair {variant} seed {seed} finished under another config (the file "
+                              "or --set changed since); use --name NEW for a new ablation", variant)
+        done.add((variant, int(seed)))
+    return done
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = False,
+                  seeds: Optional[list[int]] = None, only: Optional[list[str]] = None,
+                  name: Optional[str] = None) -> Ablation:
+    """Read and check an ablation file. ``overrides`` (``--set``) reach the base run; ``quick``
+    applies the file's quick profile (and appends ``-quick`` to the name)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        spec = AblationFile.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation(err) from None
+    run_raw = deep_merge(_base_run(path, spec.base), spec.run) if spec.base else spec.run
+    chosen_seeds, chosen, max_conc = spec.seeds, None, spec.max_concurrent
+    if quick:
+        if spec.quick is None:
+            raise ConfigError("--quick", f"{path} has no quick: profile")
+        for key, value in spec.quick.set.items():
+            run_raw = set_path(run_raw, key, value, prefix="quick.set.")
+        chosen_seeds = spec.quick.seeds or chosen_seeds
+        chosen = spec.quick.variants
+        max_conc = spec.quick.max_concurrent or max_conc
+    for text in overrides:
+        run_raw = set_path(run_raw, *parse_override(text))
+    build_run(run_raw)  # the base itself first: its errors name its own fields
+    variants, reference = _variants(spec)
+    for where, names in (("quick.variants", chosen), ("--variants", only)):
+        for n in names or []:
+            if n not in variants:
+                raise ConfigError(where, f"no such variant (have: {', '.join(variants)})", n)
+    pick = only or chosen  # --variants replaces the quick profile's subset
+    keep = [n for n in variants if pick is None or n in pick]
+    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, run_raw,
+                  {n: variants[n] for n in keep}, list(seeds or chosen_seeds), spec.metrics, spec.mode,
+                  max_conc, reference, spec.paper, path, quick)
+    _check(ab, spec, variants)
+    return ab
+
+
+def _base_run(path: Path, base: str) -> dict[str, Any]:
+    base_path = (path.parent / base).resolve()
+    raw = read_yaml(base_path)
+    if "space" in raw or "tune" in raw:  # a search-space file: its resolved base run
+        from raypair.space import load_sweep
+
+        return load_sweep(base_path, check=False).run_raw
+    if "base" in raw:
+        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
+    return raw
+
+
+def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
+    factors = spec.factors if spec.factors is not None else {"variant": spec.variants or {}}
+    for f, levels in factors.items():
+        if not levels:
+            raise ConfigError(f"factors.{f}", "needs at least one level")
+        for lv in levels:
+            if "/" in lv:
+                raise ConfigError(f"factors.{f}.{lv}", "a level name may not contain '/'")
+    out: dict[str, Variant] = {}
+    for combo in itertools.product(*[list(lv.items()) for lv in factors.values()]):
+        name = "/".join(level for level, _ in combo)
+        merged: Overrides = {}
+        for level, over in combo:
+            for k, v in (over or {}).items():
+                if k in merged and merged[k] != v:
+                    raise ConfigError(f"variants.{name}", f"levels set {k} to two values", [merged[k], v])
+                merged[k] = v
+        out[name] = Variant(name, dict(zip(factors, (lv for lv, _ in combo))), merged)
+    for ex in spec.exclude:
+        if ex not in out:
+            raise ConfigError("exclude", "no such variant", ex)
+        del out[ex]
+    ref = spec.reference
+    if ref is None:
+        first = next(iter(factors))
+        ref = {first: next(iter(factors[first]))}
+    elif isinstance(ref, str):
+        if ref not in out:
+            raise ConfigError("reference", f"no such variant (have: {', '.join(out)})", ref)
+        ref = dict(out[ref].levels) if spec.factors is not None else {"variant": ref}
+    for f, lv in ref.items():
+        if f not in factors or lv not in factors[f]:
+            raise ConfigError(f"reference.{f}", "no such factor level", lv)
+    return out, ref
+
+
+def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -> None:
+    for m in ab.metrics:
+        if not (m in METRICS or m.startswith(("val_", "train_", "test_"))):
+            raise ConfigError("metrics", "not a reported metric", m)
+    seen: dict[str, str] = {}
+    for v in ab.variants.values():
+        if "seed" in v.overrides or "name" in v.overrides:
+            raise ConfigError(f"variants.{v.name}.seed", "seeds come from seeds:, names from the variant")
+        run = _variant_run(ab, v)
+        for path, value in v.overrides.items():
+            for leaf in _leaves(run, path, value):
+                _check_read(run, leaf, f"variants.{v.name}.{leaf}")
+        key = repr(sorted(to_plain(run).items()))
+        if key in seen:
+            raise ConfigError(f"variants.{v.name}", f"trains the same run as variant {seen[key]!r}")
+        seen[key] = v.name
+        ab.runs[v.name] = run
+    if spec.paper:
+        for n in spec.paper.values:
+            if n not in all_variants:
+                raise ConfigError(f"paper.values.{n}", f"no such variant (have: {', '.join(all_variants)})")
+            for metric in (spec.paper.values[n] if isinstance(spec.paper.values[n], dict) else {spec.paper.metric: 0}):
+                ab.paper_value(n, metric)  # parses, or raises naming the value
+
+
+def _variant_run(ab: Ablation, v: Variant) -> RunConfigBase:
+    raw = ab.run_raw
+    for path, value in v.overrides.items():
+        raw = set_path(raw, path, value, prefix=f"variants.{v.name}.")
+    try:
+        return build_run(raw)
+    except ConfigError as e:
+        raise ConfigError(f"variants.{v.name}.{e.field}", e.message, e.value) from None
+
+
+def _leaves(run: RunConfigBase, path: str, value: Any) -> list[str]:
+    """The config fields an override sets: a mapping over a config section counts per key."""
+    owner, key = field_at(run, path)
+    node = getattr(owner, key)
+    if isinstance(value, dict) and isinstance(node, BaseModel):
+        return [leaf for k, v in value.items() if k != "name" for leaf in _leaves(run, f"{path}.{k}", v)]
+    return [path]
+
+
+def _check_read(run: RunConfigBase, path: str, where: str) -> None:
+    try:
+        owner, key = field_at(run, path)
+    except ConfigError as e:
+        raise ConfigError(where, e.message) from None
+    if key in owner.inactive() or path in run.method.unread_run_fields():
+        raise ConfigError(where, "is not read under the variant's other settings, so it changes nothing")

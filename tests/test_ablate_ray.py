@@ -1,0 +1,165 @@
+"""``raypair ablate`` on a real local Ray into a real MLflow store (digits, offline): a run killed
+mid-way and resumed re-runs no finished (variant, seed) pair and doubles no MLflow run, and
+``raypair report`` turns the store into tables and figures logged to the parent run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raypair.stats import mean_ci
+
+pytestmark = pytest.mark.ray
+pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
+PAIRS = {(v, s) for v in ("base", "base+", "cutmix") for s in (0, 1, 2, 3)}  # seed 3 added by the resume
+
+
+def _client(storage: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+
+
+def _children(storage: Path) -> list:
+    client = _client(storage)
+    exp = client.get_experiment_by_name("digits_aug")
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "mlflow.parentRunId" in r.data.tags]
+
+
+def _finished(storage: Path) -> dict[tuple[str, int], int]:
+    """(variant, seed) -> end time of its FINISHED run."""
+    try:
+        runs = _children(storage)
+    except Exception:  # the store is being created by the driver
+        return {}
+    return {(r.data.tags["raypair.variant"], int(r.data.tags["raypair.seed"])): r.info.end_time
+            for r in runs if r.info.status == "FINISHED"}
+
+
+def _tune_pairs(folder: Path) -> set[tuple[str, int]]:
+    out = set()
+    for p in folder.glob("pair_fn_*/params.json"):
+        pair = json.loads(p.read_text())["pair"]
+        out.add((pair["variant"], pair["seed"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Start an ablation, SIGKILL it (driver and its Ray) after two pairs finished, resume it
+    with one more seed."""
+    storage = tmp_path_factory.mktemp("ablate")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "raypair", "ablate", str(DIGITS), "--storage", str(storage)]
+    with open(storage / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline, before = time.time() + 300, {}
+        try:
+            while time.time() < deadline and proc.poll() is None and len(before) < 2:
+                time.sleep(0.3)
+                before = _finished(storage)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    before = _finished(storage)  # what had finished when the kill landed
+    exp = storage / "digits_aug"
+    history = {p.parent.name: p.read_text() for p in exp.glob("pairs/*/history.jsonl")}
+    out = subprocess.run(cmd + ["--resume", "--seeds", "0,1,2,3"], capture_output=True, text=True, env=env, timeout=500)
+    return {"storage": storage, "before": before, "history": history, "out": out,
+            "first_log": (storage / "first.log").read_text()}
+
+
+def test_resume_reruns_no_finished_pair_and_doubles_no_run(resumed):
+    storage, before, out = resumed["storage"], resumed["before"], resumed["out"]
+    assert 2 <= len(before) < 9, resumed["first_log"][-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"{len(before)} finished earlier and skipped, {len(PAIRS) - len(before)} to run" in out.stdout
+    exp = storage / "digits_aug"
+    assert not (_tune_pairs(exp / "tune-2") & set(before)), "a finished pair was run again"
+    assert _tune_pairs(exp / "tune-2") == PAIRS - set(before)
+    runs = _children(storage)
+    keys = [(r.data.tags["raypair.variant"], int(r.data.tags["raypair.seed"])) for r in runs]
+    assert sorted(keys) == sorted(PAIRS), "exactly one MLflow run per (variant, seed)"
+    client = _client(storage)
+    after = _finished(storage)
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        for metric in ("val_acc", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, metric)]
+            assert sorted(steps) == [1, 2, 3], (keys, metric, steps)
+    for pair, end in before.items():
+        assert after[pair] == end, f"finished pair {pair} was touched by the resume"
+    for name, text in resumed["history"].items():  # every pair's epochs are recorded once
+        final = (exp / "pairs" / name / "history.jsonl").read_text()
+        assert final.startswith(text)
+        assert [json.loads(ln)["epoch"] for ln in final.splitlines()] == [1, 2, 3]
+    parent = [r for r in client.search_runs([runs[0].info.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.tags["raypair.pairs_finished"] == "12"
+
+
+def test_report_of_the_ablation(resumed, capsys):
+    from raypair.cli import main
+
+    storage = resumed["storage"]
+    assert main(["report", "digits_aug", "--storage", str(storage)]) == 0
+    folder = storage / "digits_aug" / "report"
+    assert {p.name for p in folder.iterdir()} == {"report.md", "report.csv", "bars.png", "curves.png"}
+    # the table's numbers are the Student t intervals of what MLflow holds
+    finals: dict[str, list[float]] = {}
+    for r in _children(storage):
+        finals.setdefault(r.data.tags["raypair.variant"], []).append(100 * r.data.metrics["val_acc"])
+    md = (folder / "report.md").read_text()
+    for variant, values in finals.items():
+        iv = mean_ci(values)
+        assert f"| {variant} | 4 | {iv.mean:.2f} ± {iv.half:.2f} |" in md
+    client = _client(storage)
+    exp = client.get_experiment_by_name("digits_aug")
+    parent = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags][0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == {f"report/{n}" for n in ("report.md", "report.csv", "bars.png", "curves.png")}
+
+
+def test_a_failing_pair_does_not_take_the_ablation_down(tmp_path):
+    """A variant that fails inside Ray (more images asked for than digits has) fails alone."""
+    import yaml
+
+    raw = yaml.safe_load(DIGITS.read_text())
+    raw["variants"] = {"base": {}, "too_many": {"data.train_subset": 100000}}
+    raw.update(seeds=[0], paper=None, quick=None)
+    raw["run"]["epochs"] = 1
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "raypair", "ablate", str(path), "--storage", str(storage)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "1 of 2 pairs finished, 1 failed" in out.stdout
+    runs = {r.data.tags["raypair.variant"]: r for r in _children(storage)}
+    assert runs["base"].info.status == "FINISHED" and runs["too_many"].info.status == "FAILED"
+    assert "train_subset" in runs["too_many"].data.tags["raypair.error"]
+    from raypair.cli import main
+
+    assert main(["report", "digits_aug", "--storage", str(storage), "--no-log"]) == 0
+    md = (storage / "digits_aug" / "report" / "report.md").read_text()
+    assert "Runs not finished: too_many s0 (FAILED)" in md and "| base | 1 |" in md
+
+
+def test_resume_under_a_changed_config_is_refused(resumed, capsys):
+    from raypair.cli import main
+
+    code = main(["ablate", str(DIGITS), "--storage", str(resumed["storage"]), "--resume", "--set", "optim.lr=0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "finished under another config (the file or --set changed since)" in err, err
+    assert err.startswith("raypair: error: --resume: pair ") and len(err.strip().splitlines()) == 1
