@@ -91,6 +91,10 @@ def _children(client: Any, exp_id: str, parent: str, curves: list[str]) -> list[
 
 
 # ----------------------------------------------------------------------------------- ablation
+def _sha(sha: str) -> str:
+    return sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
 def _scale(metric: str) -> float:
     """Accuracies are shown in percent, like the papers; losses as they are."""
     return 100.0 if "acc" in metric else 1.0
@@ -162,7 +166,7 @@ def _paper(p: Optional[tuple[float, Optional[float]]]) -> str:
 def ablation_report(ab: Ablation, parent: Any, children: list[Child], out: Path) -> list[Path]:
     rows = ablation_rows(ab, children)
     done = sum(c.status == "FINISHED" for c in children)
-    shas = sorted({c.tags.get("raypair.git_sha", "?")[:12] for c in children})
+    shas = sorted({_sha(c.tags.get("raypair.git_sha", "?")) for c in children})
     lines = [f"# {ab.title or ab.name}", "",
              f"Experiment `{ab.name}`, parent run `{parent.info.run_id}`: {done} of {len(ab.pairs())} "
              f"(variant, seed) runs finished, seeds {ab.seeds}, code {', '.join(shas)}."

@@ -132,13 +132,15 @@ def test_report_of_the_ablation(resumed, capsys):
 
 
 def test_a_failing_pair_does_not_take_the_ablation_down(tmp_path):
-    """A variant that fails inside Ray (more images asked for than digits has) fails alone."""
+    """A variant that fails inside Ray (more images asked for than digits has) fails alone. Both
+    pairs run under Ray Train (as on GPU nodes), whose controller records each pair's epochs."""
     import yaml
 
     raw = yaml.safe_load(DIGITS.read_text())
     raw["variants"] = {"base": {}, "too_many": {"data.train_subset": 100000}}
     raw.update(seeds=[0], paper=None, quick=None)
     raw["run"]["epochs"] = 1
+    raw["run"]["scale"]["trainer"] = "train"
     path = tmp_path / "failing.yaml"
     path.write_text(yaml.safe_dump(raw))
     storage = tmp_path / "runs"
@@ -149,6 +151,9 @@ def test_a_failing_pair_does_not_take_the_ablation_down(tmp_path):
     runs = {r.data.tags["raypair.variant"]: r for r in _children(storage)}
     assert runs["base"].info.status == "FINISHED" and runs["too_many"].info.status == "FAILED"
     assert "train_subset" in runs["too_many"].data.tags["raypair.error"]
+    assert (storage / "digits_aug" / "train" / "base__s0").is_dir()  # a TorchTrainer ran it
+    history = (storage / "digits_aug" / "pairs" / "base__s0" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in history] == [1]
     from raypair.cli import main
 
     assert main(["report", "digits_aug", "--storage", str(storage), "--no-log"]) == 0
