@@ -22,9 +22,9 @@ from ray.train.v2.api.callback import UserCallback
 from ray.tune.experiment import Trial
 
 from raypair.ablation import STATE_FILE, Ablation, config_hash, finished_pairs, pair_key
-from raypair.config import RunConfigBase, flatten, to_plain
+from raypair.config import flatten, to_plain
 from raypair.tracking import Tracker
-from raypair.tune import DRIVER_RESOURCES, MlflowTrials, Progress, fit_concurrency
+from raypair.tune import MlflowTrials, Progress, fit_concurrency, trial_resources
 
 HISTORY = "history.jsonl"
 
@@ -40,6 +40,7 @@ class PairStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        self._last: Optional[int] = None  # last recorded epoch, read from the file once
 
     def history(self) -> list[dict[str, Any]]:
         f = self.folder / HISTORY
@@ -54,12 +55,15 @@ class PairStore:
         return rows
 
     def append(self, metrics: dict[str, Any]) -> None:
-        rows = self.history()
-        if rows and int(rows[-1]["epoch"]) >= int(metrics["epoch"]):
+        if self._last is None:
+            rows = self.history()
+            self._last = int(rows[-1]["epoch"]) if rows else 0
+        if self._last >= int(metrics["epoch"]):
             return
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
         with open(self.folder / HISTORY, "a") as f:
             f.write(json.dumps(clean) + "\n")
+        self._last = int(metrics["epoch"])
 
     def save_state(self, ckpt_folder: Optional[Path]) -> None:
         from raypair.loop import CKPT_FILE
@@ -131,27 +135,18 @@ class PairTrials(MlflowTrials):
 
 
 # ------------------------------------------------------------------------------- the run
-def pair_need(run: RunConfigBase) -> dict[str, float]:
-    """CPUs and GPUs one pair's workers hold."""
-    s = run.scale
-    gpus = 0.0 if s.gpus_per_worker == "auto" else float(s.gpus_per_worker)
-    return {"cpu": s.workers * s.cpus_per_worker, "gpu": s.workers * gpus}
-
-
-def pair_resources(run: RunConfigBase) -> dict[str, float]:
-    """What the Tune trial itself holds: its workers' share, or nothing when Train's workers hold it."""
-    return DRIVER_RESOURCES if run.scale.uses_train() else pair_need(run)
-
-
-def run_ablation(ab: Ablation, exp_dir: Path, tracker: Tracker, resume: bool) -> dict[str, Any]:
-    """Run the pairs not finished yet; returns counts and the parent run id."""
+def run_ablation(ab: Ablation, exp_dir: Path, tracker: Tracker, resume: bool,
+                 done: Optional[set[tuple[str, int]]] = None) -> dict[str, Any]:
+    """Run the pairs not finished yet (``done``: already looked up by the caller); returns counts
+    and the parent run id."""
     parent, created = tracker.open_parent(exp_dir / STATE_FILE, f"ablation/{exp_dir}", ab.name,
                                           {"raypair.kind": "ablation", "raypair.title": ab.title}, resume)
     if created:
         tracker.log_params(parent, {"seeds": ab.seeds, "variants": list(ab.variants), "metrics": ab.metrics,
                                     "quick": ab.quick} | {f"run.{k}": v for k, v in flatten(ab.run_raw).items()})
     tracker.log_yaml(parent, ab.plain(), "ablation.yaml")  # again on a resume: seeds may have been added
-    done = finished_pairs(tracker, parent, ab)
+    if done is None:
+        done = finished_pairs(tracker, parent, ab) if resume else set()
     todo = [p for p in ab.pairs() if p not in done]
     print(f"ablation {ab.name!r}: {len(ab.pairs())} (variant, seed) pairs, {len(done)} finished earlier "
           f"and skipped, {len(todo)} to run", flush=True)
@@ -166,8 +161,8 @@ def run_ablation(ab: Ablation, exp_dir: Path, tracker: Tracker, resume: bool) ->
 
 
 def _tune(ab: Ablation, exp_dir: Path, tracker: Tracker, parent: str, todo: list[tuple[str, int]]) -> None:
-    resources = {v: pair_resources(ab.runs[v]) for v, _ in todo}
-    biggest = max((pair_need(ab.runs[v]) for v, _ in todo), key=lambda r: (r["gpu"], r["cpu"]))
+    resources = {v: trial_resources(ab.runs[v]) for v, _ in todo}
+    biggest = max((ab.runs[v].scale.resources() for v, _ in todo), key=lambda r: (r["gpu"], r["cpu"]))
     attempt = 1 + sum(1 for _ in exp_dir.glob("tune-*"))
     trainable = tune.with_resources(tune.with_parameters(pair_fn, ablation=ab, exp_dir=str(exp_dir)),
                                     lambda config: resources[config["pair"]["variant"]])

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from raypair.config import (METRICS, ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at,
                             from_validation, parse_override, read_yaml, set_path, to_plain)
+from raypair.space import check_read, load_sweep
 
 Overrides = dict[str, Any]
 STATE_FILE = "raypair_ablation.json"  # in the ablation's folder: its MLflow parent run
@@ -125,8 +126,7 @@ class Ablation:
         levels.update(self.reference)
         if levels == self.variants[variant].levels:
             return None
-        ref = next((v.name for v in self.variants.values() if v.levels == levels), None)
-        return ref
+        return next((v.name for v in self.variants.values() if v.levels == levels), None)
 
     def paper_value(self, variant: str, metric: str) -> Optional[tuple[float, Optional[float]]]:
         """(value, ±interval) from the paper, in the paper's unit, or None."""
@@ -244,8 +244,6 @@ def _base_run(path: Path, base: str) -> dict[str, Any]:
     base_path = (path.parent / base).resolve()
     raw = read_yaml(base_path)
     if "space" in raw or "tune" in raw:  # a search-space file: its resolved base run
-        from raypair.space import load_sweep
-
         return load_sweep(base_path, check=False).run_raw
     if "base" in raw:
         raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
@@ -299,7 +297,7 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
         run = _variant_run(ab, v)
         for path, value in v.overrides.items():
             for leaf in _leaves(run, path, value):
-                _check_read(run, leaf, f"variants.{v.name}.{leaf}")
+                check_read(run, leaf, f"variants.{v.name}.{leaf}")
         key = repr(sorted(to_plain(run).items()))
         if key in seen:
             raise ConfigError(f"variants.{v.name}", f"trains the same run as variant {seen[key]!r}")
@@ -309,8 +307,9 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
         for n in spec.paper.values:
             if n not in all_variants:
                 raise ConfigError(f"paper.values.{n}", f"no such variant (have: {', '.join(all_variants)})")
-            for metric in (spec.paper.values[n] if isinstance(spec.paper.values[n], dict) else {spec.paper.metric: 0}):
-                ab.paper_value(n, metric)  # parses, or raises naming the value
+            value = spec.paper.values[n]
+            for v in value.values() if isinstance(value, dict) else [value]:
+                parse_paper_number(v)  # or raises naming the value
 
 
 def _variant_run(ab: Ablation, v: Variant) -> RunConfigBase:
@@ -331,11 +330,3 @@ def _leaves(run: RunConfigBase, path: str, value: Any) -> list[str]:
         return [leaf for k, v in value.items() if k != "name" for leaf in _leaves(run, f"{path}.{k}", v)]
     return [path]
 
-
-def _check_read(run: RunConfigBase, path: str, where: str) -> None:
-    try:
-        owner, key = field_at(run, path)
-    except ConfigError as e:
-        raise ConfigError(where, e.message) from None
-    if key in owner.inactive() or path in run.method.unread_run_fields():
-        raise ConfigError(where, "is not read under the variant's other settings, so it changes nothing")

@@ -133,6 +133,11 @@ class ScaleConfig(Strict):
     compile: bool = False  # torch.compile (mode reduce-overhead on CUDA)
     threads: Optional[int] = Field(None, ge=1)  # torch threads per worker; default cpus_per_worker
 
+    def resources(self) -> dict[str, float]:
+        """CPUs and GPUs one run's workers hold together (``gpus_per_worker: auto`` counts 0 until pinned)."""
+        gpus = 0.0 if self.gpus_per_worker == "auto" else float(self.gpus_per_worker)
+        return {"cpu": self.workers * self.cpus_per_worker, "gpu": self.workers * gpus}
+
     def uses_train(self) -> bool:
         if self.trainer == "auto":
             return self.workers > 1 or self.gpus_per_worker not in (0, 0.0)

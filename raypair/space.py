@@ -37,9 +37,7 @@ class Sweep:
         return {k: v for k, v in config.items() if k in self.space}
 
     def resources_per_trial(self) -> dict[str, float]:
-        s = self.run.scale
-        gpus = 0.0 if s.gpus_per_worker == "auto" else float(s.gpus_per_worker)
-        return {"cpu": s.workers * s.cpus_per_worker, "gpu": s.workers * gpus}
+        return self.run.scale.resources()
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
@@ -107,10 +105,11 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
                 trial = sweep.trial_run({path: value})
             except ConfigError as e:
                 raise ConfigError(field, f"value {value!r} is invalid: {e.message}") from None
-            _check_active(trial, path, field)
+            check_read(trial, path, field)
 
 
-def _check_active(run: RunConfigBase, path: str, field: str) -> None:
+def check_read(run: RunConfigBase, path: str, field: str) -> None:
+    """``path`` must be a field that ``run``'s other settings read; else a ConfigError naming ``field``."""
     owner, key = field_at(run, path)
     if key in owner.inactive() or path in run.method.unread_run_fields():
-        raise ConfigError(field, "is not read under the other settings, so sweeping it changes nothing")
+        raise ConfigError(field, "is not read under the other settings, so setting it changes nothing")

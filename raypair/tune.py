@@ -16,7 +16,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from raypair.config import ConfigError, flatten, to_plain
+from raypair.config import ConfigError, RunConfigBase, flatten, to_plain
 from raypair.space import Sweep
 from raypair.tracking import Tracker
 
@@ -179,10 +179,9 @@ def scheduler(sweep: Sweep) -> Any:
                          reduction_factor=s.reduction_factor)
 
 
-def trial_resources(sweep: Sweep) -> dict[str, float]:
-    if not sweep.run.scale.uses_train():
-        return sweep.resources_per_trial()
-    return DRIVER_RESOURCES
+def trial_resources(run: RunConfigBase) -> dict[str, float]:
+    """What the Tune trial itself holds: its workers' share, or nothing when Train's workers hold it."""
+    return DRIVER_RESOURCES if run.scale.uses_train() else run.scale.resources()
 
 
 def concurrency(sweep: Sweep) -> int:
@@ -213,7 +212,7 @@ def run_sweep(sweep: Sweep, exp_dir: Path, tracker: Tracker, resume: bool) -> An
                                   for k, v in sweep.space.items()}, "tune": sweep.tune.model_dump(mode="json")},
                          "sweep.yaml")
     trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, sweep=sweep, train_storage=str(exp_dir / "train")), trial_resources(sweep))
+        tune.with_parameters(trial_fn, sweep=sweep, train_storage=str(exp_dir / "train")), trial_resources(sweep.run))
     if resume:  # the pickled run config brings its MlflowTrials back; runs are found again by key
         tuner = tune.Tuner.restore(str(exp_dir / "tune"), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, param_space=domains(sweep))
