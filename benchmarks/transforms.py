@@ -69,10 +69,9 @@ def main() -> None:
         x, y = next(iter(pool.epoch(0)))
         step_ms = train_step_ms(x, y, device, cl, args.step_repeats)
         for mname in METHODS.names():
-            cfg = run_model().model_validate({"method": {"name": mname}, "epochs": 100}).method
-            factor = METHODS.get(mname).in_chans_factor
-            m = build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, 3 * factor), info).to(device)
-            m.generator, m.pool = torch.Generator(device).manual_seed(0), pool
+            run = run_model().model_validate({"method": {"name": mname}, "model": {"name": "tiny_cnn"},
+                                              "epochs": 100})
+            m = build_method(run, info, device=device, pool=pool)  # generator seed 0: seed 0, rank 0
             # epoch 51 of 100 at 90% train accuracy: every method is in its mixing phase there
             # (SamplePairing after its warm-up, mixup-C before fine-tuning, PairTraining in D-Mix)
             m.on_epoch_start(51, 100, {"train_acc": 0.9, "train_loss": 0.5})

@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from raypair.config import OptimConfig, RunConfigBase, ScheduleConfig
 from raypair.data import DeviceLoader, load_splits
-from raypair.methods import METHODS, Method, build_method
-from raypair.models import build_model
+from raypair.methods import Method, build_method
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
 CKPT_FILE = "state.pt"
@@ -69,6 +68,15 @@ def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int)
     return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def group_lr(cfg: ScheduleConfig, steps_per_epoch: int, epochs: int,
+             fixed: Optional[float]) -> Callable[[float, int], float]:
+    """``lr(initial_lr, step)`` of a parameter group during one epoch: the schedule scales every
+    group's own initial lr, unless the method's ``on_epoch_start`` returned a constant ``fixed``."""
+    if fixed is not None:
+        return lambda initial, step: fixed
+    return lambda initial, step: initial * lr_factor(cfg, step, steps_per_epoch, epochs)
+
+
 # --------------------------------------------------------------------------------- reduction
 def all_reduce(values: Tensor, dist: Dist) -> Tensor:
     if dist.world_size > 1:
@@ -78,7 +86,8 @@ def all_reduce(values: Tensor, dist: Dist) -> Tensor:
 
 # ----------------------------------------------------------------------------------- epochs
 def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.optim.Optimizer,
-                sched: Callable[[int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
+                lr: Callable[[float, int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
+    """One pass over ``batches_it``; ``lr(initial_lr, step)`` is each group's lr at that step."""
     net.train()
     dev = next(method.parameters()).device
     sums = torch.zeros(2, device=dev, dtype=torch.float64)  # loss * n, correct (no host sync per step)
@@ -86,7 +95,7 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
     batches = seen = 0
     for x, y in batches_it:
         for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * sched(step) if method.lr_override is None else method.lr_override
+            g["lr"] = lr(g["initial_lr"], step)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             out = net(x, y)
         opt.zero_grad(set_to_none=True)
@@ -162,26 +171,22 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ trial
 def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
-    """Data on the device, the model, the method and its generator: everything a trial trains."""
+    """Data on the device and the method built around it: everything a trial trains."""
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
     splits = load_splits(cfg.data)
     info = splits.info
-    factor = METHODS.get(cfg.method.name).in_chans_factor
-    model = build_model(cfg.model, info.num_classes, factor * info.image_shape[0], info.image_shape[1])
-    method = build_method(cfg.method, model, info).to(device)
     cl = device.type == "cuda"
-    if cl:
-        method = method.to(memory_format=torch.channels_last)
-    method.generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + dist.rank)
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=cl)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True,
                          augment=cfg.method.aug == "base+", pad=cfg.data.pad, seed=cfg.seed, **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=cfg.eval_batch_size, train=False, **norm)
-    method.pool = train
     test = None
     if splits.test_x is not None:
         test = DeviceLoader(splits.test_x, splits.test_y, batch_size=cfg.eval_batch_size, train=False, **norm)
+    method = build_method(cfg, info, device=device, rank=dist.rank, pool=train)
+    if cl:
+        method = method.to(memory_format=torch.channels_last)
     return method, info, train, val, test
 
 
@@ -191,7 +196,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     device = device or pick_device(cfg.scale.gpus_per_worker)
     torch.set_num_threads(cfg.scale.threads or max(1, int(cfg.scale.cpus_per_worker)))
     method, info, train, val, test = setup(cfg, device, dist)
-    opt = build_optimizer(cfg.optim, method.param_groups())
+    opt = build_optimizer(cfg.optim, method.optim_groups())
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
     start, step, stats = 0, 0, {}
@@ -209,10 +214,9 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     spe = len(train)
     metrics: dict[str, float] = {}
     for epoch in range(start, cfg.epochs):
-        method.on_epoch_start(epoch, cfg.epochs, stats)
+        lr = group_lr(cfg.schedule, spe, cfg.epochs, method.on_epoch_start(epoch, cfg.epochs, stats))
         t0 = time.perf_counter()
-        stats, step = train_epoch(net, method, train.epoch(epoch), opt, lambda s: lr_factor(cfg.schedule, s, spe, cfg.epochs),
-                                  step, amp, dist)
+        stats, step = train_epoch(net, method, train.epoch(epoch), opt, lr, step, amp, dist)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t1 = time.perf_counter()

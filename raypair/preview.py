@@ -14,8 +14,7 @@ from torch import Tensor
 
 from raypair.config import ModelConfig, RunConfigBase
 from raypair.data import DeviceLoader, load_splits
-from raypair.methods import METHODS, build_method
-from raypair.models import build_model
+from raypair.methods import build_method
 
 SCALE, CAPTION = 3, 30  # tile upscaling; caption height in pixels (two lines)
 
@@ -29,11 +28,10 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
                           train=True, augment=run.method.aug == "base+", pad=run.data.pad, seed=run.seed)
     torch.manual_seed(run.seed)
-    factor = METHODS.get(run.method.name).in_chans_factor
-    model = build_model(ModelConfig(name="tiny_cnn"), info.num_classes, factor * info.image_shape[0])
-    method = build_method(run.method, model, info)
-    method.generator = torch.Generator().manual_seed(run.seed)
-    method.pool = loader
+    # mix never runs the network: the tiny one stands in for run.model; the stream is seeded
+    # run.seed itself (not the loop's per-worker run.seed * 1000), as the grids in docs/ were drawn
+    small = run.model_copy(update={"model": ModelConfig(name="tiny_cnn")})
+    method = build_method(small, info, pool=loader, generator_seed=run.seed)
     if epoch is not None:
         method.on_epoch_start(epoch, run.epochs, stats or {})
     x, y = next(iter(loader.epoch(0)))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from raypair.stats import mean_ci
+from raypair.report.stats import mean_ci
 
 pytestmark = pytest.mark.ray
 pytest.importorskip("ray")
@@ -49,8 +49,8 @@ def _finished(storage: Path) -> dict[tuple[str, int], int]:
 
 def _tune_pairs(folder: Path) -> set[tuple[str, int]]:
     out = set()
-    for p in folder.glob("pair_fn_*/params.json"):
-        pair = json.loads(p.read_text())["pair"]
+    for p in folder.glob("*/params.json"):
+        pair = json.loads(p.read_text())["params"]
         out.add((pair["variant"], pair["seed"]))
     return out
 
@@ -74,7 +74,7 @@ def resumed(tmp_path_factory):
             proc.wait()
     before = _finished(storage)  # what had finished when the kill landed
     exp = storage / "digits_aug"
-    history = {p.parent.name: p.read_text() for p in exp.glob("pairs/*/history.jsonl")}
+    history = {p.parent.name: p.read_text() for p in exp.glob("trials/*/history.jsonl")}
     out = subprocess.run(cmd + ["--resume", "--seeds", "0,1,2,3"], capture_output=True, text=True, env=env, timeout=500)
     return {"storage": storage, "before": before, "history": history, "out": out,
             "first_log": (storage / "first.log").read_text()}
@@ -84,7 +84,7 @@ def test_resume_reruns_no_finished_pair_and_doubles_no_run(resumed):
     storage, before, out = resumed["storage"], resumed["before"], resumed["out"]
     assert 2 <= len(before) < 9, resumed["first_log"][-3000:]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"{len(before)} finished earlier and skipped, {len(PAIRS) - len(before)} to run" in out.stdout
+    assert f"ablation 'digits_aug': {len(before)} trials done earlier" in out.stdout
     exp = storage / "digits_aug"
     assert not (_tune_pairs(exp / "tune-2") & set(before)), "a finished pair was run again"
     assert _tune_pairs(exp / "tune-2") == PAIRS - set(before)
@@ -101,7 +101,7 @@ def test_resume_reruns_no_finished_pair_and_doubles_no_run(resumed):
     for pair, end in before.items():
         assert after[pair] == end, f"finished pair {pair} was touched by the resume"
     for name, text in resumed["history"].items():  # every pair's epochs are recorded once
-        final = (exp / "pairs" / name / "history.jsonl").read_text()
+        final = (exp / "trials" / name / "history.jsonl").read_text()
         assert final.startswith(text)
         assert [json.loads(ln)["epoch"] for ln in final.splitlines()] == [1, 2, 3]
     parent = [r for r in client.search_runs([runs[0].info.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
@@ -151,8 +151,8 @@ def test_a_failing_pair_does_not_take_the_ablation_down(tmp_path):
     runs = {r.data.tags["raypair.variant"]: r for r in _children(storage)}
     assert runs["base"].info.status == "FINISHED" and runs["too_many"].info.status == "FAILED"
     assert "train_subset" in runs["too_many"].data.tags["raypair.error"]
-    assert (storage / "digits_aug" / "train" / "base__s0").is_dir()  # a TorchTrainer ran it
-    history = (storage / "digits_aug" / "pairs" / "base__s0" / "history.jsonl").read_text().splitlines()
+    assert list((storage / "digits_aug" / "train").glob("base__s0-*"))  # a TorchTrainer ran it
+    history = (storage / "digits_aug" / "trials" / "base__s0" / "history.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in history] == [1]
     from raypair.cli import main
 
@@ -167,4 +167,4 @@ def test_resume_under_a_changed_config_is_refused(resumed, capsys):
     code = main(["ablate", str(DIGITS), "--storage", str(resumed["storage"]), "--resume", "--set", "optim.lr=0.01"])
     err = capsys.readouterr().err
     assert code == 2 and "finished under another config (the file or --set changed since)" in err, err
-    assert err.startswith("raypair: error: --resume: pair ") and len(err.strip().splitlines()) == 1
+    assert err.startswith("raypair: error: --resume: trial ") and len(err.strip().splitlines()) == 1

@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raypair.config import ModelConfig, run_model
+from raypair.config import run_model
 from raypair.data import DeviceLoader
 from raypair.methods import build_method
-from raypair.models import build_model
 from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
 from raypair.ops.mixing import bc_mix
 
@@ -19,12 +18,10 @@ INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 
                        name="cifar10")
 
 
-def make(seed: int = 0, info=INFO, **knobs):
-    cfg = run_model().model_validate({"method": {"name": "bc", **knobs}}).method
+def make(seed: int = 0, info=INFO, pool=None, **knobs):
+    run = run_model().model_validate({"method": {"name": "bc", **knobs}, "model": {"name": "tiny_cnn"}})
     torch.manual_seed(0)
-    m = build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, 3), info)
-    m.generator = torch.Generator().manual_seed(seed)
-    return m
+    return build_method(run, info, pool=pool, generator_seed=seed)
 
 
 def pool(n: int = 40, classes: int = 4) -> DeviceLoader:
@@ -42,8 +39,7 @@ def two_class_batch(b: int = 64):
 
 @pytest.mark.parametrize("pairing", ["batch", "dataset"])
 def test_partners_always_have_another_label(pairing):
-    m = make(pairing=pairing)
-    m.pool = pool()
+    m = make(pairing=pairing, pool=pool())
     y = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3] * 32)
     x = torch.randn(len(y), 3, 8, 8)
     for _ in range(3):
@@ -111,8 +107,7 @@ def test_major_mode_picks_the_larger_ratio_label():
 
 @pytest.mark.parametrize("pairing", ["batch", "dataset"])
 def test_r_low_half_keeps_r_at_least_half(pairing):
-    m = make(seed=6, pairing=pairing, r_low=0.5)
-    m.pool = pool(classes=10)
+    m = make(seed=6, pairing=pairing, r_low=0.5, pool=pool(classes=10))
     y = torch.arange(200) % 10
     out = m.mix(torch.randn(200, 3, 8, 8), y)
     r = out.target[torch.arange(200), y]

@@ -1,4 +1,4 @@
-"""The CIFAR nets of raypair.cifar_nets: reference parameter counts, timm's head interface, build_model."""
+"""The CIFAR nets of raypair.models.cifar_nets: reference parameter counts, timm's head interface, build_model."""
 from __future__ import annotations
 
 import pytest

@@ -11,7 +11,7 @@ import yaml
 
 from raypair.cli import main
 from raypair.config import ConfigError, load_run, parse_override, set_path
-from raypair.space import load_sweep
+from raypair.experiments.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
@@ -38,6 +38,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
     ("method.name=nosuch", "method.name", "nosuch"),
     ("model.name=resnet_nosuch", "model.name", "resnet_nosuch"),
     ("data.name=nosuch_dataset", "data.name", "nosuch_dataset"),
+    ("data.source=nosuch", "data.source", "nosuch"),
     ("optim.lrr=0.1", "optim.lrr", None),
     ("optim.lr=fast", "optim.lr", "fast"),
     ("optim.lr=-1", "optim.lr", "-1"),
@@ -116,6 +117,13 @@ def test_missing_dataset_says_where_and_how(tmp_path, capsys, monkeypatch):
     code, err = run_cli(capsys, "validate", str(QUICK), "--set", "data.name=cifar10")
     assert code == 2 and err.startswith("raypair: error: data.name:")
     assert "RAYPAIR_DATA" in err and str(tmp_path / "empty") in err
+
+
+def test_data_source_is_checked_against_the_registered_sources(capsys):
+    code, err = run_cli(capsys, "validate", str(QUICK), "--set", "data.source=hf")
+    assert code == 2
+    assert err.strip() == ("raypair: error: data.source: unknown data source "
+                           "(valid: auto, cifar, imagefolder, parquet, sklearn) (got 'hf')")
 
 
 def test_exit_code_in_a_real_process(tmp_path):

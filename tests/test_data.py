@@ -6,13 +6,16 @@ import os
 import pickle
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 
-from raypair import data, sources
+from raypair import data
 from raypair.config import ConfigError, DataConfig
 from raypair.data import DeviceLoader, load_splits, resolve, shard_indices
+from raypair.data.sources import SOURCES, Located, Raw, Source
+from raypair.data.sources import base as sources_base
 from raypair.ops.augment import pad_crop_flip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ def cifar(cache_dir: Path) -> dict:
     t0 = time.perf_counter()
     first = load_splits(cfg)
     t1 = time.perf_counter()
-    sources._memo.cache_clear()  # force the .npy path, not the in-process memo
+    sources_base._memo.cache_clear()  # force the .npy path, not the in-process memo
     again = load_splits(cfg)
     t2 = time.perf_counter()
     print(f"\nCIFAR-10 first decode {t1 - t0:.2f} s, cached load {t2 - t1:.2f} s")
@@ -287,6 +290,68 @@ def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("RAYPAIR_DATA", str(tmp_path / "env"))
     assert data.data_root(DataConfig()) == tmp_path.resolve() / "env"
     assert data.data_root(DataConfig(root=str(tmp_path / "cfg"))) == tmp_path.resolve() / "cfg"
+
+
+# ------------------------------------------------------------------------------ plug-ins
+class _Tally(Source):
+    """A test source: ``<name>/tally.pt`` holds both splits; it counts its reads."""
+
+    name, order, looks_for = "tally", 5, "tally.pt"
+    reads = 0
+
+    def find(self, folder: Path, cfg: DataConfig) -> Optional[Located]:
+        return Located(self.name, folder, (folder / "tally.pt",)) if (folder / "tally.pt").is_file() else None
+
+    def read(self, loc: Located, size: Optional[int]) -> Raw:
+        type(self).reads += 1
+        return Raw(*torch.load(loc.train[0]), classes=("a", "b"))
+
+    def key_files(self, loc: Located) -> Optional[list[Path]]:
+        return list(loc.train)
+
+
+def test_a_registered_source_is_found_read_and_cached(tmp_path: Path, cache_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SOURCES._items, "tally", _Tally)  # what @register does, undone after the test
+    monkeypatch.setattr(_Tally, "reads", 0)
+    x, y = digit_images(4)
+    two = y < 2
+    (tmp_path / "toy").mkdir()
+    torch.save([x[two][::2], y[two][::2], x[two][1::2], y[two][1::2]], tmp_path / "toy" / "tally.pt")
+    assert DataConfig(name="toy", root=str(tmp_path), source="tally").source == "tally"  # validated by the registry
+    cfg = DataConfig(name="toy", root=str(tmp_path))  # auto: order 5 comes before parquet
+    assert resolve(cfg) == Located("tally", tmp_path / "toy", (tmp_path / "toy" / "tally.pt",))
+    s = load_splits(cfg)
+    assert torch.equal(s.train_x, x[two][::2]) and torch.equal(s.val_y, y[two][1::2]) and s.info.classes == ("a", "b")
+    assert len(list(cache_dir.glob("tally-toy-*"))) == 1
+    sources_base._memo.cache_clear()
+    assert torch.equal(load_splits(cfg).train_x, s.train_x) and _Tally.reads == 1  # the second load is the .npy
+    with pytest.raises(ConfigError, match=r"^data\.name: dataset not found") as err:
+        resolve(DataConfig(name="nope", root=str(tmp_path)))
+    assert " for tally.pt; Parquet files (" in str(err.value)  # auto's order: tally (5) before parquet (10)
+
+
+def test_cifar_download_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from raypair.data.sources.cifar import Cifar
+
+    x, y = digit_images(3)
+    x = torch.nn.functional.interpolate(x.float(), size=(32, 32)).round().to(torch.uint8)
+    flat = x.reshape(len(x), -1).numpy()
+
+    def fake_download(self: Cifar, loc: Located, cfg: DataConfig) -> None:  # what torchvision writes
+        folder = loc.path / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for i in range(5):
+            rows = slice(4 * i, 4 * (i + 1))
+            _pickle(folder / f"data_batch_{i + 1}", {b"data": flat[rows], b"labels": y[rows].tolist()})
+        _pickle(folder / "test_batch", {b"data": flat[20:], b"labels": y[20:].tolist()})
+
+    monkeypatch.setattr(Cifar, "download", fake_download)
+    cfg = DataConfig(name="cifar10", root=str(tmp_path), download=True)
+    assert resolve(cfg) == Located("cifar", tmp_path / "cifar10", download=True)
+    s = load_splits(cfg)
+    assert torch.equal(s.train_x, x[:20]) and torch.equal(s.val_x, x[20:]) and torch.equal(s.val_y, y[20:])
+    assert resolve(cfg).kind == "cifar" and not resolve(cfg).download
 
 
 # ------------------------------------------------------------------------------ the loader

@@ -1,7 +1,7 @@
 """Every knob of every method reaches its computation: a sweep over a knob that changes nothing is
 impossible. For each field of each method's config, in every mode (each other Literal/bool field
 set to each of its values) where the field is active, changing its value must change the loss,
-the logits, the logs, the learning-rate override or the evaluation logits within twelve epochs.
+the logits, the logs, the epoch's constant learning rate or the evaluation logits within twelve epochs.
 Fields a config reports as inactive are refused by the search-space checker instead."""
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from raypair.config import ModelConfig, run_model
+from raypair.config import run_model
 from raypair.data import DeviceLoader
 from raypair.methods import METHODS, build_method
-from raypair.models import build_model
 
 INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
                              std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
@@ -55,11 +54,16 @@ def alternatives(field: Any, default: Any) -> list[Any]:
     return []
 
 
-def config(method_cfg: dict[str, Any]):
+def run_of(method_cfg: dict[str, Any]):
     try:
-        return run_model().model_validate({"method": method_cfg, "epochs": EPOCHS}).method
+        return run_model().model_validate({"method": method_cfg, "model": {"name": "tiny_cnn"}, "epochs": EPOCHS})
     except ValidationError:
         return None
+
+
+def config(method_cfg: dict[str, Any]):
+    run = run_of(method_cfg)
+    return None if run is None else run.method
 
 
 def active(method_cfg: dict[str, Any], knob: str) -> bool:
@@ -68,41 +72,38 @@ def active(method_cfg: dict[str, Any], knob: str) -> bool:
 
 
 def build(method_cfg: dict[str, Any]):
-    cfg = config(method_cfg)
-    if cfg is None:
+    run = run_of(method_cfg)
+    if run is None:
         return None
-    torch.manual_seed(0)
-    factor = METHODS.get(cfg.name).in_chans_factor
-    model = build_model(ModelConfig(name="tiny_cnn"), 10, 3 * factor)
-    m = build_method(cfg, model, INFO)
     g = torch.Generator().manual_seed(1)
     pool_x = torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8)
-    m.pool = DeviceLoader(pool_x, torch.arange(64) % 10, batch_size=8, mean=INFO.mean, std=INFO.std,
-                          train=True, augment=True)
-    return cfg, m
+    pool = DeviceLoader(pool_x, torch.arange(64) % 10, batch_size=8, mean=INFO.mean, std=INFO.std,
+                        train=True, augment=True)
+    torch.manual_seed(0)
+    return run.method, build_method(run, INFO, pool=pool)
 
 
 def steps(method_cfg: dict[str, Any]) -> Iterator[Any]:
-    """Per epoch: loss, logits, logs, lr override and evaluation logits on a fixed batch."""
+    """Per epoch: loss, logits, logs, the epoch's constant lr and evaluation logits on a fixed batch."""
     built = build(method_cfg)
     assert built is not None
     _, m = built
     gx = torch.Generator().manual_seed(2)
     x, y = torch.randn(8, 3, 32, 32, generator=gx), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
     for e in range(EPOCHS):
-        m.on_epoch_start(e, EPOCHS, {"train_acc": e / (EPOCHS - 1), "train_loss": 2.0 - 0.1 * e})
-        m.generator = torch.Generator().manual_seed(100 + e)
+        lr = m.on_epoch_start(e, EPOCHS, {"train_acc": e / (EPOCHS - 1), "train_loss": 2.0 - 0.1 * e})
+        m.generator.manual_seed(100 + e)
         m.train()
         step = m(x, y)
         m.zero_grad(set_to_none=True)
         step.loss.backward()  # knobs that only steer gradients (VPL's bidirectional)
         grad = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in m.param_groups()]
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in m.optim_groups()]
         logs = {**{k: float(torch.as_tensor(v).detach()) for k, v in step.logs.items()},
                 "_grad": grad.tolist(), "_groups": groups}
         m.eval()
         heads = m.eval_logits(x)
-        yield (float(step.loss.detach()), step.logits.detach(), logs, m.lr_override,
+        yield (float(step.loss.detach()), step.logits.detach(), logs, lr,
                {k: v.detach() for k, v in heads.items()})
 
 
@@ -156,7 +157,7 @@ def test_inactive_knob_cannot_be_swept(tmp_path):
     import yaml
 
     from raypair.config import ConfigError
-    from raypair.space import load_sweep
+    from raypair.experiments.sweep import load_sweep
 
     spec = {"name": "t", "run": {"method": {"name": "erm"}, "optim": {"name": "adamw", "lr": 0.001}},
             "space": {"optim.momentum": {"uniform": [0.5, 0.9]}}}

@@ -17,9 +17,16 @@ from raypair.registry import Registry
 INFO = SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-def tiny(norm: bool = True, in_chans: int = 3):
+def tiny():
     torch.manual_seed(0)
-    return build_model(ModelConfig(name="tiny_cnn", kwargs={"norm": norm}), 10, in_chans)
+    return build_model(ModelConfig(name="tiny_cnn"), 10, 3)
+
+
+def make(method: dict, **run):
+    """A method on a tiny CNN (init seed 0) with generator seed 0, built as the loop builds it."""
+    torch.manual_seed(0)
+    cfg = run_model().model_validate({"method": method, "model": {"name": "tiny_cnn", "kwargs": {"norm": True}}, **run})
+    return build_method(cfg, INFO, generator_seed=0)
 
 
 def test_one_hot_and_smoothing_exact():
@@ -59,9 +66,7 @@ def test_registry_refuses_duplicates_and_lists_names():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name):
-    cfg = run_model().model_validate({"method": {"name": name}, "epochs": 12}).method
-    method = build_method(cfg, tiny(in_chans=3 * METHODS.get(name).in_chans_factor), INFO)
-    method.generator = torch.Generator().manual_seed(0)
+    method = make({"name": name}, epochs=12)
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 10
     method.on_epoch_start(0, 12, {"train_acc": 0.5, "train_loss": 1.0})
     out = method(x, y)
@@ -73,13 +78,25 @@ def test_method_contract(name):
     assert next(iter(heads.values())).shape == (8, 10)
 
 
+def test_build_method_hands_the_method_everything():
+    pool = object()
+    m = make({"name": "mixup_c"}, epochs=12, seed=3)
+    assert m.pool is None and m.model.get_submodule(m.stem_name).in_channels == 6  # 2C: images_per_input
+    torch.manual_seed(0)
+    run = run_model().model_validate({"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}, "seed": 3})
+    erm = build_method(run, INFO, device="cpu", rank=2, pool=pool)
+    assert erm.pool is pool and erm.generator.device == torch.device("cpu")
+    assert torch.equal(erm.generator.get_state(), torch.Generator().manual_seed(3 * 1000 + 2).get_state())
+    assert next(mod for mod in erm.model.modules() if isinstance(mod, torch.nn.Conv2d)).in_channels == 3
+    assert [len(g["params"]) for g in erm.optim_groups()] == [len(list(erm.parameters()))]
+
+
 def test_erm_loss_is_cross_entropy_and_smoothing_is_soft_ce():
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([1, 2, 3, 4])
-    m = build_method(run_model().model_validate({"method": {"name": "erm"}}).method, tiny(), INFO).eval()
+    m = make({"name": "erm"}).eval()
     out = m(x, y)
     assert torch.allclose(out.loss, F.cross_entropy(out.logits, y))
-    ms = build_method(run_model().model_validate({"method": {"name": "erm", "label_smoothing": 0.1}}).method,
-                      tiny(), INFO).eval()
+    ms = make({"name": "erm", "label_smoothing": 0.1}).eval()
     out = ms(x, y)
     assert torch.allclose(out.loss, soft_cross_entropy(out.logits, one_hot(y, 10, 0.1)), atol=1e-6)
 

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from raypair.config import ConfigError, ModelConfig, build_run, run_model
+from raypair.config import ConfigError, build_run, run_model
 from raypair.loop import run_trial
 from raypair.methods import build_method
-from raypair.models import build_model
 from raypair.ops.losses import one_hot
 from raypair.ops.metrics import top2_hits
-from raypair.ops.mixing import cutout_mask, mix
-from raypair.space import load_sweep
+from raypair.ops.masks import cutout_mask
+from raypair.ops.mixing import mix
+from raypair.experiments.sweep import load_sweep
 
 K, B, S = 10, 8, 16  # classes, batch, side: 16 x 16 = 256 pixels, so pixel fractions are exact floats
 INFO = SimpleNamespace(num_classes=K, image_shape=(3, S, S), mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -24,10 +24,8 @@ INFO = SimpleNamespace(num_classes=K, image_shape=(3, S, S), mean=(0.5,) * 3, st
 
 def build(name: str, seed: int = 0, **cfg):
     torch.manual_seed(0)
-    method = build_method(run_model().model_validate({"method": {"name": name, **cfg}, "epochs": 5}).method,
-                          build_model(ModelConfig(name="tiny_cnn"), K, 3), INFO)
-    method.generator = torch.Generator().manual_seed(seed)
-    return method
+    run = run_model().model_validate({"method": {"name": name, **cfg}, "model": {"name": "tiny_cnn"}, "epochs": 5})
+    return build_method(run, INFO, generator_seed=seed)
 
 
 def images(seed: int = 0) -> torch.Tensor:
@@ -167,19 +165,18 @@ def test_finetuning_is_hard_label_ce_at_ft_lr_for_exactly_the_last_epochs():
     m = build("mixup", ft_epochs=2, ft_lr=0.01)
     x = images()
     for epoch in range(5):
-        m.on_epoch_start(epoch, 5, {})
+        lr = m.on_epoch_start(epoch, 5, {})  # the epoch's constant lr, None: the run's schedule
         out = m(x, Y)
         if epoch < 3:
-            assert m.lr_override is None and out.logs["ft"] == 0.0 and "top2" in out.logs
+            assert lr is None and out.logs["ft"] == 0.0 and "top2" in out.logs
             assert not torch.allclose(out.loss, F.cross_entropy(out.logits, Y))
         else:
-            assert m.lr_override == 0.01 and out.logs == {"ft": 1.0} and out.labels is None
+            assert lr == 0.01 and out.logs == {"ft": 1.0} and out.labels is None
             assert torch.equal(m.mix(x, Y).x, x) and torch.equal(m.mix(x, Y).target, ONE_HOT)
             assert torch.equal(out.loss, F.cross_entropy(out.logits, Y))
     plain = build("mixup", ft_lr=0.01)  # ft_epochs 0: never
     for epoch in range(5):
-        plain.on_epoch_start(epoch, 5, {})
-        assert plain.lr_override is None
+        assert plain.on_epoch_start(epoch, 5, {}) is None
 
 
 # ------------------------------------------------------------------------------------- cutmix

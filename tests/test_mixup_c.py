@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from raypair.config import ModelConfig, run_model
-from raypair.methods import StepOut, build_method
+from raypair.methods import METHODS, StepOut, build_method
 from raypair.models import build_model, param_count
 from raypair.ops.losses import one_hot
 
@@ -20,11 +20,9 @@ C = 3
 
 
 def make(model: str = "tiny_cnn", seed: int = 0, **cfg):
-    mcfg = run_model().model_validate({"method": {"name": "mixup_c", **cfg}, "epochs": 20}).method
+    run = run_model().model_validate({"method": {"name": "mixup_c", **cfg}, "model": {"name": model}, "epochs": 20})
     torch.manual_seed(seed)
-    m = build_method(mcfg, build_model(ModelConfig(name=model), 10, 2 * C), INFO)
-    m.generator = torch.Generator().manual_seed(0)
-    return m
+    return build_method(run, INFO, generator_seed=0)  # a 2C-channel stem: MixupCConfig.images_per_input
 
 
 def batch(b: int = 8, size: int = 32):
@@ -104,8 +102,7 @@ def test_stem_conversion_reproduces_half_half_input(model):
     x, _ = batch(2)
     before = m.eval_logits(x)[""]
     assert torch.equal(before, m.model(torch.cat([0.5 * x, 0.5 * x], 1)))
-    m.on_epoch_start(8, 10, {})
-    assert not m._converted and m.lr_override is None
+    assert m.on_epoch_start(8, 10, {}) is None and not m._converted
     m.on_epoch_start(9, 10, {})
     assert m._converted and bool(m.converted)
     assert torch.equal(stem(m).weight[:, C:], torch.zeros_like(stem(m).weight[:, C:]))
@@ -140,8 +137,8 @@ def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
     resumed = make(ft_epochs=2, seed=1)  # other init, not converted
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert resumed._converted and torch.equal(stem(resumed).weight, w)
-    resumed.on_epoch_start(9, 10, {})  # the loop calls it again after a resume: no second conversion
-    assert torch.equal(stem(resumed).weight, w) and resumed.lr_override == 1e-3
+    lr = resumed.on_epoch_start(9, 10, {})  # the loop calls it again after a resume: no second conversion
+    assert torch.equal(stem(resumed).weight, w) and lr == 1e-3
     x, _ = batch(2)
     assert torch.equal(resumed.eval().eval_logits(x)[""], m.eval().eval_logits(x)[""])
     fresh = make(ft_epochs=2)  # a checkpoint from the mixing phase stays unconverted
@@ -149,17 +146,13 @@ def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
     assert not fresh._converted
 
 
-def test_lr_override_is_ft_lr_in_the_last_ft_epochs_only():
+def test_finetuning_lr_is_ft_lr_in_the_last_ft_epochs_only():
     m = make(ft_epochs=3, ft_lr=0.0025)
-    seen = []
-    for e in range(10):
-        m.on_epoch_start(e, 10, {})
-        seen.append(m.lr_override)
+    seen = [m.on_epoch_start(e, 10, {}) for e in range(10)]  # the epoch's constant lr, None: the schedule
     assert seen == [None] * 7 + [0.0025] * 3
     off = make(ft_epochs=0)
     for e in range(10):
-        off.on_epoch_start(e, 10, {})
-        assert off.lr_override is None and not off._converted
+        assert off.on_epoch_start(e, 10, {}) is None and not off._converted
     from raypair.config import ConfigError, build_run
 
     with pytest.raises(ConfigError, match=r"^method.ft_epochs: 10 fine-tuning epochs leave no mixup-C epoch"):
@@ -201,8 +194,8 @@ def test_config_bounds_inactive_and_stem_check():
     for bad in ({"r": 0.6}, {"alpha": 0.0}, {"ft_epochs": -1}, {"ft_lr": 0.0}, {"heads": 3}):
         with pytest.raises(ValueError):
             run_model().model_validate({"method": {"name": "mixup_c", **bad}, "epochs": 20})
-    with pytest.raises(ValueError, match="in_chans_factor"):
-        build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, C), INFO)
+    with pytest.raises(ValueError, match=r"stem conv takes 2C = 6 channels \(build_method builds it"):
+        METHODS.get("mixup_c")(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, C), INFO)  # a C-channel stem
 
 
 def test_resnet56_cifar_shapes_and_size():

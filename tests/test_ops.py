@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from raypair.ops.losses import one_hot
-from raypair.ops.mixing import (area_lambda, bc_mix, box_mask, check_unit, cutmix_box, cutout_mask, image_std,
-                                inside_box, mix, partner, paste, sample_beta, sample_uniform)
+from raypair.ops.masks import area_lambda, box_mask, cutmix_box, cutout_mask, inside_box
+from raypair.ops.mixing import (bc_mix, check_unit, cutmix, image_std, mix, partner, paste, sample_beta,
+                                sample_uniform)
 
 
 def gen(seed: int, device: str = "cpu") -> torch.Generator:
@@ -18,14 +19,17 @@ def gen(seed: int, device: str = "cpu") -> torch.Generator:
 
 
 def cutmix_batch(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rule: str, g: torch.Generator):
-    """The CutMix chain as a method composes it: partner, box, mask, paste, area lambda, target."""
+    """CutMix with a box per sample through the composed op, and the keep mask its draws imply
+    (the same box drawn again from the same generator state, made pixels by ``box_mask``)."""
     _, _, h, w = x.shape
     target = one_hot(y, int(y.max()) + 1)
     j, _ = partner(y, rule, g)
-    top, left, bh, bw = cutmix_box(lam, h, w, g)
-    keep = box_mask(top, left, bh, bw, h, w)
-    lam_eff = area_lambda(bh, bw, h, w)
-    return paste(x, x[j], keep), mix(target, target[j], lam_eff), keep, j
+    state = g.get_state()
+    out, t, lam_eff = cutmix(x, target, j, 1.0 - lam.double(), g)
+    box = cutmix_box(1.0 - lam.double(), h, w, g.set_state(state))
+    keep = box_mask(*box, h, w)
+    assert torch.equal(lam_eff, area_lambda(box[2], box[3], h, w))
+    return out, t, keep, j
 
 
 # ----------------------------------------------------------------------------------- CutMix
@@ -63,28 +67,12 @@ def test_cutmix_weights_match_pixel_counts_on_odd_sizes():
     assert torch.allclose(t[torch.arange(b), y[j]], 1 - kept_px / (h * w), atol=1e-6, rtol=0)
 
 
-def test_cutmix_box_is_the_reference_rand_bbox():
-    # clovaai rand_bbox: cut = int(W * sqrt(1 - lam)), centre U{0..W-1}, [c - cut//2, c + cut//2) clipped
-    h, w = 28, 36
-    lam = sample_beta(0.7, 64, gen(0))
-    top, left, bh, bw = cutmix_box(lam, h, w, gen(1))
-    replay = gen(1)
-    cx = torch.randint(w, (64,), generator=replay)
-    cy = torch.randint(h, (64,), generator=replay)
-    for i in range(64):
-        r = math.sqrt(1.0 - float(lam[i]))
-        cut_w, cut_h = int(w * r), int(h * r)
-        x1, x2 = min(max(int(cx[i]) - cut_w // 2, 0), w), min(max(int(cx[i]) + cut_w // 2, 0), w)
-        y1, y2 = min(max(int(cy[i]) - cut_h // 2, 0), h), min(max(int(cy[i]) + cut_h // 2, 0), h)
-        assert (int(top[i]), int(left[i]), int(bh[i]), int(bw[i])) == (y1, x1, y2 - y1, x2 - x1)
-
-
 def test_lambda_one_is_the_identity():
     g = gen(0)
     a, b = torch.randn(6, 3, 8, 8, generator=g), torch.randn(6, 3, 8, 8, generator=g)
     assert torch.equal(mix(a, b, 1.0), a) and torch.equal(mix(a, b, torch.ones(6)), a)
     assert torch.equal(mix(a, b, 0.0), b)
-    top, left, bh, bw = cutmix_box(torch.ones(6), 8, 8, g)
+    top, left, bh, bw = cutmix_box(torch.zeros(6), 8, 8, g)  # area 0: lam 1
     assert torch.equal(bh * bw, torch.zeros(6, dtype=torch.long))
     keep = box_mask(top, left, bh, bw, 8, 8)
     assert torch.equal(keep, torch.ones(6, 1, 8, 8))
@@ -137,54 +125,6 @@ def test_diffclass_partner_is_uniform_among_other_labels():
     assert torch.equal(counts > 0, allowed > 0)
     expect = allowed / allowed.sum(1, keepdim=True)
     assert torch.allclose(counts / 1500, expect, atol=0.05)  # 4 sigma at 1500 draws
-
-
-# ------------------------------------------------------------------------------ boxes, masks
-def reference_cutout(b: int, h: int, w: int, n: int, length: int, seed: int) -> torch.Tensor:
-    """uoguelph-mlrg Cutout, a loop per hole: centre y then x, square [c - L//2, c + L//2) clipped."""
-    g = gen(seed)
-    cy, cx = torch.randint(h, (b, n), generator=g), torch.randint(w, (b, n), generator=g)
-    keep = torch.ones(b, 1, h, w)
-    for i in range(b):
-        for k in range(n):
-            y1, y2 = max(int(cy[i, k]) - length // 2, 0), min(int(cy[i, k]) + length // 2, h)
-            x1, x2 = max(int(cx[i, k]) - length // 2, 0), min(int(cx[i, k]) + length // 2, w)
-            keep[i, 0, y1:y2, x1:x2] = 0
-    return keep
-
-
-@pytest.mark.parametrize("n_holes, length", [(1, 16), (1, 8), (2, 8), (3, 5), (1, 0), (0, 16)])
-def test_cutout_mask_is_the_clipped_squares_union(n_holes, length):
-    b, h, w = 64, 32, 24
-    keep = cutout_mask(b, h, w, n_holes, length, gen(5))
-    assert torch.equal(keep, reference_cutout(b, h, w, n_holes, length, 5))
-    side = 2 * (length // 2)  # an odd length cuts one pixel less, as the reference
-    holes = (1 - keep).flatten(1).sum(1)
-    assert (holes <= n_holes * side * side).all()
-    if n_holes == 1 and length == 16:
-        cut = (keep[:, 0] == 0)
-        for i in range(b):  # one hole: a full rectangle, its area the clipped square's
-            rows, cols = cut[i].any(1).nonzero(), cut[i].any(0).nonzero()
-            assert holes[i] == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
-        assert (holes == side * side).any()  # unclipped squares occur, at full size
-
-
-def test_inside_box_is_fully_inside_with_exact_area():
-    g = gen(2)
-    h, w = 32, 24
-    for _ in range(20):
-        size = (torch.randint(0, h + 1, (64,), generator=g), torch.randint(0, w + 1, (64,), generator=g))
-        top, left, bh, bw = inside_box(size, h, w, g)
-        assert torch.equal(bh, size[0]) and torch.equal(bw, size[1])
-        assert ((top >= 0) & (top + bh <= h) & (left >= 0) & (left + bw <= w)).all()
-        assert torch.equal((1 - box_mask(top, left, bh, bw, h, w)).flatten(1).sum(1).long(), bh * bw)
-    top, _, _, _ = inside_box((torch.full((4000,), 30), torch.full((4000,), 4)), h, w, g)
-    assert set(top.tolist()) == {0, 1, 2}  # every position, corners included
-
-
-def test_area_lambda_counts_kept_pixels():
-    bh, bw = torch.tensor([0, 4, 8, 3]), torch.tensor([0, 4, 8, 5])
-    assert torch.equal(area_lambda(bh, bw, 8, 8), torch.tensor([1.0, 0.75, 0.0, 1 - 15 / 64]))
 
 
 # ------------------------------------------------------------------------------------- BC/BC+

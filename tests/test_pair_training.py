@@ -10,12 +10,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from raypair.config import ModelConfig, run_model
+from raypair.config import run_model
 from raypair.methods import build_method
-from raypair.models import build_model
 from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
-from raypair.ops.mixing import cutout_mask
+from raypair.ops.masks import cutout_mask
 
 INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
                        name="cifar10")
@@ -25,19 +24,19 @@ def cfg_of(**knobs):
     return run_model().model_validate({"method": {"name": "pair_training", **knobs}}).method
 
 
-def make(beta: float = 0.0, seed: int = 0, norm: bool = True, model=None, **knobs):
+def make(beta: float = 0.0, seed: int = 0, norm: bool = True, **knobs):
+    """A PairTraining method at ``beta``; every call builds the same tiny CNN (init seed 0)."""
+    run = run_model().model_validate({"method": {"name": "pair_training", **knobs},
+                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": norm}}})
     torch.manual_seed(0)
-    model = model or build_model(ModelConfig(name="tiny_cnn", kwargs={"norm": norm}), 10, 3)
-    m = build_method(cfg_of(**knobs), model, INFO)
-    m.generator = torch.Generator().manual_seed(seed)
+    m = build_method(run, INFO, generator_seed=seed)
     m.on_epoch_start(1, 10, {"train_acc": beta})
     return m
 
 
 def replay(m, x, y, seed: int):
     """The pair batch a per_batch pair step with generator ``seed`` builds: the gate draw, then mix."""
-    m.generator = torch.Generator().manual_seed(seed)
-    torch.rand((), generator=m.generator)
+    torch.rand((), generator=m.generator.manual_seed(seed))
     return m.mix(x, y)
 
 
@@ -108,7 +107,7 @@ def test_dmask_holes_follow_the_schedule_exactly():
     assert two.max() > 169 and two.max() <= 2 * 169
     # even L: the same mask as Cutout from the same generator state
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(pt.square_mask(8, 32, 32, 2, 16, g1), cutout_mask(8, 32, 32, 2, 16, g2))
+    assert torch.equal(cutout_mask(8, 32, 32, 2, 16, g1, trim_odd=False), cutout_mask(8, 32, 32, 2, 16, g2))
 
 
 def test_dmix_pastes_exactly_theta_from_another_class_and_label_weighs_it():
@@ -160,13 +159,11 @@ def test_omega_scales_the_pair_loss_exactly(knobs):
     x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8)
     base = {"alpha_mode": "one", **knobs}
     m0 = make(0.9, seed=5, omega=0.0, **base)
-    m1 = make(0.9, seed=5, omega=0.7, model=m0.model, **base)
+    m1 = make(0.9, seed=5, omega=0.7, **base)  # the same network as m0's
     l0, l1 = m0(x, y).loss, m1(x, y).loss
-    g = torch.Generator().manual_seed(5)
     if knobs:  # per_sample: the mask, then the whole batch disturbed; the mean over paired rows
-        rows = torch.rand(8, generator=g) < m1.alpha  # alpha = q = 0.6
+        rows = torch.rand(8, generator=m1.generator.manual_seed(5)) < m1.alpha  # alpha = q = 0.6
         assert 0 < rows.sum() < 8
-        m1.generator = g
         p = m1.mix(x, y)
         lp = soft_cross_entropy(m1.model(p.x[rows]), p.target[rows])
     else:
@@ -179,7 +176,7 @@ def test_omega_mode_beta_and_convex():
     x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8)
     mb = make(0.8, seed=5, omega_mode="beta", omega=0.5, alpha_mode="one")
     assert mb.omega == pytest.approx(0.4) and float(mb(x, y).logs["omega"]) == pytest.approx(0.4)
-    mc = make(0.8, seed=5, omega_convex=True, omega=0.25, alpha_mode="one", model=mb.model)
+    mc = make(0.8, seed=5, omega_convex=True, omega=0.25, alpha_mode="one")
     out = mc(x, y)
     p = replay(mc, x, y, 5)
     expect = 0.75 * F.cross_entropy(mc.model(x), y) + 0.25 * soft_cross_entropy(mc.model(p.x), p.target)
@@ -190,7 +187,7 @@ def test_two_pass_and_joint_both_return_the_x_z_logits():
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
     for norm in (False, True):
         two = make(0.9, seed=2, norm=norm, alpha_mode="one")
-        joint = make(0.9, seed=2, norm=norm, alpha_mode="one", forward="joint", model=two.model)
+        joint = make(0.9, seed=2, norm=norm, alpha_mode="one", forward="joint")  # the same network
         out_two, out_joint = two(x, y), joint(x, y)
         p = replay(joint, x, y, 2)
         assert torch.allclose(out_two.logits, two.model(x), atol=1e-5)

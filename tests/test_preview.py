@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from raypair.cli import main
-from raypair.methods import METHODS
+from raypair.methods import METHODS, in_chans
 
 
 @pytest.mark.parametrize("method", METHODS.names())
@@ -15,7 +15,7 @@ def test_preview_every_method_offline(tmp_path, capsys, method):
     assert main(["preview", method, "--data", "digits", "--set", "data.image_size=32", "--n", "8",
                  "--out", str(out)]) == 0, capsys.readouterr().err
     img = Image.open(out)
-    factor = METHODS.get(method).in_chans_factor
+    factor = in_chans(METHODS.get(method).Config, 1)  # images per network input
     assert img.size[0] == 4 * 32 * 3 * factor  # 4 tiles a row, 3x upscaled, 2C inputs side by side
     assert img.size[1] > 2 * (32 * 3 + 30)  # two rows of tiles with captions
     pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)

@@ -1,13 +1,10 @@
 """Real local Ray, real MLflow store, real Optuna study, real images (digits; CIFAR-10 where the
-shared copy exists): the sweep, data-parallel training, and resuming a killed sweep."""
+shared copy exists): the sweep, data-parallel training, failing and infeasible trials. Killing and
+resuming is tested at many instants in test_resume_kills.py."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +86,7 @@ def test_quickstart_sweep_lands_in_mlflow(local_ray, tmp_path, capsys):
 def test_two_train_workers_are_data_parallel(local_ray, tmp_path):
     """Same global batch on 1 and 2 gloo workers: same losses (no BatchNorm, no augmentation);
     each worker trained on its own half of every batch."""
-    from raypair import train
+    from raypair.runner import train
     from raypair.config import build_run
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Recorder runs in the Train controller
@@ -124,52 +121,6 @@ class Recorder(ray.train.UserCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(metrics) + "\n")
-
-
-def _trial_results(exp: Path) -> dict[str, int]:
-    """trial folder -> number of results it recorded."""
-    out = {}
-    for f in (exp / "tune").glob("trial_fn_*/result.json"):
-        out[f.parent.name] = len([ln for ln in f.read_text().splitlines() if ln.strip()])
-    return out
-
-
-def test_resume_after_driver_killed(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(tmp_path),
-           "--set", "epochs=2", "--set", "tune.scheduler.name=none", "--num-samples", "4"]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    exp = tmp_path / "quickstart"
-    deadline = time.time() + 240
-    finished: dict[str, int] = {}
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            finished = {k: v for k, v in _trial_results(exp).items() if v == 2}
-            if len(finished) >= 2:
-                break
-            time.sleep(0.5)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started die together
-        proc.wait()
-    assert len(finished) >= 2, (tmp_path / "first.log").read_text()[-3000:]
-    before = _trial_results(exp)
-    assert len(before) < 4 or any(v < 2 for v in before.values()), "killed too late to test a resume"
-
-    out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    after = _trial_results(exp)
-    assert len(after) == 4
-    for trial, n in finished.items():
-        assert after[trial] == n, f"finished trial {trial} was run again"
-    client, parents, children = mlflow_runs(tmp_path, "quickstart")
-    assert len(parents) == 1
-    ids = [c.data.tags["raypair.trial_id"] for c in children]
-    assert len(ids) == 4 and len(set(ids)) == 4, "one MLflow run per trial, none doubled"
-    for c in children:
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
-        assert sorted(steps) == [1, 2], steps
-        assert c.info.status == "FINISHED"
 
 
 def test_failing_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
@@ -211,9 +162,65 @@ def test_infeasible_points_are_reported_not_crashed(local_ray, tmp_path, capsys)
     out = capsys.readouterr().out
     assert code == 0, out
     table = [ln for ln in out.splitlines() if ln.startswith("  ") and "epochs=" in ln]
-    assert [ln.split()[1] for ln in table].count("infeas.") == 1 and len(table) == 4
+    assert [ln.split()[0] for ln in table].count("infeas.") == 1 and len(table) == 4
     client, parents, children = mlflow_runs(tmp_path, "quickstart")
     assert len(children) == 4 and parents[0].data.tags["raypair.trials_infeasible"] == "1"
-    bad = [c for c in children if "raypair.search.infeasible" in c.data.tags]
-    assert len(bad) == 1 and "nesterov" in bad[0].data.tags["raypair.search.infeasible"]
+    bad = [c for c in children if "raypair.infeasible" in c.data.tags]
+    assert len(bad) == 1 and "nesterov" in bad[0].data.tags["raypair.infeasible"]
     assert bad[0].data.tags["raypair.search.optim.momentum"] == "0.0"
+
+
+def _seed_repeats():
+    """A third kind of experiment, written here as a user would write it: the base run of the
+    quickstart, once per seed. It implements the interface and touches nothing in the runner."""
+    from dataclasses import dataclass
+    from typing import Any
+
+    from raypair.config import build_run, set_path
+    from raypair.experiments.base import Described, Experiment, ListProposer, Trial
+    from raypair.experiments.sweep import load_sweep
+
+    @dataclass
+    class Repeats(Experiment):
+        kind = "repeats"
+        name: str
+        run_raw: dict
+        seeds: list
+        metric: str = "val_acc"
+        mode: str = "max"
+        max_concurrent: int = 2
+
+        def run_of(self, params: dict[str, Any]):
+            return build_run(set_path(self.run_raw, "seed", params["seed"]))
+
+        def proposer(self, exp_dir, known):
+            return ListProposer([Trial(f"seed{s}", {"seed": s}) for s in self.seeds], set(known))
+
+        def describe(self, trial):
+            return Described(f"seed {trial.params['seed']}", f"seed {trial.params['seed']}", {"raypair.seed": "x"})
+
+        def parent(self):
+            return {"raypair.kind": "repeats"}, {"seeds": self.seeds}, {"seeds": self.seeds}
+
+    sweep = load_sweep(QUICK, ["epochs=2"])
+    return Repeats("repeats", sweep.run_raw, [0, 1, 2])
+
+
+def test_a_new_kind_of_experiment_needs_nothing_in_the_runner(local_ray, tmp_path):
+    from raypair.runner.run import run_experiment
+    from raypair.runner.store import prepare
+    from raypair.tracking import Tracker, default_uri
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    exp = _seed_repeats()
+    tracker = Tracker(default_uri(tmp_path), exp.name, artifact_root=str(tmp_path / "mlartifacts"))
+    known = prepare(exp, tmp_path / exp.name, resume=False)
+    parent, records = run_experiment(exp, tmp_path / exp.name, tracker, known, resume=False)
+    assert sorted(r.key for r in records) == ["seed0", "seed1", "seed2"]
+    assert all(r.status == "finished" and len(r.history) == 2 for r in records)
+    assert len({r.history[-1]["val_acc"] for r in records}) > 1  # three seeds, three different runs
+    client, parents, children = mlflow_runs(tmp_path, "repeats")
+    assert [p.info.run_id for p in parents] == [parent] and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["mlflow.runName"] for c in children) == ["seed 0", "seed 1", "seed 2"]
+    assert {c.data.params["seed"] for c in children} == {"0", "1", "2"}
+    assert "best_val_acc" in parents[0].data.metrics

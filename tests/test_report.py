@@ -1,4 +1,5 @@
-"""The report's statistics against hand-computed intervals, and the tables built from them.
+"""The report's statistics against hand-computed intervals, the tables built from them, and the
+reading of runs back from a real MLflow store (raypair.tracking.read).
 
 Hand computations (t quantiles from a printed Student t table):
 - 93, 94, 95, 96, 97: mean 95, s^2 = (4+1+0+1+4)/4 = 2.5, s/sqrt(5) = sqrt(0.5) = 0.707107,
@@ -13,13 +14,13 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from raypair.ablation import load_ablation
-from raypair.report import Child, ablation_report, ablation_rows
-from raypair.stats import diff_ci, mean_ci, t_quantile
+from raypair.experiments.ablation import load_ablation
+from raypair.report.ablation import ablation_report, ablation_rows
+from raypair.report.stats import diff_ci, mean_ci, t_quantile
+from raypair.tracking.read import Child, Parent
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
@@ -90,7 +91,7 @@ def test_rows_use_percent_paired_differences_and_the_paper(hand_children):
 
 def test_report_files_hold_the_hand_computed_numbers(hand_children, tmp_path):
     ab = load_ablation(DIGITS)
-    parent = SimpleNamespace(info=SimpleNamespace(run_id="p0"))
+    parent = Parent("p0")
     files = ablation_report(ab, parent, hand_children, tmp_path)
     assert {f.name for f in files} == {"report.md", "report.csv", "bars.png", "curves.png"}
     for png in ("bars.png", "curves.png"):
@@ -113,8 +114,60 @@ def test_factor_layout_pivots_like_the_paper(tmp_path):
     kids = [Child(f"{v} s{s}", "FINISHED", {"raypair.variant": v, "raypair.seed": str(s)},
                   {"test_acc": 0.6 + 0.01 * i + 0.001 * s, "val_acc": 0.5}, {"val_acc": {1: 0.5}})
             for i, v in enumerate(ab.variants) for s in ab.seeds]
-    files = ablation_report(ab, SimpleNamespace(info=SimpleNamespace(run_id="p1")), kids, tmp_path)
+    files = ablation_report(ab, Parent("p1"), kids, tmp_path)
     md = files[0].read_text()
     assert "| model | base | base+ | cutout | mixup | cutmix |" in md
     assert "| lenet | 60.10 ± 0.25 (63.63) |" in md  # 60.0, 60.1, 60.2: s = 0.1, 4.3027 * 0.1 / sqrt(3)
     assert "vs lenet/base" in md
+
+
+# ------------------------------------------------------------------ reading runs back (tracking/read.py)
+@pytest.mark.parametrize("value", ["it's", 'say "hi"', "a\\b", "x' OR tags.`k` = 'y", ""])
+def test_filter_values_reach_mlflow_unchanged(value):
+    from mlflow.utils.search_utils import SearchUtils
+
+    from raypair.tracking.read import tag_equals
+
+    parsed = SearchUtils.parse_search_filter(tag_equals("raypair.kind", value) + " AND tags.`b` = 'c'")
+    assert [(p["key"], p["value"]) for p in parsed] == [("raypair.kind", value), ("b", "c")]
+
+
+@pytest.mark.parametrize("value", ["both ' and \"", "trailing\\"])
+def test_filter_values_that_cannot_be_written_are_refused(value):
+    from raypair.tracking.read import filter_value
+
+    with pytest.raises(ValueError, match="MLflow filter"):
+        filter_value(value)
+
+
+def test_reader_returns_plain_runs_from_a_real_store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raypair.tracking import default_uri
+    from raypair.tracking.read import RunReader
+
+    uri = default_uri(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("it's", artifact_location=(tmp_path / "art").as_uri())
+    old = client.create_run(exp, start_time=1000, run_name="old", tags={"raypair.kind": "it's"}).info.run_id
+    new = client.create_run(exp, start_time=2000, run_name="new", tags={"raypair.kind": "it's"}).info.run_id
+    client.log_param(new, "tune.metric", "val_acc")
+    client.log_text(new, "a: 1\n", "sweep.yaml")
+    kid = client.create_run(exp, run_name="t0", tags={"mlflow.parentRunId": new}).info.run_id
+    for step, v in ((1, 0.5), (2, 0.7)):
+        client.log_metric(kid, "val_acc", v, step=step)
+    client.set_terminated(kid)
+    client.create_run(exp, run_name="t1", tags={"mlflow.parentRunId": old})
+    reader = RunReader(uri)
+    assert reader.experiment_id("it's") == exp and reader.experiment_id("nope") is None
+    parent = reader.newest_parent(exp, ["it's", "sweep"])
+    assert parent.run_id == new and parent.kind == "it's" and parent.params == {"tune.metric": "val_acc"}
+    assert parent.start_time == 2000
+    assert reader.newest_parent(exp, ["ablation"]) is None
+    [child] = reader.children(exp, new, ["val_acc", "val_acc"])
+    assert (child.name, child.status, child.final) == ("t0", "FINISHED", {"val_acc": 0.7})
+    assert child.curves == {"val_acc": {1: 0.5, 2: 0.7}}
+    assert reader.artifact_text(new, "sweep.yaml") == "a: 1\n"
+    (tmp_path / "report.md").write_text("# r")
+    reader.log_files(new, [tmp_path / "report.md"], "report")
+    assert [a.path for a in client.list_artifacts(new, "report")] == ["report/report.md"]

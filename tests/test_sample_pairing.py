@@ -6,11 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from raypair.config import ModelConfig, run_model
+from raypair.config import run_model
 from raypair.data import DeviceLoader
 from raypair.methods import build_method
 from raypair.methods.sample_pairing import sp_active, sp_phases
-from raypair.models import build_model
 from raypair.ops.losses import one_hot
 from raypair.ops.mixing import partner
 
@@ -18,12 +17,10 @@ INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 
                        name="cifar10")
 
 
-def make(seed: int = 0, **knobs):
-    cfg = run_model().model_validate({"method": {"name": "sample_pairing", **knobs}}).method
+def make(seed: int = 0, pool=None, **knobs):
+    run = run_model().model_validate({"method": {"name": "sample_pairing", **knobs}, "model": {"name": "tiny_cnn"}})
     torch.manual_seed(0)
-    m = build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, 3), INFO)
-    m.generator = torch.Generator().manual_seed(seed)
-    return m
+    return build_method(run, INFO, pool=pool, generator_seed=seed)
 
 
 def pool() -> DeviceLoader:
@@ -33,8 +30,7 @@ def pool() -> DeviceLoader:
 
 
 def test_image_is_exactly_the_average_and_label_is_y_a_dataset_pairing():
-    m = make(seed=3)
-    m.pool = pool()
+    m = make(seed=3, pool=pool())
     x, y = torch.randn(8, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5, 6, 6])
     g = torch.Generator().manual_seed(3)
     xb, _ = m.pool.draw(8, g)  # the same draw the method makes from the same generator state

@@ -11,11 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raypair.config import ConfigError, ModelConfig, OptimConfig, build_run, run_model
+from raypair.config import ConfigError, OptimConfig, build_run, run_model
 from raypair.loop import build_optimizer, save_checkpoint
 from raypair.methods import build_method
 from raypair.methods.vpl import _branch
-from raypair.models import build_model
 from raypair.ops import vpl_ops as V
 from raypair.ops.erasing import random_erasing
 
@@ -23,13 +22,11 @@ INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.49
                              std=(0.25, 0.24, 0.26), name="cifar10")
 
 
-def make(epochs: int = 10, **kw):
-    cfg = run_model().model_validate({"method": {"name": "vpl", "vit_model": "tiny_vit", **kw},
-                                      "epochs": epochs}).method
-    torch.manual_seed(0)
-    m = build_method(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, 3), INFO)
-    m.generator = torch.Generator().manual_seed(0)
-    return m
+def make(epochs: int = 10, init_seed: int = 0, **kw):
+    run = run_model().model_validate({"method": {"name": "vpl", "vit_model": "tiny_vit", **kw},
+                                      "model": {"name": "tiny_cnn"}, "epochs": epochs})
+    torch.manual_seed(init_seed)
+    return build_method(run, INFO, generator_seed=0)
 
 
 def batch(n: int = 8, size: int = 16):
@@ -165,7 +162,7 @@ def test_independent_is_ce_only_and_dml_adds_both_kls():
 def _trained_vit_checkpoint(folder: Path):
     """A checkpoint of a run that trained the transformer: an independent VPL run after one SGD step."""
     src = make(mode="independent")
-    opt = build_optimizer(OptimConfig(name="sgd", lr=0.5), src.param_groups())
+    opt = build_optimizer(OptimConfig(name="sgd", lr=0.5), src.optim_groups())
     x, y = batch()
     src(x, y).loss.backward()
     opt.step()
@@ -186,7 +183,7 @@ def test_distill_loads_the_teacher_and_keeps_it_frozen(tmp_path):
     assert torch.allclose(out.loss, F.cross_entropy(zc, y) + V.kl_toward(zc, zt, 2.0), atol=1e-6)
     out.loss.backward()
     assert all(p.grad is None for p in m.vit.parameters()) and some_nonzero(grads(m.model))
-    assert [len(g["params"]) for g in m.param_groups()] == [len(list(m.model.parameters()))]
+    assert [len(g["params"]) for g in m.optim_groups()] == [len(list(m.model.parameters()))]
     # a run whose `model` was the transformer (e.g. ERM): its "model." weights; state.pt given directly
     erm = {"method": {f"model.{k}": v for k, v in src.vit.state_dict().items()}}
     torch.save(erm, tmp_path / "erm.pt")
@@ -196,22 +193,21 @@ def test_distill_loads_the_teacher_and_keeps_it_frozen(tmp_path):
         make(mode="distill", teacher_checkpoint=str(tmp_path), vit_model="tiny_vit_w48")
 
 
-def test_param_groups_carry_branch_lrs_and_the_affine_layer():
+def test_optim_groups_carry_branch_lrs_and_the_affine_layer():
     m = make(vit_model="tiny_vit_w48", lr_cnn=3e-3, lr_vit=2e-4, weight_decay_vit=0.05, ema=True)
-    cnn, vit = m.param_groups()
+    cnn, vit = m.optim_groups()
     assert (cnn["lr"], vit["lr"], vit["weight_decay"]) == (3e-3, 2e-4, 0.05) and "weight_decay" not in cnn
     ids = lambda ps: {id(p) for p in ps}  # noqa: E731
     assert ids(cnn["params"]) == ids(m.model.parameters())
     assert ids(vit["params"]) == ids(m.vit.parameters()) | ids(m.affine.parameters())
     assert ids(cnn["params"]) | ids(vit["params"]) == ids(p for p in m.parameters() if p.requires_grad)
-    opt = build_optimizer(OptimConfig(name="adamw", lr=1.0, weight_decay=0.01), m.param_groups())
+    opt = build_optimizer(OptimConfig(name="adamw", lr=1.0, weight_decay=0.01), m.optim_groups())
     assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(3e-3, 0.01), (2e-4, 0.05)]
 
 
 def test_vit_seed_fixes_the_transformer_init():
     a, b = make(vit_seed=7), make(vit_seed=7)
-    torch.manual_seed(123)
-    c = build_method(a.cfg, build_model(ModelConfig(name="tiny_cnn"), 10, 3), INFO)
+    c = make(vit_seed=7, init_seed=123)  # another torch RNG state before the build
     assert all(torch.equal(p, q) and torch.equal(p, r) for p, q, r in zip(a.vit.parameters(), b.vit.parameters(),
                                                                           c.vit.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.vit.parameters(), make().vit.parameters()))

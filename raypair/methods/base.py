@@ -1,23 +1,40 @@
 """The Method contract: a small ``nn.Module`` that owns its network(s) and turns a batch into a loss.
 
+Built in one call, ``build_method(run, info, device=..., rank=..., pool=...)``: it builds the run's
+model with the input channels the method's config asks for, the method around it, moves both to the
+device and hands the method its random stream and its pool. Nothing is set on a method afterwards.
+
+The contract is the config class and five methods; everything else on a subclass is its own:
+- ``Config``: the method's pydantic config. A config whose network input stacks several images
+  along channels declares it in ``images_per_input`` (a ClassVar; mixup-C: 2, so the model is built
+  with a 2C-channel stem); 1 otherwise.
 - ``forward(x, y) -> StepOut(loss, logits, logs, labels)``: ``x [B, C, H, W]`` normalised (and,
   with ``aug: base+``, already pad-crop-flipped by the loader), ``y [B]`` int64. The loop's train
   top-1 compares ``logits.argmax(1)`` with ``labels`` (default ``y``; a mixing method passes its
   target's argmax). ``logs`` are floats or 0-d tensors the loop averages over the epoch.
 - ``mix(x, y) -> Mixed(x, target, logs)``: the batch transform alone (what ``raypair preview`` and
   the benchmarks show); the default ``forward`` is ``sce(model(mixed.x), mixed.target)``.
-- ``param_groups()``: the optimiser's groups (default: every trainable parameter, ``optim.*``).
-- ``on_epoch_start(epoch, epochs, stats)``: ``stats`` holds what the loop measured in the
-  previous epoch (``train_acc``, ``train_loss``; all-reduced across workers). Schedules that
-  switch a method on or off live here, never in the loop; a phase with its own constant learning
-  rate (fine-tuning) sets ``self.lr_override``.
+- ``on_epoch_start(epoch, epochs, stats) -> Optional[float]``: ``stats`` holds what the loop
+  measured in the previous epoch (``train_acc``, ``train_loss``; all-reduced across workers).
+  Schedules that switch a method on or off live here, never in the loop. The return value is the
+  epoch's learning rate: None follows the run's schedule; a float is a constant lr for every group
+  during this epoch (the fine-tuning phase of mixup and mixup-C).
 - ``eval_logits(x) -> {name: logits}``: the first entry is the primary prediction (``val_acc``);
   every other entry ``k`` is reported as ``val_acc_k`` too.
+- ``optim_groups() -> [{"params": ..., "lr"?: ..., "weight_decay"?: ...}]``: the optimiser's groups
+  (default: one group of every trainable parameter under ``optim.*``). A group's own ``lr`` replaces
+  ``optim.lr`` for it (VPL's per-branch rates); the schedule scales every group's lr alike.
 
-Set by the loop: ``generator`` (the method's random stream, seeded per worker, on the device) and
-``pool`` (the training split, for methods that pair with the dataset: ``pool.draw(n, generator,
-avoid=labels)``). ``in_chans_factor`` lets a method ask for a wider stem (mixup-C: 2C channels).
+Attributes a method reads, all given by ``build_method``: ``cfg``, ``model``, ``info`` (the data's
+classes, shape and normalisation), ``generator`` (its random stream, on the device: seeded
+``run.seed * 1000 + rank``, one stream per worker, as the loop trains) and ``pool`` (the training
+split or None, for methods that pair with the dataset: ``pool.draw(n, generator, avoid=labels)``).
 A method never logs, reports, checkpoints or reads a global flag.
+
+Why this shape: what one method alone needed is data, not extra hooks. The stem width is a
+config ClassVar read once at build time (``in_chans``); a phase's constant lr is the epoch hook's
+return value, so the loop reads no method state per step; per-branch lrs are plain torch
+param-group keys in ``optim_groups``, which the loop's schedule already scales group by group.
 """
 from __future__ import annotations
 
@@ -27,7 +44,8 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from raypair.config import MethodConfig
+from raypair.config import MethodConfig, RunConfigBase
+from raypair.models import build_model
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.registry import Registry
 
@@ -52,16 +70,14 @@ class Mixed:
 
 class Method(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    in_chans_factor: ClassVar[int] = 1
+    generator: torch.Generator  # given by build_method
+    pool: Any  # given by build_method
 
     def __init__(self, cfg: MethodConfig, model: nn.Module, info: Any) -> None:
         super().__init__()
         self.cfg, self.model, self.info = cfg, model, info
-        self.generator = torch.Generator()
-        self.pool: Any = None
-        self.lr_override: Optional[float] = None
 
-    def param_groups(self) -> list[dict[str, Any]]:
+    def optim_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups; a group may set its own ``lr`` / ``weight_decay`` (VPL's
         branches), else ``optim.*`` applies. The schedule scales every group's lr alike."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
@@ -74,7 +90,8 @@ class Method(nn.Module):
         logits = self.model(m.x)
         return StepOut(soft_cross_entropy(logits, m.target), logits, m.logs, labels=m.target.argmax(1))
 
-    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
+    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> Optional[float]:
+        """Per-epoch schedule; returns this epoch's constant lr, or None for the run's schedule."""
         return None
 
     @torch.no_grad()
@@ -84,7 +101,7 @@ class Method(nn.Module):
 
 def finetune_lr(epoch: int, epochs: int, ft_epochs: int, ft_lr: float) -> Optional[float]:
     """The fine-tuning phase after mixup-type training (P1 §5.5) is the last ``ft_epochs`` of the
-    run: its constant lr ``ft_lr`` there (for ``Method.lr_override``), None before."""
+    run: its constant lr ``ft_lr`` there (what ``on_epoch_start`` returns), None before."""
     return ft_lr if ft_epochs > 0 and epoch >= epochs - ft_epochs else None
 
 
@@ -95,5 +112,20 @@ def check_finetune(ft_epochs: int, epochs: int, what: str) -> None:
                          f"epochs={epochs}; lower it (0 = no fine-tuning)")
 
 
-def build_method(cfg: MethodConfig, model: nn.Module, info: Any) -> Method:
-    return METHODS.get(cfg.name)(cfg, model, info)
+def in_chans(cfg: Union[MethodConfig, type[MethodConfig]], channels: int) -> int:
+    """The model's input channels for images of ``channels``: times the config's ``images_per_input``."""
+    return channels * cfg.images_per_input
+
+
+def build_method(run: RunConfigBase, info: Any, *, device: Union[torch.device, str] = "cpu", rank: int = 0,
+                 pool: Any = None, generator_seed: Optional[int] = None) -> Method:
+    """The method of ``run`` ready to train: ``run.model`` built for ``info`` (classes, input
+    channels ``in_chans``, image size) from the torch RNG as it stands (seed it first for a fixed
+    init), the method around it on ``device``, its generator on ``device`` seeded ``generator_seed``
+    (default ``run.seed * 1000 + rank``: one stream per worker) and ``pool`` (the training split)."""
+    cfg, (c, size) = run.method, info.image_shape[:2]
+    model = build_model(run.model, info.num_classes, in_chans(cfg, c), size)
+    method = METHODS.get(cfg.name)(cfg, model, info).to(device)
+    seed = run.seed * 1000 + rank if generator_seed is None else generator_seed
+    method.generator, method.pool = torch.Generator(device).manual_seed(seed), pool
+    return method

@@ -1,9 +1,11 @@
 """CutMix (Yun et al. 2019; ``clovaai/CutMix-PyTorch``), the P3 comparison's ``cutmix`` (methods.md §1.1, §1.2).
 
 Equation: with probability ``cutmix_prob`` per batch, ``lam ~ Beta(alpha, alpha)``, one box of sides
-``int(W sqrt(1 - lam)) x int(H sqrt(1 - lam))`` centred uniformly and clipped (``cutmix_box``), pasted from
-the partner ``x_j``: ``x~ = M x + (1 - M) x_j``; ``lam`` is recomputed from the box's exact area
-(``area_lambda``) and ``L = sce(f(x~), lam Y + (1 - lam) Y_j)`` (the mixup loss). Otherwise plain CE on ``x``.
+``int(W sqrt(1 - lam)) x int(H sqrt(1 - lam))`` centred uniformly and clipped, pasted from
+the partner ``x_j``: ``x~ = M x + (1 - M) x_j``; ``lam`` is recomputed from the box's exact area and
+``L = sce(f(x~), lam Y + (1 - lam) Y_j)`` (the mixup loss). Otherwise plain CE on ``x``.
+- One op does it all (``ops.mixing.cutmix_beta``: lam, partner, box, paste, area-corrected lam), the same
+  that PairTraining's ``cutmix`` control calls; D-Mix calls its composed core ``ops.mixing.cutmix``.
 - The gate is one ``U[0, 1) < cutmix_prob`` draw on the method's generator, so 1.0 always mixes, 0.0 never.
 - Partner ``perm`` as CutMix-PyTorch and P3 (``partner``: flip = timm, roll = torchvision).
 - Logs ``cutmix_frac`` (the fraction of batches mixed) and ``lam`` (the mean kept-area ratio, 1 on
@@ -24,7 +26,7 @@ from torch import Tensor
 from raypair.config import MethodConfig
 from raypair.methods.base import METHODS, Method, Mixed
 from raypair.ops.losses import one_hot
-from raypair.ops.mixing import area_lambda, box_mask, cutmix_box, mix, partner, paste, sample_beta
+from raypair.ops.mixing import cutmix_beta
 
 
 class CutmixConfig(MethodConfig):
@@ -45,10 +47,5 @@ class Cutmix(Method):
         g, target = self.generator, one_hot(y, self.info.num_classes)
         if not torch.rand((), generator=g, device=g.device).item() < self.cfg.cutmix_prob:
             return Mixed(x, target, {"cutmix_frac": 0.0, "lam": 1.0})
-        _, _, h, w = x.shape
-        lam = sample_beta(self.cfg.alpha, 1, g)
-        j, _ = partner(y, self.cfg.partner, g)
-        box = cutmix_box(lam, h, w, g)  # one box for the whole batch, as the reference
-        keep = box_mask(*box, h, w).to(x.device)  # [1, 1, H, W]
-        lam = area_lambda(box[2], box[3], h, w)[0]
-        return Mixed(paste(x, x[j], keep), mix(target, target[j], lam), {"cutmix_frac": 1.0, "lam": lam})
+        x, target, lam = cutmix_beta(x, target, y, self.cfg.alpha, self.cfg.partner, g)  # one box per batch
+        return Mixed(x, target, {"cutmix_frac": 1.0, "lam": lam[0]})

@@ -20,7 +20,7 @@ from torch import Tensor
 from raypair.config import MethodConfig
 from raypair.methods.base import METHODS, Method, Mixed
 from raypair.ops.losses import one_hot
-from raypair.ops.mixing import cutout_mask
+from raypair.ops.masks import cutout_mask
 
 
 class CutoutConfig(MethodConfig):

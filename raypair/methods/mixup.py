@@ -13,19 +13,19 @@ roll: torchvision). Ratios (``lam``):
   **mixup-L** = ``lam: range, r_x: 0`` (the image is the exact 50/50 average).
 Fine-tuning (P1 §5.5): during the last ``ft_epochs`` epochs the batch is not mixed and the loss is
 hard-label CE (on the loader's ``aug``, base+ by default) at the constant lr ``ft_lr``
-(``Method.lr_override``), as the "fine-tuned" rows of P1 Table 1; ``ft_epochs`` must leave at least one
+(``on_epoch_start`` returns it), as the "fine-tuned" rows of P1 Table 1; ``ft_epochs`` must leave at least one
 mixup epoch. Default 0: no fine-tuning unless asked (P1 itself fine-tunes; methods.md suggests 10).
 Logs: ``lam_x``, ``lam_l`` (their means), ``top2`` / ``top2_all`` (:func:`raypair.ops.metrics.top2_hits`),
 ``ft`` (1 in fine-tuning epochs). train_acc is measured against ``y~.argmax(1)``.
 Invariants tested: ``r_x = r_l = 0`` gives the exact 50/50 image and target; mixup-L's image is the exact
-average while its target ratio varies; fine-tuning is hard CE at ``lr_override == ft_lr`` in exactly the
-last ``ft_epochs`` epochs.
+average while its target ratio varies; fine-tuning is hard CE at the lr ``ft_lr`` (``on_epoch_start``'s return)
+in exactly the last ``ft_epochs`` epochs.
 ASSUMPTIONS (methods.md §4.1, §4.4): one lam per batch; partner ``perm`` (``partner``); uniform ratios in
 the ranges; ``r_x = r_l = 0.5`` (``r_x``, ``r_l``); top2's first class is the larger ``lam_l``; ``ft_lr=1e-3``.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import torch.nn.functional as F
 from pydantic import Field
@@ -65,12 +65,12 @@ class MixupConfig(MethodConfig):
 class Mixup(Method):
     Config = MixupConfig
 
-    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
-        self.lr_override = finetune_lr(epoch, epochs, self.cfg.ft_epochs, self.cfg.ft_lr)
+    finetuning = False  # until on_epoch_start reaches the fine-tuning phase
 
-    @property
-    def finetuning(self) -> bool:
-        return self.lr_override is not None
+    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> Optional[float]:
+        lr = finetune_lr(epoch, epochs, self.cfg.ft_epochs, self.cfg.ft_lr)
+        self.finetuning = lr is not None
+        return lr
 
     def ratios(self) -> tuple[Tensor, Tensor]:
         """This batch's ``(lam_x, lam_l)``, 0-d float32 on the generator's device."""

@@ -1,12 +1,12 @@
 """mixup-C (P1: Liang, Yang, Wang, *Multi-Sample Interpolation Training Method*, ICMLT 2018; methods.md §4.2-§4.4).
 
 Equation (P1 Eq. 2): ``x~ = [lam x_i, (1 - lam) x_j]`` concatenated along channels (``[B, 2C, H, W]``; the
-loop builds the net with a 2C-channel stem: ``in_chans_factor = 2``), ``y~ = lam y_i + (1 - lam) y_j``,
+net is built with a 2C-channel stem: ``MixupCConfig.images_per_input = 2``), ``y~ = lam y_i + (1 - lam) y_j``,
 ``L = sce(f(x~), y~)``; ``perm`` partner, one lam per batch (mixup-cifar10, which P1's MSIN code derives from).
 - ``heads: 2``: the dual-input / dual-output net of §4.3. Head 1 is the model's classifier, head 2 a Linear
   owned here, both on ``forward_head(..., pre_logits=True)``; ``L = lam CE(h1, y_i) + (1 - lam) CE(h2, y_j)``.
 - Fine-tuning (§4.4): the last ``ft_epochs`` epochs train ERM on single images with hard labels at the
-  constant lr ``ft_lr`` (``lr_override``), head 1 only. At its first epoch the stem (the model's first
+  constant lr ``ft_lr`` (``on_epoch_start`` returns it), head 1 only. At its first epoch the stem (the model's first
   Conv2d with 2C input channels) is converted in place, ``W[:, :C] <- 0.5 (W[:, :C] + W[:, C:])``,
   ``W[:, C:] <- 0``, and the input becomes ``[x, 0]``: the output is ``W' x``, exactly the ``[0.5x, 0.5x]``
   response, and ``W[:, C:]`` gets zero gradient. No parameter is added, so the loop's optimizer keeps its
@@ -26,11 +26,11 @@ ASSUMPTIONS (methods.md) and their switches:
 A run must keep a mixing epoch: ``ft_epochs < epochs`` is checked with the run (no silent capping).
 Invariants tested (tests/test_mixup_c.py): the input halves are exactly lam x_i and (1 - lam) x_j and the
 target matches; the conversion reproduces the [0.5x, 0.5x] logits; the zero half gets zero gradient; the
-conversion is idempotent and survives a state_dict round trip; the dual-head loss formula; lr_override.
+conversion is idempotent and survives a state_dict round trip; the dual-head loss formula; the ft lr.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,7 @@ class MixupCConfig(MethodConfig):
     heads: Literal[1, 2] = 1  # 2 = the dual-input / dual-output net of §4.3
     ft_epochs: int = Field(10, ge=0, le=1000)  # the last ft_epochs epochs fine-tune; < the run's epochs
     ft_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    images_per_input: ClassVar[int] = 2  # [lam x_i, (1 - lam) x_j]: build_method builds a 2C-channel stem
 
     def check_run(self, run: Any) -> None:
         check_finetune(self.ft_epochs, run.epochs, "mixup-C")
@@ -73,7 +74,6 @@ def _after_load(method: "MixupC", _keys: Any) -> None:
 @METHODS.register("mixup_c")
 class MixupC(Method):
     Config = MixupCConfig
-    in_chans_factor = 2
 
     def __init__(self, cfg: MixupCConfig, model: nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
@@ -81,16 +81,18 @@ class MixupC(Method):
         self.stem_name = _first_conv(model, 2 * c)
         if self.stem_name is None:
             raise ValueError(f"mixup_c needs a model whose stem conv takes 2C = {2 * c} channels "
-                             f"(build it with in_chans = in_chans_factor * C), got none in {type(model).__name__}")
+                             f"(build_method builds it: MixupCConfig.images_per_input), got none in "
+                             f"{type(model).__name__}")
         self.head2 = nn.Linear(model.num_features, info.num_classes) if cfg.heads == 2 else None
         self.register_buffer("converted", torch.zeros((), dtype=torch.bool))
         self._converted = False  # Python mirror of the buffer: no device sync per step
         self.register_load_state_dict_post_hook(_after_load)
 
-    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
-        self.lr_override = finetune_lr(epoch, epochs, self.cfg.ft_epochs, self.cfg.ft_lr)
-        if self.lr_override is not None and not self._converted:
+    def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> Optional[float]:
+        lr = finetune_lr(epoch, epochs, self.cfg.ft_epochs, self.cfg.ft_lr)
+        if lr is not None and not self._converted:
             self._convert()
+        return lr
 
     @torch.no_grad()
     def _convert(self) -> None:

@@ -59,7 +59,8 @@ from raypair.config import MethodConfig
 from raypair.methods.base import METHODS, Method, Mixed, StepOut
 from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
-from raypair.ops.mixing import area_lambda, box_mask, cutmix_box, cutout_mask, mix, partner, paste, sample_beta
+from raypair.ops.masks import cutout_mask
+from raypair.ops.mixing import cutmix_beta
 
 Op = Literal["none", "rf", "cutout", "cutmix", "dmask", "dmix"]
 Preset = Literal["S8", "S1", "rf", "cutout", "cutmix", "dmask", "dmix", "rf_dmask_dmask"]
@@ -153,16 +154,13 @@ class PairTraining(Method):
             x = pt.rf(x, g, self.black.to(x.device, x.dtype))
         if op == "dmask":
             n, side, _ = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, min(h, w))
-            x = x * pt.square_mask(b, h, w, n, side, g).to(x.device, x.dtype)
+            x = x * cutout_mask(b, h, w, n, side, g, trim_odd=False).to(x.device, x.dtype)
         elif op == "dmix":
             x, target, _ = pt.dmix(x, y, logs["theta"], k, g, soft=c.dmix_label == "soft")
         elif op == "cutout":
             x = x * cutout_mask(b, h, w, 1, min(h, w) // 2, g).to(x.device, x.dtype)
         elif op == "cutmix":
-            lam, j = sample_beta(1.0, 1, g), partner(y, "perm", g)[0]  # draw order of methods/cutmix.py
-            box = cutmix_box(lam, h, w, g)
-            x = paste(x, x[j], box_mask(*box, h, w).to(x.device, x.dtype))
-            target = mix(target, target[j], area_lambda(box[2], box[3], h, w)[0])
+            x, target, _ = cutmix_beta(x, target, y, 1.0, "perm", g)
         return Mixed(x, target, logs)
 
     def _pair_rows(self, b: int, device: torch.device) -> tuple[Optional[Tensor], Union[float, Tensor]]:

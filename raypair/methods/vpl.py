@@ -141,7 +141,7 @@ class Vpl(Method):
             self.vit.eval()  # a frozen teacher: no dropout, no BatchNorm statistics update
         return self
 
-    def param_groups(self) -> list[dict[str, Any]]:
+    def optim_groups(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         cnn = {"params": list(self.model.parameters()), "lr": cfg.lr_cnn}
         vit = {"params": [*self.vit.parameters(), *(self.affine.parameters() if self.affine else [])],

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from raypair.ops.masks import box_mask, inside_box
+
 ERASE_MODES = ("pixel", "rand", "const")
 
 
@@ -50,18 +52,13 @@ def random_erasing(x: Tensor, p: float, generator: torch.Generator, mode: str = 
     first = fits.int().argmax(1, keepdim=True)  # the first fitting attempt (0 where none fits)
     h, w = hh.gather(1, first)[:, 0], ww.gather(1, first)[:, 0]
     erased = do & fits.any(1)
-    u = torch.rand(2, b, generator=g, device=dev)
-    top = (u[0] * (height - h + 1)).long().clamp(max=height - h)
-    left = (u[1] * (width - w + 1)).long().clamp(max=width - w)
-    yy = torch.arange(height, device=dev)[None, :, None]
-    xx = torch.arange(width, device=dev)[None, None, :]
-    t, l_, h3, w3 = (v.reshape(-1, 1, 1) for v in (top, left, h, w))
-    inside = (yy >= t) & (yy < t + h3) & (xx >= l_) & (xx < l_ + w3) & erased[:, None, None]
+    size = (torch.where(erased, h, 0), torch.where(erased, w, 0))  # an image left alone: an empty box
+    keep = box_mask(*inside_box(size, height, width, g), height, width, dtype=torch.bool)  # [B, 1, H, W]
     if mode == "pixel":
         fill = torch.randn(b, c, height, width, generator=g, device=dev, dtype=torch.float32)
     elif mode == "rand":
         fill = torch.randn(b, c, 1, 1, generator=g, device=dev, dtype=torch.float32)
     else:
         fill = torch.zeros((), device=dev)
-    out = torch.where(inside[:, None].to(x.device), fill.to(device=x.device, dtype=x.dtype), x)
+    out = torch.where(keep.to(x.device), x, fill.to(device=x.device, dtype=x.dtype))
     return out, erased.to(x.device)

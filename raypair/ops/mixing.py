@@ -1,4 +1,6 @@
-"""Mixing primitives (methods.md §0-§4): ratios, partners, boxes and masks, image/label mixing, BC/BC+.
+"""Mixing primitives (methods.md §0-§5): ratios, partners, image/label mixing, the composed CutMix
+op (box + paste + area-corrected ratio; CutMix and D-Mix both call it), BC/BC+. Boxes and masks
+live in :mod:`raypair.ops.masks`.
 
 Pure tensor functions: the device comes from the inputs, randomness from an explicit
 ``torch.Generator`` (which must live on that device), and bad arguments raise ValueError with the
@@ -12,6 +14,8 @@ from typing import Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from raypair.ops.masks import area_lambda, box_mask, cutmix_box, inside_box, side_for_area
 
 Ratio = Union[float, Tensor]  # a scalar, or one value per sample [B]
 PARTNER_RULES = ("perm", "flip", "roll", "diffclass")
@@ -72,67 +76,6 @@ def partner(y: Tensor, rule: str, generator: torch.Generator) -> tuple[Tensor, T
     return j, torch.ones(b, dtype=torch.bool, device=y.device)
 
 
-# ------------------------------------------------------------------------------ boxes, masks
-def box_mask(top: Tensor, left: Tensor, h: Tensor, w: Tensor, height: int, width: int) -> Tensor:
-    """float ``[B, 1, H, W]``: 0 inside box ``[top, top+h) x [left, left+w)``, 1 outside (keep)."""
-    yy = torch.arange(height, device=top.device)[None, :, None]
-    xx = torch.arange(width, device=top.device)[None, None, :]
-    t, l_, hh, ww = (v.reshape(-1, 1, 1) for v in (top, left, h, w))
-    inside = (yy >= t) & (yy < t + hh) & (xx >= l_) & (xx < l_ + ww)
-    return (~inside).float()[:, None]
-
-
-def cutmix_box(lam: Tensor, height: int, width: int, generator: torch.Generator) -> tuple[Tensor, ...]:
-    """CutMix's box per sample (clovaai ``rand_bbox``): cut ratio ``sqrt(1 - lam)``, sides
-    ``int(W r)`` x ``int(H r)``, centre uniform, corners clipped to the image.
-    ``lam [B]`` -> ``(top, left, h, w)``, int64 ``[B]`` each."""
-    if ((lam < 0) | (lam > 1)).any():
-        raise ValueError(f"lam must lie in [0, 1], got min {lam.min().item()} max {lam.max().item()}")
-    dev = lam.device
-    r = torch.sqrt(1.0 - lam.double())
-    cut_w, cut_h = (width * r).long(), (height * r).long()  # int() truncation, as in the reference
-    cx = torch.randint(width, lam.shape, generator=generator, device=generator.device).to(dev)
-    cy = torch.randint(height, lam.shape, generator=generator, device=generator.device).to(dev)
-    x1, x2 = (cx - cut_w // 2).clamp(0, width), (cx + cut_w // 2).clamp(0, width)
-    y1, y2 = (cy - cut_h // 2).clamp(0, height), (cy + cut_h // 2).clamp(0, height)
-    return y1, x1, y2 - y1, x2 - x1
-
-
-def inside_box(size: Tensor, height: int, width: int, generator: torch.Generator) -> tuple[Tensor, ...]:
-    """A box of ``size = (h [B], w [B])`` placed uniformly fully inside the image (D-Mix):
-    ``(top, left, h, w)``, int64 ``[B]`` each."""
-    h, w = size
-    if ((h < 0) | (h > height) | (w < 0) | (w > width)).any():
-        raise ValueError(f"box sides must fit in {height}x{width}, got h {h.tolist()} w {w.tolist()}")
-    u = torch.rand(2, h.shape[0], generator=generator, device=generator.device).to(h.device)
-    top = (u[0] * (height - h + 1)).long().clamp(max=height - h)
-    left = (u[1] * (width - w + 1)).long().clamp(max=width - w)
-    return top, left, h, w
-
-
-def area_lambda(h: Tensor, w: Tensor, height: int, width: int) -> Tensor:
-    """The area-corrected ratio ``1 - h w / (H W)`` of the pixels kept, float32 ``[B]``."""
-    return 1.0 - (h * w).float() / (height * width)
-
-
-def cutout_mask(batch: int, height: int, width: int, n_holes: int, length: int,
-                generator: torch.Generator) -> Tensor:
-    """Cutout (uoguelph-mlrg): per hole a centre ``(cy, cx)`` uniform over the image, the square
-    ``[c - L//2, c + L//2)`` clipped and zeroed. float ``[B, 1, H, W]``, 1 = keep."""
-    if n_holes < 0 or length < 0:
-        raise ValueError(f"need n_holes >= 0 and length >= 0, got n_holes={n_holes} length={length}")
-    dev = generator.device
-    cy = torch.randint(height, (batch, n_holes), generator=generator, device=dev)
-    cx = torch.randint(width, (batch, n_holes), generator=generator, device=dev)
-    y1, y2 = (cy - length // 2).clamp(0, height), (cy + length // 2).clamp(0, height)
-    x1, x2 = (cx - length // 2).clamp(0, width), (cx + length // 2).clamp(0, width)
-    yy = torch.arange(height, device=dev)[None, None, :, None]
-    xx = torch.arange(width, device=dev)[None, None, None, :]
-    inside = ((yy >= y1[..., None, None]) & (yy < y2[..., None, None])
-              & (xx >= x1[..., None, None]) & (xx < x2[..., None, None])).any(1)
-    return (~inside).float()[:, None]
-
-
 # ----------------------------------------------------------------------------------- mixing
 def mix(a: Tensor, b: Tensor, lam: Ratio) -> Tensor:
     """``lam a + (1 - lam) b`` for images ``[B, C, H, W]`` or targets ``[B, K]``; ``lam`` scalar or ``[B]``."""
@@ -145,6 +88,36 @@ def mix(a: Tensor, b: Tensor, lam: Ratio) -> Tensor:
 def paste(a: Tensor, b: Tensor, keep: Tensor) -> Tensor:
     """``keep a + (1 - keep) b`` with a mask ``keep [B, 1, H, W]`` (1 keeps ``a``)."""
     return keep * a + (1 - keep) * b
+
+
+def cutmix(x: Tensor, target: Tensor, j: Tensor, area: Tensor, generator: torch.Generator,
+           inside: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """CutMix composed: a box of about ``area`` of the image pasted from partner ``j``, the labels
+    mixed by the exact kept fraction. ``x [B, C, H, W]``, ``target [B, K]`` soft rows, ``j [B]``,
+    ``area`` float in [0, 1], ``[B]`` (a box per image) or ``[1]`` (one box for the batch, as CutMix's
+    reference). Placement: ``cutmix_box`` (sides ``int(W sqrt(area))``, centre uniform, clipped) or,
+    with ``inside`` (D-Mix), sides ``round(sqrt(area) H)`` placed fully inside by ``inside_box``.
+    Returns ``(M x + (1 - M) x[j] [B, C, H, W], lam T + (1 - lam) T[j] [B, K], lam)``, ``lam = 1 - h w / (H W)``
+    shaped like ``area`` (a row with an empty box keeps its image and target exactly)."""
+    _, _, height, width = x.shape
+    if inside:
+        box = inside_box((side_for_area(area, height), side_for_area(area, width)), height, width, generator)
+    else:
+        box = cutmix_box(area, height, width, generator)
+    keep = box_mask(*box, height, width).to(x.device, x.dtype)  # [B or 1, 1, H, W]
+    lam = area_lambda(box[2], box[3], height, width)
+    ratio = lam[0] if lam.shape[0] == 1 else lam  # one box: one ratio for every row
+    return paste(x, x[j], keep), mix(target, target[j], ratio), lam
+
+
+def cutmix_beta(x: Tensor, target: Tensor, y: Tensor, alpha: float, rule: str,
+                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """CutMix as its reference draws it (clovaai; the CutMix method and PairTraining's ``cutmix``
+    control): ``lam ~ Beta(alpha, alpha)``, the partner by ``rule``, then one box for the whole
+    batch covering ``1 - lam``. Shapes as :func:`cutmix`; the returned ``lam [1]`` is area-corrected."""
+    lam = sample_beta(alpha, 1, generator)
+    j, _ = partner(y, rule, generator)
+    return cutmix(x, target, j, 1.0 - lam.double(), generator)
 
 
 def image_std(x: Tensor) -> Tensor:
@@ -164,11 +137,6 @@ def bc_mix(x1: Tensor, x2: Tensor, r: Tensor, plus: bool) -> Tensor:
     s1, s2 = image_std(x1).clamp_min(1e-8), image_std(x2).clamp_min(1e-8)
     p = 1.0 / (1.0 + s1 / s2 * (1.0 - r) / r)
     return mix(x1, x2, p) / _per_sample(torch.sqrt(p**2 + (1 - p) ** 2), x1)
-
-
-def side_for_area(fraction: Union[float, Tensor], size: int) -> Tensor:
-    """``round(sqrt(fraction) * size)``: the side of a square (or box) covering that area fraction."""
-    return torch.round(torch.sqrt(torch.as_tensor(fraction, dtype=torch.float64)) * size).long()
 
 
 def check_unit(name: str, value: float) -> None:

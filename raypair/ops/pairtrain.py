@@ -1,5 +1,6 @@
 """PairTraining helpers (methods.md §5.3): stage and progress from beta, the alpha / area / theta
-schedules, the stage presets, and the batched disturbances RF, D-Mask and D-Mix.
+schedules, the stage presets, and the batched disturbances RF and D-Mix (the composed CutMix op
+with a box fully inside). D-Mask is Cutout's mask keeping odd sides: ``masks.cutout_mask(trim_odd=False)``.
 
 Pure: tensors in, tensors out; the device comes from the inputs, randomness from a
 ``torch.Generator``; bad arguments raise ValueError with the received value.
@@ -14,7 +15,8 @@ from torch import Tensor
 
 from raypair.ops.augment import pad_crop_flip
 from raypair.ops.losses import one_hot
-from raypair.ops.mixing import box_mask, inside_box, mix, partner, paste, side_for_area
+from raypair.ops.masks import side_for_area
+from raypair.ops.mixing import cutmix, partner
 
 STAGE_OPS = ("none", "rf", "cutout", "cutmix", "dmask", "dmix")
 # Table 4 of P0: strategy 1 = normal training, 8 = full PairTraining; the paper's map of 2-7 is
@@ -88,42 +90,16 @@ def rf(x: Tensor, generator: torch.Generator, fill: Union[float, Tensor] = 0.0) 
     return pad_crop_flip(x, rf_pad(x.shape[2], x.shape[3]), generator, fill)
 
 
-def square_mask(batch: int, height: int, width: int, n_holes: int, length: int,
-                generator: torch.Generator) -> Tensor:
-    """D-Mask holes, float ``[B, 1, H, W]`` (1 = keep): per hole a centre ``(cy, cx)`` uniform over
-    the image, the square ``[c - L//2, c - L//2 + L)`` clipped to the image. Same draws and the same
-    mask as ``cutout_mask`` for even ``L``; for odd ``L`` the side stays ``L`` (Cutout's is ``L - 1``)."""
-    if n_holes < 0 or length < 0:
-        raise ValueError(f"need n_holes >= 0 and length >= 0, got n_holes={n_holes} length={length}")
-    dev = generator.device
-    cy = torch.randint(height, (batch, n_holes), generator=generator, device=dev)
-    cx = torch.randint(width, (batch, n_holes), generator=generator, device=dev)
-    y1, x1 = cy - length // 2, cx - length // 2
-    yy = torch.arange(height, device=dev)[None, None, :, None]
-    xx = torch.arange(width, device=dev)[None, None, None, :]
-    inside = ((yy >= y1[..., None, None]) & (yy < (y1 + length)[..., None, None])
-              & (xx >= x1[..., None, None]) & (xx < (x1 + length)[..., None, None])).any(1)
-    return (~inside).float()[:, None]
-
-
 def dmix(x: Tensor, y: Tensor, theta: float, num_classes: int, generator: torch.Generator,
          soft: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """D-Mix: paste a box of sides ``round(sqrt(theta) H) x round(sqrt(theta) W)``, placed uniformly
-    fully inside the image, from a ``diffclass`` partner ``j``: ``x_p = M x + (1 - M) x[j]``.
-    Returns ``(x_p [B, C, H, W], T_p [B, K], theta_eff [B])`` with ``theta_eff = h w / (H W)`` (0 for
-    rows whose batch has no other class: nothing pasted) and ``T_p = (1 - theta_eff) Y + theta_eff Y[j]``
-    (``soft``) or ``Y`` (hard)."""
+    """D-Mix: the composed CutMix op with a box of sides ``round(sqrt(theta) H) x round(sqrt(theta) W)``
+    placed uniformly fully inside the image, from a ``diffclass`` partner ``j``: ``x_p = M x + (1 - M) x[j]``.
+    Returns ``(x_p [B, C, H, W], T_p [B, K], lam [B])`` with ``lam = 1 - theta_eff``, ``theta_eff = h w / (H W)``
+    (0 for rows whose batch has no other class: nothing pasted), and ``T_p = lam Y + (1 - lam) Y[j]``
+    (``soft``) or ``Y`` (hard). Draws: the partner, then the box's corner."""
     if not 0.0 <= theta <= 1.0:
         raise ValueError(f"theta must lie in [0, 1], got {theta}")
-    b, _, height, width = x.shape
     j, ok = partner(y, "diffclass", generator)
-    zero = torch.zeros((), dtype=torch.long, device=x.device)
-    h = torch.where(ok, side_for_area(theta, height).to(x.device), zero)
-    w = torch.where(ok, side_for_area(theta, width).to(x.device), zero)
-    top, left, h, w = inside_box((h, w), height, width, generator)
-    keep = box_mask(top, left, h, w, height, width).to(x.dtype)
-    theta_eff = (h * w).float() / (height * width)
     target = one_hot(y, num_classes)
-    if soft:
-        target = mix(target[j], target, theta_eff)
-    return paste(x, x[j], keep), target, theta_eff
+    x_p, mixed, lam = cutmix(x, target, j, ok.to(x.device, torch.float64) * theta, generator, inside=True)
+    return x_p, mixed if soft else target, lam

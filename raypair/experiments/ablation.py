@@ -23,35 +23,20 @@ values, the reference and the quick profile must name variants that exist.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from raypair.config import (METRICS, ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at,
-                            from_validation, parse_override, read_yaml, set_path, to_plain)
-from raypair.space import check_read, load_sweep
+from raypair.config import (ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at, from_validation,
+                            parse_override, read_yaml, set_path, to_plain)
+from raypair.experiments.base import check_metric, read_base_run
+from raypair.experiments.pairs import Ablation, Overrides, PaperRef, Variant, from_plain, parse_paper_number, slug
+from raypair.experiments.sweep import check_read
 
-Overrides = dict[str, Any]
-STATE_FILE = "raypair_ablation.json"  # in the ablation's folder: its MLflow parent run
-_PM = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*(?:±|\+-|\+/-)\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
-
-
-class PaperRef(Strict):
-    """The published numbers a variant is compared with, in the paper's unit."""
-
-    source: str  # e.g. "P3 Table 1: test accuracy %, mean ± 95% CI over 5 runs"
-    metric: str = "test_acc"  # our metric the numbers sit beside
-    kind: Literal["absolute", "delta"] = "absolute"  # delta: a difference to the reference
-    scale: float = Field(100.0, gt=0.0)  # paper unit per unit of our metric (100: percent)
-    note: str = ""  # how the paper's setting differs from ours
-    # variant -> "95.90±0.28" | 95.9 | {metric: "..."}
-    values: dict[str, Union[float, str, dict[str, Union[float, str]]]] = Field(default_factory=dict)
+__all__ = ["Ablation", "AblationFile", "PaperRef", "Variant", "from_plain", "load_ablation", "parse_paper_number",
+           "slug"]
 
 
 class QuickProfile(Strict):
@@ -86,143 +71,27 @@ class AblationFile(Strict):
         return self
 
 
-@dataclass
-class Variant:
-    name: str
-    levels: dict[str, str]  # factor -> level
-    overrides: Overrides
-
-
-@dataclass
-class Ablation:
-    name: str
-    title: str
-    run_raw: dict[str, Any]  # the base run: base file + run: + quick set + --set
-    variants: dict[str, Variant]
-    seeds: list[int]
-    metrics: list[str]
-    mode: str
-    max_concurrent: int
-    reference: dict[str, str]  # factor -> reference level
-    paper: Optional[PaperRef]
-    source: Optional[Path] = None
-    quick: bool = False
-    runs: dict[str, RunConfigBase] = field(default_factory=dict)  # variant -> run (seed of the base)
-
-    def pair_run(self, variant: str, seed: int) -> RunConfigBase:
-        """The run config of one (variant, seed) pair."""
-        raw = self.run_raw
-        for path, value in self.variants[variant].overrides.items():
-            raw = set_path(raw, path, value)
-        raw = set_path(set_path(raw, "seed", seed), "name", f"{self.name}-{variant}-s{seed}")
-        return build_run(raw)
-
-    def pairs(self) -> list[tuple[str, int]]:
-        return [(v, s) for v in self.variants for s in self.seeds]
-
-    def reference_of(self, variant: str) -> Optional[str]:
-        """The variant this one is compared with: the same levels, the reference factor's level swapped."""
-        levels = dict(self.variants[variant].levels)
-        levels.update(self.reference)
-        if levels == self.variants[variant].levels:
-            return None
-        return next((v.name for v in self.variants.values() if v.levels == levels), None)
-
-    def paper_value(self, variant: str, metric: str) -> Optional[tuple[float, Optional[float]]]:
-        """(value, ±interval) from the paper, in the paper's unit, or None."""
-        if self.paper is None or variant not in self.paper.values:
-            return None
-        v = self.paper.values[variant]
-        if isinstance(v, dict):
-            v = v.get(metric)
-        elif metric != self.paper.metric:
-            return None
-        return None if v is None else parse_paper_number(v)
-
-    def plain(self) -> dict[str, Any]:
-        """The resolved ablation, as logged to MLflow (``ablation.yaml``) and read by the report."""
-        return {"name": self.name, "title": self.title, "run": self.run_raw, "seeds": self.seeds,
-                "metrics": self.metrics, "mode": self.mode, "max_concurrent": self.max_concurrent,
-                "reference": self.reference, "quick": self.quick,
-                "variants": {v.name: {"levels": v.levels, "overrides": v.overrides} for v in self.variants.values()},
-                "paper": self.paper.model_dump() if self.paper else None}
-
-
-def parse_paper_number(v: Union[float, str]) -> tuple[float, Optional[float]]:
-    if isinstance(v, (int, float)):
-        return float(v), None
-    m = _PM.match(v)
-    if m:
-        return float(m.group(1)), float(m.group(2))
-    try:
-        return float(v), None
-    except ValueError:
-        raise ConfigError("paper.values", "expected a number or 'mean±ci'", v) from None
-
-
-def from_plain(d: dict[str, Any]) -> Ablation:
-    """An Ablation from :meth:`Ablation.plain` (what the report reads back from MLflow)."""
-    variants = {n: Variant(n, dict(v["levels"]), dict(v["overrides"])) for n, v in d["variants"].items()}
-    paper = PaperRef.model_validate(d["paper"]) if d.get("paper") else None
-    return Ablation(d["name"], d.get("title", ""), d["run"], variants, list(d["seeds"]), list(d["metrics"]),
-                    d.get("mode", "max"), d.get("max_concurrent", 1), dict(d["reference"]), paper,
-                    quick=bool(d.get("quick")))
-
-
-# ------------------------------------------------------------------------ pairs in MLflow
-def config_hash(run: RunConfigBase) -> str:
-    """What decides a pair's result: the run minus its name, data location and resources."""
-    plain = to_plain(run)
-    plain.pop("name")
-    plain.pop("scale")
-    plain["data"] = {k: v for k, v in plain["data"].items() if k not in ("root", "cache_dir")}
-    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def pair_key(parent: str, variant: str, seed: int) -> str:
-    return f"{parent}/{variant}/s{seed}"
-
-
-def finished_pairs(tracker: Any, parent: str, ablation: Ablation) -> set[tuple[str, int]]:
-    """Pairs whose run is FINISHED with all epochs. One that finished under another config is an error."""
-    done = set()
-    for r in tracker.children(parent):
-        tags = r.data.tags
-        variant, seed = tags.get("raypair.variant"), tags.get("raypair.seed")
-        if variant not in ablation.variants or seed is None or int(seed) not in ablation.seeds:
-            continue
-        run = ablation.pair_run(variant, int(seed))
-        if r.info.status != "FINISHED" or tags.get("raypair.epochs_done") != str(run.epochs):
-            continue
-        if tags.get("raypair.config_hash") != config_hash(run):
-            raise ConfigError("--resume", f"pair {variant} seed {seed} finished under another config (the file "
-                              "or --set changed since); use --name NEW for a new ablation", variant)
-        done.add((variant, int(seed)))
-    return done
-
-
 # ------------------------------------------------------------------------------------ loading
 def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = False,
                   seeds: Optional[list[int]] = None, only: Optional[list[str]] = None,
-                  name: Optional[str] = None) -> Ablation:
+                  name: Optional[str] = None, max_concurrent: Optional[int] = None) -> Ablation:
     """Read and check an ablation file. ``overrides`` (``--set``) reach the base run; ``quick``
-    applies the file's quick profile (and appends ``-quick`` to the name)."""
+    applies the file's quick profile (and appends ``-quick`` to the name); ``seeds``, ``only``
+    (a subset of the variants), ``name`` and ``max_concurrent`` replace the file's."""
     path = Path(path)
     raw = read_yaml(path)
     try:
         spec = AblationFile.model_validate(raw)
     except ValidationError as err:
         raise from_validation(err) from None
-    run_raw = deep_merge(_base_run(path, spec.base), spec.run) if spec.base else spec.run
+    run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
     chosen_seeds, chosen, max_conc = spec.seeds, None, spec.max_concurrent
     if quick:
-        if spec.quick is None:
-            raise ConfigError("--quick", f"{path} has no quick: profile")
-        for key, value in spec.quick.set.items():
-            run_raw = set_path(run_raw, key, value, prefix="quick.set.")
-        chosen_seeds = spec.quick.seeds or chosen_seeds
-        chosen = spec.quick.variants
-        max_conc = spec.quick.max_concurrent or max_conc
+        run_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, run_raw)
+    if max_concurrent is not None:
+        if max_concurrent < 1:
+            raise ConfigError("--max-concurrent", "must be >= 1", max_concurrent)
+        max_conc = max_concurrent
     for text in overrides:
         run_raw = set_path(run_raw, *parse_override(text))
     build_run(run_raw)  # the base itself first: its errors name its own fields
@@ -240,14 +109,15 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
     return ab
 
 
-def _base_run(path: Path, base: str) -> dict[str, Any]:
-    base_path = (path.parent / base).resolve()
-    raw = read_yaml(base_path)
-    if "space" in raw or "tune" in raw:  # a search-space file: its resolved base run
-        return load_sweep(base_path, check=False).run_raw
-    if "base" in raw:
-        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
-    return raw
+def _quick(path: Path, spec: AblationFile, run_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
+                                                                           Optional[list[str]], int]:
+    """The quick profile over the base run: (run, seeds, variant subset, max_concurrent)."""
+    if spec.quick is None:
+        raise ConfigError("--quick", f"{path} has no quick: profile")
+    for key, value in spec.quick.set.items():
+        run_raw = set_path(run_raw, key, value, prefix="quick.set.")
+    return (run_raw, spec.quick.seeds or spec.seeds, spec.quick.variants,
+            spec.quick.max_concurrent or spec.max_concurrent)
 
 
 def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
@@ -288,8 +158,7 @@ def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
 
 def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -> None:
     for m in ab.metrics:
-        if not (m in METRICS or m.startswith(("val_", "train_", "test_"))):
-            raise ConfigError("metrics", "not a reported metric", m)
+        check_metric("metrics", m)
     seen: dict[str, str] = {}
     for v in ab.variants.values():
         if "seed" in v.overrides or "name" in v.overrides:

@@ -3,15 +3,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raypair.stats import mean_ci
+from raypair.report.stats import mean_ci
+
+if TYPE_CHECKING:
+    from raypair.experiments.ablation import Ablation
+    from raypair.report.ablation import Row
+    from raypair.tracking.read import Child
+
+CURVES = ("val_acc", "train_loss")  # the per-epoch metrics an ablation's curves show (read for every run)
 
 
 def _wrap(text: str, width: int = 80) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width))
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write at 120 dpi, close; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _plt() -> Any:
@@ -23,18 +38,36 @@ def _plt() -> Any:
     return plt
 
 
-def bars(ab: Any, rows: list[Any], path: Path) -> Path:
+def _finish_bars(ax: Any, ab: Ablation, rows: list[Row], groups: list[str], levels: list[str],
+                 ends: list[float], paper_shown: bool) -> None:
+    """Ticks, y label, y range (accuracies: the data ± a margin within 0-100), title, legend, grid."""
+    metric = rows[0].metric if rows else ""
+    crowded = len(groups) > 5  # rotated tick labels
+    ax.set_xticks(range(len(groups)), groups, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_ylabel(f"{metric}{' (%)' if 'acc' in metric else ''}, mean ± 95% CI")
+    if ends and "acc" in metric:
+        lo, hi = min(ends), max(ends)
+        pad = max(2.0, 0.1 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    ax.set_title(_wrap(ab.title or ab.name), fontsize=9)
+    if paper_shown or len(levels) > 1:
+        ax.legend(fontsize=8, ncol=min(len(levels) + 1, 6), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.25 if crowded else -0.12), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def bars(ab: Ablation, rows: list[Row], path: Path) -> Path:
     """Means with 95% intervals per variant; with several factors, grouped by all factors but the
     last (the bars of a group are the last factor's levels). The paper's numbers: black crosses."""
     plt = _plt()
     factors = list(next(iter(ab.variants.values())).levels)
     rows = [r for r in rows if r.ci is not None]
 
-    def group(r: Any) -> str:
+    def group(r: Row) -> str:
         lv = ab.variants[r.variant].levels
         return " / ".join(lv[f] for f in factors[:-1]) if len(factors) > 1 else r.variant
 
-    def level(r: Any) -> str:
+    def level(r: Row) -> str:
         return ab.variants[r.variant].levels[factors[-1]] if len(factors) > 1 else ""
 
     groups = list(dict.fromkeys(group(r) for r in rows))
@@ -55,21 +88,8 @@ def bars(ab: Any, rows: list[Any], path: Path) -> Path:
                 ax.plot([x], [r.paper[0]], "kx", markersize=8, label=None if paper_shown else "paper")
                 ends.append(r.paper[0])
                 paper_shown = True
-    metric = rows[0].metric if rows else ""
-    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0, ha="right" if len(groups) > 5 else "center")
-    ax.set_ylabel(f"{metric}{' (%)' if 'acc' in metric else ''}, mean ± 95% CI")
-    if ends and "acc" in metric:
-        lo, hi = min(ends), max(ends)
-        pad = max(2.0, 0.1 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    ax.set_title(_wrap(ab.title or ab.name), fontsize=9)
-    if paper_shown or len(levels) > 1:
-        ax.legend(fontsize=8, ncol=min(len(levels) + 1, 6), loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(groups) <= 5 else -0.25), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _finish_bars(ax, ab, rows, groups, levels, ends, paper_shown)
+    return _save(plt, fig, path)
 
 
 def _band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float]]:
@@ -83,13 +103,14 @@ def _band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[
     return steps, means, halves
 
 
-def ablation_curves(ab: Any, children: list[Any], path: Path) -> Path:
+def ablation_curves(ab: Ablation, children: list[Child], path: Path) -> Path:
+    """Per variant the per-epoch mean of ``CURVES`` over its finished seeds, with the 95% band."""
     plt = _plt()
-    metrics = ("val_acc", "train_loss")
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for v in ab.variants:
         runs = [c for c in children if c.tags.get("raypair.variant") == v and c.status == "FINISHED"]
-        for ax, m in zip(axes, metrics):
+        for ax, m in zip(axes, CURVES):
             curves = [c.curves.get(m, {}) for c in runs if c.curves.get(m)]
             if not curves:
                 continue
@@ -99,32 +120,28 @@ def ablation_curves(ab: Any, children: list[Any], path: Path) -> Path:
                             color=line.get_color(), alpha=0.15)
     from matplotlib.ticker import MaxNLocator
 
-    for ax, m in zip(axes, metrics):
+    for ax, m in zip(axes, CURVES):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{m}, mean ± 95% CI over seeds")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(_wrap(ab.title or ab.name, 120), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def importance(values: dict[str, float], path: Path) -> Path:
+    """Horizontal bars of the parameters' importances, the largest on top."""
     plt = _plt()
     names = list(values)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
     ax.barh(names, [values[n] for n in names])
     ax.set_xlabel("importance (Optuna fANOVA)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def sweep_curves(children: list[Any], metric: str, path: Path) -> Path:
+def sweep_curves(children: list[Child], metric: str, path: Path) -> Path:
+    """``metric`` per epoch of each of ``children`` (the best trials), one line each."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for c in children:
@@ -138,7 +155,4 @@ def sweep_curves(children: list[Any], metric: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if children:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -18,7 +18,7 @@ Reference implementations, transcribed layer for layer (same layers, same parame
 Checked (counts for 10 classes, RGB): the state dict of each reference (for the ConvNet a literal torch
 transcription of the Chainer code) loads into the net here in order, and both give the same logits.
 
-timm interface (see ``raypair.models._PooledHead``): ``forward_features`` returns the last conv map
+timm interface (see ``raypair.models.head.PooledHead``): ``forward_features`` returns the last conv map
 (DenseNet: after its final BN-ReLU); ``forward_head(x, pre_logits=True)`` returns the input of the
 last Linear, whose width is ``num_features`` (LeNet 84, ConvNet 1024, DenseNet 384, VGG 512);
 ``get_classifier`` is that Linear. The references' fixed 3 input channels become ``in_chans``, their
@@ -40,15 +40,10 @@ import torch
 from timm.models import register_model
 from torch import Tensor, nn
 
-from raypair.models import _drop_timm_args, _PooledHead
+from raypair.models.head import PooledHead, drop_timm_args, no_weights
 
 
-def _no_weights(pretrained: bool, name: str) -> None:
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights")
-
-
-class LeNetCifar(_PooledHead):
+class LeNetCifar(PooledHead):
     """kuangliu's LeNet; features [B, 16, 5, 5], pre-logits the 84-d output of fc2 + ReLU."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, **_: Any) -> None:
@@ -62,9 +57,11 @@ class LeNetCifar(_PooledHead):
         self.fc = nn.Linear(84, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """``[B, C, 32, 32]`` to ``[B, 16, 5, 5]``."""
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``[B, 16, 5, 5]`` to ``[B, K]`` logits (or the ``[B, 84]`` output of fc2 + ReLU)."""
         if x.shape[-2:] != (5, 5):
             raise ValueError(f"lenet_cifar needs 32x32 inputs (a 5x5 feature map), got a map of {tuple(x.shape)}")
         x = self.drop(self.hidden(x.flatten(1)))
@@ -82,6 +79,7 @@ class _Bottleneck(nn.Module):
         self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` to ``[B, C + g, H, W]``."""
         out = self.conv2(torch.relu(self.bn2(self.conv1(torch.relu(self.bn1(x))))))
         return torch.cat([out, x], 1)
 
@@ -91,7 +89,7 @@ class _Transition(nn.Sequential):
         super().__init__(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2))
 
 
-class DenseNetCifar(_PooledHead):
+class DenseNetCifar(PooledHead):
     """kuangliu's DenseNet: 3x3 stem to 2g channels, dense blocks with transitions (floor(C * reduction)
     channels, avg-pool 2) between them, final BN-ReLU in ``forward_features``, global pool, linear."""
 
@@ -115,6 +113,7 @@ class DenseNetCifar(_PooledHead):
         self.fc = nn.Linear(c, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` to ``[B, 384, H / 8, W / 8]`` after the final BN-ReLU."""
         return self.features(x)
 
 
@@ -122,7 +121,7 @@ VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "
                                     512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VggCifar(_PooledHead):
+class VggCifar(PooledHead):
     """kuangliu's VGG: conv3x3 (bias) + BN + ReLU per number in ``cfg``, max-pool 2 per "M"; the
     512-d map is pooled globally (1x1 on 32x32 input, where this is the reference's flatten)."""
 
@@ -143,10 +142,11 @@ class VggCifar(_PooledHead):
         self.fc = nn.Linear(c, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` to ``[B, 512, H / 32, W / 32]``."""
         return self.features(x)
 
 
-class ConvNetBC(_PooledHead):
+class ConvNetBC(PooledHead):
     """Tokozume et al.'s 11-layer ConvNet; features [B, 256, 4, 4], pre-logits the 1024-d output of
     fc5 + ReLU + dropout. ``hidden_drop_rate`` is the original's dropout(0.5) after fc4 and fc5."""
 
@@ -176,13 +176,16 @@ class ConvNetBC(_PooledHead):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` to ``[B, 256, H / 8, W / 8]``."""
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``[B, 256, h, w]`` (pooled to 4x4) to ``[B, K]`` logits (or the ``[B, 1024]`` pre-logits)."""
         x = self.drop(self.hidden(self.pool(x).flatten(1)))
         return x if pre_logits else self.fc(x)
 
     def reset_classifier(self, num_classes: int) -> None:
+        """A fresh last Linear with zero bias, as the original initialises it."""
         super().reset_classifier(num_classes)
         nn.init.zeros_(self.fc.bias)
 
@@ -190,26 +193,26 @@ class ConvNetBC(_PooledHead):
 @register_model
 def lenet_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """kuangliu's LeNet for 32x32 inputs (62,006 parameters for 10 classes)."""
-    _no_weights(pretrained, "lenet_cifar")
-    return LeNetCifar(**_drop_timm_args(kwargs))
+    no_weights(pretrained, "lenet_cifar")
+    return LeNetCifar(**drop_timm_args(kwargs))
 
 
 @register_model
 def densenet_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """kuangliu's ``densenet_cifar``: DenseNet-BC blocks (6, 12, 24, 16), growth 12 (1.0 M parameters)."""
-    _no_weights(pretrained, "densenet_cifar")
-    return DenseNetCifar(**_drop_timm_args(kwargs))
+    no_weights(pretrained, "densenet_cifar")
+    return DenseNetCifar(**drop_timm_args(kwargs))
 
 
 @register_model
 def vgg16_cifar(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """kuangliu's VGG('VGG16') with BatchNorm and a single 512-K linear (14.7 M parameters)."""
-    _no_weights(pretrained, "vgg16_cifar")
-    return VggCifar(**_drop_timm_args(kwargs))
+    no_weights(pretrained, "vgg16_cifar")
+    return VggCifar(**drop_timm_args(kwargs))
 
 
 @register_model
 def convnet_bc(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Tokozume et al.'s 11-layer ConvNet of BC learning (7.6 M parameters)."""
-    _no_weights(pretrained, "convnet_bc")
-    return ConvNetBC(**_drop_timm_args(kwargs))
+    no_weights(pretrained, "convnet_bc")
+    return ConvNetBC(**drop_timm_args(kwargs))

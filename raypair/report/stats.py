@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 
 @dataclass(frozen=True)
 class Interval:
+    """A mean and the half-width of its interval, over ``n`` values."""
+
     mean: float
     half: float  # half-width of the interval; NaN with fewer than two values
     n: int
@@ -23,17 +25,21 @@ class Interval:
 
     @property
     def low(self) -> float:
+        """The interval's lower end."""
         return self.mean - self.half
 
     @property
     def high(self) -> float:
+        """The interval's upper end."""
         return self.mean + self.half
 
     def excludes_zero(self) -> bool:
+        """True when the interval is finite and lies wholly above or below 0."""
         return math.isfinite(self.half) and (self.low > 0 or self.high < 0)
 
 
 def t_quantile(df: float, level: float = 0.95) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom."""
     from scipy.stats import t
 
     return float(t.ppf(0.5 + level / 2, df))
@@ -47,6 +53,7 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
+    """The mean of ``values`` with its Student t interval (half-width NaN for a single value)."""
     if not values:
         raise ValueError("mean_ci of no values")
     n = len(values)

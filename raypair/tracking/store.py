@@ -16,8 +16,9 @@ from typing import Any, Optional
 
 import yaml
 
+from raypair.tracking.read import PARENT_TAG, tag_equals
+
 KEY_TAG = "raypair.key"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def default_uri(storage: Path) -> str:
@@ -75,7 +76,7 @@ class Tracker:
 
     # -------------------------------------------------------------------------------- runs
     def find(self, key: str) -> Optional[str]:
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+        runs = self.client.search_runs([self.experiment_id], filter_string=tag_equals(KEY_TAG, key),
                                        max_results=2)
         return runs[0].info.run_id if runs else None
 
@@ -93,19 +94,6 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id, False
 
-    def open_parent(self, state_file: Path, key: str, name: str, tags: dict[str, str],
-                    resume: bool) -> tuple[str, bool]:
-        """The parent run of a sweep or ablation: on a resume the one ``state_file`` records (set
-        RUNNING again), else a new one, recorded there. Returns ``(run id, created)``."""
-        if resume:
-            parent = json.loads(state_file.read_text())["parent_run_id"]
-            self.client.update_run(parent, status="RUNNING")
-            return parent, False
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        parent, _ = self.start(key, name, tags=tags)
-        state_file.write_text(json.dumps({"parent_run_id": parent, "name": name}))
-        return parent, True
-
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -113,22 +101,23 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i: i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int) -> bool:
-        """Log the numeric, finite values at ``step``; a step already logged for this run is skipped
-        (a trial resumed from an earlier checkpoint re-reports epochs it had reported)."""
+    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int, dedupe: bool = True) -> bool:
+        """Log the numeric, finite values at ``step``; with ``dedupe``, a step already logged for
+        this run is skipped (a resumed trial replays the epochs it had reported)."""
         from mlflow.entities import Metric
 
-        if run_id not in self._last_step:
+        if dedupe and run_id not in self._last_step:
             hist = self.client.get_metric_history(run_id, "epoch")
             self._last_step[run_id] = max((m.step for m in hist), default=0)
-        if step <= self._last_step[run_id]:
+        if dedupe and step <= self._last_step[run_id]:
             return False
         now = _now_ms()
         items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
         for i in range(0, len(items), 200):
             self.client.log_batch(run_id, metrics=items[i: i + 200])
-        self._last_step[run_id] = step
+        if dedupe:
+            self._last_step[run_id] = step
         return True
 
     def log_yaml(self, run_id: str, obj: Any, filename: str) -> None:
@@ -138,12 +127,11 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, _param_text(v))
 
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
-
-    def children(self, parent: str) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
-                                       max_results=10000)
 
 
 def _param_text(v: Any) -> str:

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from pydantic import ValidationError
 
-from raypair.config import (METRICS, ConfigError, ParamSpace, RunConfigBase, SpaceFile, TuneSettings, build_run,
-                            deep_merge, field_at, from_validation, parse_override, read_yaml, set_path)
+from raypair.config import (ConfigError, ParamSpace, RunConfigBase, SchedulerConfig, SpaceFile, TuneSettings,
+                            build_run, deep_merge, field_at, flatten, from_validation, parse_override, read_yaml,
+                            set_path, to_plain)
+from raypair.experiments.base import (Described, Experiment, ListProposer, Proposer, Record, Trial, check_metric,
+                                      read_base_run)
 
 
 @dataclass
-class Sweep:
+class Sweep(Experiment):
+    """A search space over one base run: Optuna (TPE or random, its study in ``<exp>/optuna.db``)
+    or a seeded random / grid list of points; optionally ASHA over the trials' epochs."""
+
+    kind: ClassVar[str] = "sweep"
     name: str
     run_raw: dict[str, Any]  # the base run as a plain dict: base file + run: + --set
     run: RunConfigBase  # the same, validated
     space: dict[str, ParamSpace]
     tune: TuneSettings
     source: Optional[Path] = None
+
+    @property
+    def metric(self) -> str:  # type: ignore[override]
+        return self.tune.metric
+
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        return self.tune.mode
+
+    @property
+    def max_concurrent(self) -> int:  # type: ignore[override]
+        return self.tune.max_concurrent_trials
+
+    @property
+    def max_failures(self) -> int:  # type: ignore[override]
+        return self.tune.max_failures
 
     def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
         """The run config of one trial: the base with the sampled ``{dotted.path: value}`` set."""
@@ -32,12 +55,52 @@ class Sweep:
             raw = set_path(raw, path, value)
         return build_run(raw)
 
+    run_of = trial_run
+
     def params(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The searched values in a Tune trial's config."""
+        """The searched values in a trial's params."""
         return {k: v for k, v in config.items() if k in self.space}
 
     def resources_per_trial(self) -> dict[str, float]:
         return self.run.scale.resources()
+
+    @property
+    def base_run(self) -> RunConfigBase:
+        return self.run
+
+    def pin(self, values: dict[str, Any]) -> None:
+        super().pin(values)
+        self.run = build_run(self.run_raw)
+
+    def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
+        from raypair.experiments import proposers
+
+        if self.tune.searcher.name == "optuna":
+            return proposers.OptunaProposer(self, exp_dir / "optuna.db", known)
+        points = proposers.random_points(self.space, self.tune.num_samples, self.tune.searcher.seed)
+        return ListProposer([Trial(f"t{i:04d}", p) for i, p in enumerate(points)],
+                            {k for k, r in known.items() if self.done(r)})
+
+    def describe(self, trial: Trial) -> Described:
+        shown = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.params.items()))
+        return Described(f"{self.name}-{trial.key}", f"{trial.key} {shown}".strip(),
+                         {"raypair.trial_id": trial.key, "raypair.method": self.run.method.name}
+                         | {f"raypair.search.{k}": v for k, v in trial.params.items()})
+
+    def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        tune = self.tune.model_dump(mode="json")
+        params = ({f"space.{k}": f"{v.kind} {v.args}" for k, v in self.space.items()}
+                  | {f"tune.{k}": v for k, v in flatten(tune).items()})
+        doc = {"run": to_plain(self.run), "space": {k: v.model_dump(exclude_none=True) for k, v in self.space.items()},
+               "tune": tune}
+        return {"raypair.kind": "sweep"}, params, doc
+
+    def scheduler(self) -> Optional[SchedulerConfig]:
+        return self.tune.scheduler if self.tune.scheduler.name != "none" else None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
@@ -66,13 +129,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
         e = from_validation(err)
         # run-config errors carry no "run." prefix: users write the same path with --set
         raise ConfigError(e.field.removeprefix("run."), e.message, e.value) from None
-    run_raw = spec.run
-    if spec.base:
-        base_path = (path.parent / spec.base).resolve()
-        base = read_yaml(base_path)
-        if "base" in base:
-            raise ConfigError("base", f"{base_path} has a base: of its own; one level only", base["base"])
-        run_raw = deep_merge(base, spec.run)
+    run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
     run = build_run(run_raw)
     sweep = Sweep(spec.name, run_raw, run, spec.space, spec.tune, path)
     if check:
@@ -82,9 +139,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
 
 def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
     t = sweep.tune
-    metric_ok = t.metric in METRICS or t.metric.startswith(("val_", "train_", "test_"))
-    if not metric_ok:
-        raise ConfigError("tune.metric", f"not a reported metric (e.g. {', '.join(METRICS)})", t.metric)
+    check_metric("tune.metric", t.metric)
     if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.run.epochs:
         raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.run.epochs}", t.scheduler.max_t)
     if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:

@@ -1,0 +1,239 @@
+"""The commands. Heavy modules (torch, Ray, MLflow) are imported inside them, and every input is
+validated (config, search space, model name, dataset location, resume state) before Ray starts.
+``tune``, ``ablate`` and ``train`` load an experiment and hand it to the one runner."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from raypair.config import ConfigError
+
+
+# ----------------------------------------------------------------------------- validation
+def preflight(run: Any, prefix: str = "") -> None:
+    """Checks that need the model registry or the file system, still before any compute."""
+    from raypair.data import resolve
+    from raypair.models import check_model_name
+
+    try:
+        check_model_name(run.model.name)
+        resolve(run.data)
+    except ConfigError as e:
+        raise ConfigError(prefix + e.field, e.message, e.value) from None
+
+
+def preflight_all(exp: Any) -> None:
+    """The model and data of every distinct run an experiment trains (each ablation variant)."""
+    runs = {f"variants.{n}.": r for n, r in exp.runs.items()} if exp.kind == "ablation" else {"": exp.base_run}
+    seen: set[str] = set()
+    for prefix, run in runs.items():
+        key = repr((run.model.name, run.data))
+        if key not in seen:
+            seen.add(key)
+            preflight(run, prefix)
+
+
+def _kind(path: str) -> str:
+    from raypair.config import read_yaml
+
+    raw = read_yaml(path)
+    if "variants" in raw or "factors" in raw:
+        return "ablation"
+    return "space" if "space" in raw or "tune" in raw else "run"
+
+
+def _load(kind: str, args: argparse.Namespace, path: str) -> Any:
+    if kind == "ablation":
+        from raypair.experiments.ablation import load_ablation
+
+        return load_ablation(path, args.overrides, quick=getattr(args, "quick", False), seeds=getattr(args, "seeds", None),
+                             only=getattr(args, "variants", None), name=getattr(args, "name", None),
+                             max_concurrent=getattr(args, "max_concurrent", None))
+    from raypair.experiments.sweep import load_sweep
+
+    return load_sweep(path, args.overrides, getattr(args, "num_samples", None), getattr(args, "name", None))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from raypair.config import load_run, to_plain
+
+    kind = _kind(args.file)
+    if kind == "run":
+        run = load_run(args.file, args.overrides)
+        preflight(run)
+        out = to_plain(run)
+    else:
+        exp = _load(kind, args, args.file)
+        preflight_all(exp)
+        if kind == "ablation":
+            out = exp.plain() | {"pairs": len(exp.pairs())}
+        else:
+            out = {"name": exp.name, "run": to_plain(exp.run),
+                   "space": {k: {v.kind: list(v.args)} for k, v in exp.space.items()},
+                   "tune": exp.tune.model_dump(mode="json"), "resources_per_trial": exp.resources_per_trial()}
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- experiments
+def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
+    from raypair.tracking import Tracker, default_uri
+
+    return Tracker(args.tracking_uri or default_uri(storage), experiment, artifact_root=str(storage / "mlartifacts"))
+
+
+def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
+    """Validate everything that can be validated, then run ``exp`` on Ray; returns the tracker,
+    the records of every trial and the storage folder."""
+    from raypair.runner.store import prepare
+
+    preflight_all(exp)
+    storage = Path(args.storage).resolve()
+    exp_dir = storage / exp.name
+    known = prepare(exp, exp_dir, args.resume)
+    tracker = _tracker(args, storage, exp.name)
+    from raypair.runner.run import run_experiment
+
+    _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address)
+    return tracker, records, storage
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    sweep = _load("space", args, args.space)
+    tracker, records, storage = launch(sweep, args)
+    code = print_trials(sweep, records)
+    print(f"MLflow: {tracker.uri} (experiment {sweep.name!r}); browse: raypair ui --storage {storage}")
+    return code
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    ab = _load("ablation", args, args.ablation)
+    tracker, records, storage = launch(ab, args)
+    wanted = {slug for slug in (_slug(v, s) for v, s in ab.pairs())}
+    finished = sum(r.status == "finished" for r in records if r.key in wanted)
+    failed = len(wanted) - finished
+    print(f"{finished} of {len(wanted)} pairs finished, {failed} failed\n"
+          f"MLflow: {tracker.uri} (experiment {ab.name!r})\n"
+          f"report: raypair report {ab.name} --storage {storage}")
+    return 0 if failed == 0 else 1
+
+
+def _slug(variant: str, seed: int) -> str:
+    from raypair.experiments.ablation import slug
+
+    return slug(variant, seed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raypair.config import load_run, to_plain
+    from raypair.experiments.single import SingleRun
+
+    if _kind(args.run) == "space":  # a search-space file trains its base run
+        from raypair.experiments.sweep import load_sweep
+
+        raw = load_sweep(args.run, args.overrides, check=False).run_raw
+    else:
+        raw = to_plain(load_run(args.run, args.overrides))
+    exp = SingleRun(args.name or f"{raw.get('name', 'run')}-{uuid.uuid4().hex[:8]}", raw)
+    tracker, records, _ = launch(exp, args)
+    rec = records[0]
+    shown = {k: round(v, 4) for k, v in (rec.history[-1] if rec.history else {}).items()
+             if k.startswith(("val_", "test_", "train_")) and isinstance(v, float)}
+    print(f"{rec.status} {exp.name}: {shown}\nMLflow: {tracker.uri} (experiment {exp.name!r})")
+    return 0 if rec.status == "finished" else 1
+
+
+def print_trials(exp: Any, records: list[Any]) -> int:
+    """A line per trial (status, epochs, best value of the metric, its label), then the best one."""
+    metric, mode = exp.metric, exp.mode
+    print(f"\n{len(records)} trials of {exp.kind} {exp.name!r}:")
+    scored = []
+    for rec in records:
+        best = rec.best(metric, mode)
+        epochs = int(rec.history[-1]["epoch"]) if rec.history else 0
+        status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
+        line = f"  {status:9}  epochs={epochs:<3} {metric}={_fmt(best):8}  {exp.describe(_trial(rec)).label}"
+        print(line)
+        if best is not None:
+            scored.append((best, line))
+    if not scored:
+        print("raypair: no trial finished an epoch", file=sys.stderr)
+        return 1
+    best_val, line = (max if mode == "max" else min)(scored, key=lambda t: t[0])
+    print(f"best {metric} = {best_val:.4f}\n{line.strip()}")
+    return 0
+
+
+def _trial(rec: Any) -> Any:
+    from raypair.experiments.base import Trial
+
+    return Trial(rec.key, rec.params)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ------------------------------------------------------------------------- other commands
+def cmd_report(args: argparse.Namespace) -> int:
+    from raypair.report import report
+
+    storage, uri = _store(args)
+    if args.top < 1:
+        raise ConfigError("--top", "must be >= 1", args.top)
+    out = Path(args.out) if args.out else storage / args.experiment / "report"
+    files = report(uri, args.experiment, out, top=args.top, log=not args.no_log)
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from raypair.config import build_run, parse_override, set_path
+
+    if args.n < 1:
+        raise ConfigError("--n", "must be >= 1", args.n)
+    raw: dict[str, Any] = {"method": {"name": args.method}, "data": {"name": args.data}, "epochs": args.epochs}
+    for text in args.overrides:
+        raw = set_path(raw, *parse_override(text))
+    run = build_run(raw)
+    from raypair.data import resolve
+
+    resolve(run.data)
+    from raypair.preview import preview
+
+    if args.beta is not None and not 0.0 <= args.beta <= 1.0:
+        raise ConfigError("--beta", "must lie in [0, 1]", args.beta)
+    stats = None if args.beta is None else {"train_acc": args.beta}
+    epoch = args.epoch if args.epoch is not None or stats is None else 1
+    out = preview(run, Path(args.out), n=args.n, epoch=epoch, stats=stats)
+    print(f"wrote {out}")
+    return 0
+
+
+def _store(args: argparse.Namespace) -> tuple[Path, str]:
+    """``--storage`` as an absolute path and the tracking URI: ``--tracking-uri``, or the store there."""
+    from raypair.tracking import default_uri
+
+    storage = Path(args.storage).resolve()
+    if not args.tracking_uri and not (storage / "mlflow.db").exists():
+        raise ConfigError("--storage", f"no MLflow store at {storage / 'mlflow.db'}; run raypair tune or ablate first",
+                          str(storage))
+    return storage, args.tracking_uri or default_uri(storage)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    _, uri = _store(args)
+    # the UI only browses runs: no job-runner processes (10 processes and 2.5 GB less, measured)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+            "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover

@@ -1,0 +1,207 @@
+"""The run config: one schema per part (data, model, optim, schedule, scale, method), the run
+that holds them, and its loading from YAML with ``--set dotted.path=value`` overrides.
+
+One name per concept: the YAML key, the schema field, the op's keyword and the MLflow param are
+the same dotted path (``optim.lr``, ``method.aug``). Method configs live beside their methods
+(``raypair/methods/*.py``) and are gathered into the ``method`` field's tagged union by
+:func:`run_model`; data sources register themselves in ``raypair/data/sources/`` and
+``data.source`` is checked against that registry.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from raypair.config.base import Strict, from_validation, parse_override, read_yaml, set_path
+
+METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_acc")
+
+
+class DataConfig(Strict):
+    """Where the images come from and how they are split. See ``raypair/data/``."""
+
+    name: str = "digits"
+    source: str = "auto"  # "auto" or a registered source (raypair/data/sources/)
+    root: Optional[str] = None  # default: $RAYPAIR_DATA, else ./data
+    download: bool = False  # torchvision CIFAR download, only when allowed and online
+    image_size: Optional[int] = Field(None, ge=8, le=1024)  # resize (digits, ImageFolder)
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out of train; 0 = evaluate on test
+    train_subset: Optional[int] = Field(None, ge=1)  # class-balanced subset, by split_seed
+    test_subset: Optional[int] = Field(None, ge=1)
+    split_seed: int = 0
+    normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
+    pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
+    cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
+
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from raypair.data.sources import SOURCES  # the registry fills as its modules import
+
+        valid = ["auto", *SOURCES.names()]
+        if value not in valid:
+            raise ValueError(f"unknown data source (valid: {', '.join(valid)})")
+        return value
+
+
+class ModelConfig(Strict):
+    """Any ``timm.create_model`` name; raypair registers its CIFAR nets and tiny test nets there."""
+
+    name: str = "resnet18_cifar"
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimConfig":
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError(f"nesterov: needs momentum > 0, got momentum={self.momentum}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must lie in [0, 1), got {list(self.betas)}")
+        return self
+
+    def inactive(self) -> set[str]:
+        return {"betas"} if self.name == "sgd" else {"momentum", "nesterov"}
+
+
+class ScheduleConfig(Strict):
+    """Per-iteration learning-rate schedule: linear warm-up, then multistep, cosine or constant."""
+
+    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[float] = Field(default_factory=lambda: [60, 120, 160])
+    milestone_unit: Literal["epoch", "fraction"] = "epoch"
+    gamma: float = Field(0.2, gt=0.0, le=1.0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    min_lr: float = Field(0.0, ge=0.0)  # cosine floor
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScheduleConfig":
+        m = self.milestones
+        if any(b <= a for a, b in zip(m, m[1:])):
+            raise ValueError(f"milestones: must increase strictly, got {m}")
+        if self.milestone_unit == "fraction" and any(not 0 < v < 1 for v in m):
+            raise ValueError(f"milestones: fractions must lie in (0, 1), got {m}")
+        return self
+
+    def inactive(self) -> set[str]:
+        off = set()
+        if self.name != "multistep":
+            off |= {"milestones", "milestone_unit", "gamma"}
+        if self.name != "cosine":
+            off.add("min_lr")
+        return off
+
+
+class ScaleConfig(Strict):
+    """How one trial runs. Per-trial resources = workers x (cpus_per_worker, gpus_per_worker)."""
+
+    workers: int = Field(1, ge=1, le=1024)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: Union[float, Literal["auto"]] = "auto"  # fractional GPUs share a device
+    # train: the loop under a Ray Train TorchTrainer; direct: in the Tune trial process (1 worker);
+    # auto: direct for a 1-worker CPU trial (Train's ~20 s start-up per trial dwarfs a CPU quick
+    # sweep: measured 144 s vs 52 s for search_spaces/quickstart.yaml), Train otherwise
+    trainer: Literal["auto", "train", "direct"] = "auto"
+    compile: bool = False  # torch.compile (mode reduce-overhead on CUDA)
+    threads: Optional[int] = Field(None, ge=1)  # torch threads per worker; default cpus_per_worker
+
+    def resources(self) -> dict[str, float]:
+        """CPUs and GPUs one run's workers hold together (``gpus_per_worker: auto`` counts 0 until pinned)."""
+        gpus = 0.0 if self.gpus_per_worker == "auto" else float(self.gpus_per_worker)
+        return {"cpu": self.workers * self.cpus_per_worker, "gpu": self.workers * gpus}
+
+    def uses_train(self) -> bool:
+        if self.trainer == "auto":
+            return self.workers > 1 or self.gpus_per_worker not in (0, 0.0)
+        return self.trainer == "train"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScaleConfig":
+        if self.gpus_per_worker != "auto" and not 0 <= self.gpus_per_worker <= 8:
+            raise ValueError(f"gpus_per_worker: must lie in [0, 8] or be 'auto', got {self.gpus_per_worker}")
+        if self.trainer == "direct" and self.workers != 1:
+            raise ValueError(f"trainer: 'direct' runs one worker, got workers={self.workers}")
+        return self
+
+
+class MethodConfig(Strict):
+    """Base of every method's config; each method file subclasses it with ``name: Literal[...]``."""
+
+    images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
+    name: str
+    aug: Literal["base", "base+"] = "base+"  # base: normalise only; base+: pad-crop-flip first
+
+    def unread_run_fields(self) -> set[str]:
+        """Dotted run-config paths this method overrides, so no code reads them (VPL's per-branch
+        learning rates replace ``optim.lr``); sweeping one is refused."""
+        return set()
+
+    def check_run(self, run: "RunConfigBase") -> None:
+        """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
+        raise ``ValueError("<field>: ...")`` naming this config's field."""
+        return None
+
+
+class RunConfigBase(Strict):
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    epochs: int = Field(1, ge=1, le=10000)
+    batch_size: int = Field(128, ge=1)  # global batch: split evenly across Train workers
+    eval_batch_size: int = Field(512, ge=1)
+    seed: int = 0
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last is always kept)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfigBase":
+        method = getattr(self, "method", None)
+        if method is not None:
+            try:
+                method.check_run(self)
+            except ValueError as e:
+                raise ValueError(f"method.{e}") from None
+        if self.batch_size % self.scale.workers:
+            raise ValueError(f"batch_size: {self.batch_size} does not split evenly across "
+                             f"scale.workers={self.scale.workers}")
+        return self
+
+
+@functools.cache
+def run_model() -> type[RunConfigBase]:
+    """The RunConfig class, its ``method`` field a tagged union over every registered method."""
+    from raypair.methods import METHODS
+
+    classes = tuple(METHODS.get(n).Config for n in METHODS.names())
+    if len(classes) == 1:
+        method_type: Any = classes[0]
+    else:
+        method_type = Annotated[Union[classes], Field(discriminator="name")]  # type: ignore[valid-type]
+    return create_model("RunConfig", __base__=RunConfigBase, method=(method_type, ...))
+
+
+def build_run(raw: dict[str, Any], prefix: str = "") -> RunConfigBase:
+    try:
+        return run_model().model_validate(raw)
+    except ValidationError as err:
+        raise from_validation(err, prefix) from None
+
+
+def load_run(path: str | Path, overrides: list[str] = ()) -> RunConfigBase:
+    raw = read_yaml(path)
+    for text in overrides:
+        raw = set_path(raw, *parse_override(text))
+    return build_run(raw)

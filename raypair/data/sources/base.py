@@ -1,0 +1,198 @@
+"""The data-source plug-in contract, its registry, :func:`resolve` and the decode cache.
+
+A :class:`Source` is one way a dataset can lie on disk. It says how to find the dataset's files
+under ``<root>/<data.name>/`` (cheaply, decoding nothing), how to read them into uint8 tensors,
+and which files key its on-disk cache. Each lives in its own module of this package and registers
+itself with ``@register``; the package imports every module beside this one, so adding a source
+means adding one file, and ``data.source`` accepts its name.
+
+``data.source: auto`` tries the registered sources by ascending ``order``. A source that lists
+``datasets`` is tried only for those names, and is the last one tried for them (the digits are
+never looked for on disk; CIFAR is looked for as Parquet, then as torchvision batches).
+
+Decoded splits are cached as ``.npy`` files under ``cache_dir`` keyed by the source files' paths,
+sizes and mtimes, so the trials of a sweep decode once.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import uuid
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from raypair.config import ConfigError, DataConfig
+from raypair.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+_CACHE_VERSION = 1
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a dataset lives, found by :func:`resolve` without decoding anything."""
+
+    kind: str  # the name of the source that found it
+    path: Optional[Path] = None  # the folder holding the files
+    train: tuple[Path, ...] = ()  # files (parquet, cifar) or the split folder (imagefolder)
+    test: tuple[Path, ...] = ()
+    download: bool = False  # fetch with Source.download before reading
+
+
+@dataclass
+class Raw:
+    """Both splits as read: uint8 ``[N, C, H, W]`` images, int64 ``[N]`` labels, class names."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: tuple[str, ...]
+
+
+class Source(ABC):
+    """One registered dataset layout. Subclass it in a new module of this package, set the class
+    attributes, implement the three methods and decorate the class with ``@register``."""
+
+    name: ClassVar[str]  # the data.source value
+    order: ClassVar[int]  # data.source: auto tries sources by ascending order
+    looks_for: ClassVar[str]  # what find looks for, as the not-found message says it
+    datasets: ClassVar[tuple[str, ...]] = ()  # () serves any data.name; else auto tries it for these only, last
+
+    @abstractmethod
+    def find(self, folder: Path, cfg: DataConfig) -> Optional[Located]:
+        """The dataset's files under ``folder`` (``<root>/<data.name>``), or None; decodes nothing."""
+
+    @abstractmethod
+    def read(self, loc: Located, size: Optional[int]) -> Raw:
+        """Decode ``loc``; ``size`` (``data.image_size``) resizes every image to ``size x size``."""
+
+    @abstractmethod
+    def key_files(self, loc: Located) -> Optional[list[Path]]:
+        """The files whose paths, sizes and mtimes key the decode cache; None: never cached on disk."""
+
+    def download(self, loc: Located, cfg: DataConfig) -> None:
+        """Fetch the files of a ``Located(download=True)`` that :meth:`find` returned."""
+        raise ConfigError("data.download", f"source '{self.name}' cannot download", cfg.download)
+
+    def fix_hint(self, cfg: DataConfig) -> str:
+        """Text appended to the "To fix:" list of any not-found message for ``cfg.name`` (", or ...")."""
+        return ""
+
+
+SOURCES: Registry[type[Source]] = Registry("data source")
+
+
+def register(cls: type[Source]) -> type[Source]:
+    """Class decorator: registers ``cls`` under ``cls.name``."""
+    return SOURCES.register(cls.name)(cls)
+
+
+# ---------------------------------------------------------------------------------- finding
+def data_root(cfg: DataConfig) -> Path:
+    """``data.root``, else ``$RAYPAIR_DATA``, else ``./data``; absolute."""
+    return Path(cfg.root or os.environ.get("RAYPAIR_DATA") or "data").expanduser().resolve()
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """``data.cache_dir``, else ``$RAYPAIR_CACHE``, else ``~/.cache/raypair``; absolute."""
+    return Path(cfg.cache_dir or os.environ.get("RAYPAIR_CACHE") or "~/.cache/raypair").expanduser().resolve()
+
+
+def _candidates(cfg: DataConfig) -> list[Source]:
+    """The sources to try for ``cfg``, in order: the forced one, or auto's search."""
+    if cfg.source != "auto":
+        return [SOURCES.get(cfg.source)()]
+    tried: list[Source] = []
+    for src in sorted((SOURCES.get(n)() for n in SOURCES.names()), key=lambda s: s.order):
+        if src.datasets and cfg.name not in src.datasets:
+            continue
+        tried.append(src)
+        if src.datasets:  # a source made for this dataset ends the search
+            break
+    return tried
+
+
+def resolve(cfg: DataConfig) -> Located:
+    """Which source serves ``cfg.name``; cheap (no decoding). ConfigError("data.name") if none."""
+    tried = _candidates(cfg)
+    root = data_root(cfg)
+    folder = root / cfg.name
+    for src in tried:
+        if (loc := src.find(folder, cfg)) is not None:
+            return loc
+    origin = "data.root" if cfg.root else "$RAYPAIR_DATA" if os.environ.get("RAYPAIR_DATA") else "default ./data"
+    fix = f"set RAYPAIR_DATA=DIR where DIR contains {cfg.name}/, or set data.root=DIR"
+    fix += "".join(SOURCES.get(n)().fix_hint(cfg) for n in SOURCES.names())  # even one not tried
+    looked = "; ".join(src.looks_for for src in tried)
+    raise ConfigError("data.name", f"dataset not found: looked in {folder} (data root {root}, from {origin}) "
+                                   f"for {looked}. To fix: {fix}", cfg.name)
+
+
+# ---------------------------------------------------------------------------------- caching
+def _cache_key(loc: Located, files: list[Path], size: Optional[int]) -> str:
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    digest = hashlib.sha256(json.dumps([_CACHE_VERSION, loc.kind, str(loc.path), size, stats]).encode())
+    return f"{loc.kind}-{loc.path.name}-{digest.hexdigest()[:20]}"
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)  # concurrent trials write equal bytes; a reader sees all or nothing
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _memo(key: str, loc: Located, size: Optional[int], cache_root: Path) -> Raw:
+    import numpy as np
+    import torch
+
+    folder = cache_root / key
+    if (folder / "meta.json").is_file():
+        # copy-on-write maps: no read until load_splits gathers its indices (one pass, ~0.1 s for CIFAR)
+        arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False))
+                  for n in _ARRAYS}
+        return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]))
+    raw = SOURCES.get(loc.kind)().read(loc, size)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in _ARRAYS:
+            _atomic_write(folder / f"{n}.npy", lambda fh, n=n: np.save(fh, getattr(raw, n).numpy()))
+        meta = json.dumps({"classes": raw.classes, "source": str(loc.path)}).encode()
+        _atomic_write(folder / "meta.json", lambda fh: fh.write(meta))  # last: marks the entry complete
+    except OSError as e:
+        warnings.warn(f"raypair: could not write the data cache in {folder}: {e}", stacklevel=2)
+    return raw
+
+
+def load_raw(cfg: DataConfig, loc: Located) -> Raw:
+    """Both splits of ``loc`` (downloaded first if asked), through the decode cache; labels checked."""
+    if loc.download:
+        SOURCES.get(loc.kind)().download(loc, cfg)
+        loc = resolve(cfg)
+        if loc.download:
+            raise ConfigError("data.download", f"fetched {cfg.name} into {loc.path} but found no files there", True)
+    src = SOURCES.get(loc.kind)()
+    files = src.key_files(loc)
+    if files is None:
+        raw = src.read(loc, cfg.image_size)
+    else:
+        raw = _memo(_cache_key(loc, files, cfg.image_size), loc, cfg.image_size, cache_dir(cfg))
+    if raw.train_y.min() < 0 or raw.test_y.min() < 0:
+        raise ConfigError("data.name", f"labels in {loc.path} must be 0..K-1, found a negative one")
+    k = max(len(raw.classes), int(raw.train_y.max()) + 1, int(raw.test_y.max()) + 1)
+    if len(raw.classes) != k:
+        raw = Raw(raw.train_x, raw.train_y, raw.test_x, raw.test_y, tuple(str(i) for i in range(k)))
+    return raw

@@ -1,0 +1,76 @@
+"""torchvision's pickled CIFAR-10/100 batches under ``<root>/<name>/`` (``cifar-10-batches-py/``
+or ``cifar-100-python/``), fetched with torchvision only when ``data.download: true``. Images stay
+32x32 unless ``data.image_size`` is set; CIFAR-100 uses its 100 fine labels."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from raypair.config import ConfigError, DataConfig
+from raypair.data.sources._images import fit
+from raypair.data.sources.base import Located, Raw, Source, register
+
+CIFAR_NAMES = ("cifar10", "cifar100")
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # the spec's values, for CIFAR-10 and -100
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+_LAYOUTS = {  # folder -> (train files, test files, meta file)
+    "cifar-10-batches-py": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "cifar-100-python": (["train"], ["test"], "meta"),
+}
+
+
+def _batches(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor]:
+    xs, ys = [], []
+    for f in files:
+        with open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[b"fine_labels"] if b"fine_labels" in d else d[b"labels"], np.int64))
+    x = torch.from_numpy(np.concatenate(xs))
+    return torch.cat([fit(c, size) for c in x.split(4096)]), torch.from_numpy(np.concatenate(ys))
+
+
+@register
+class Cifar(Source):
+    name = "cifar"
+    order = 20
+    datasets = CIFAR_NAMES
+    looks_for = "torchvision CIFAR batches (cifar-10-batches-py/ or cifar-100-python/)"
+
+    def find(self, folder: Path, cfg: DataConfig) -> Optional[Located]:
+        for sub, (train, test, _) in _LAYOUTS.items():
+            d = folder / sub
+            if all((d / f).is_file() for f in train + test):
+                return Located(self.name, d, tuple(d / f for f in train), tuple(d / f for f in test))
+        if cfg.download and cfg.name in CIFAR_NAMES:
+            return Located(self.name, folder, download=True)
+        return None
+
+    def read(self, loc: Located, size: Optional[int]) -> Raw:
+        meta, names = loc.path / _LAYOUTS[loc.path.name][2], []
+        if meta.is_file():
+            with open(meta, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            names = [n.decode() for n in d.get(b"fine_label_names", d.get(b"label_names", []))]
+        return Raw(*_batches(loc.train, size), *_batches(loc.test, size), tuple(names))
+
+    def key_files(self, loc: Located) -> Optional[list[Path]]:
+        return sorted(p for p in loc.path.iterdir() if p.is_file())
+
+    def download(self, loc: Located, cfg: DataConfig) -> None:
+        import torchvision.datasets as tvd
+
+        try:
+            (tvd.CIFAR10 if cfg.name == "cifar10" else tvd.CIFAR100)(root=str(loc.path), download=True)
+        except Exception as e:  # noqa: BLE001 - any network or archive failure reads the same to the user
+            raise ConfigError("data.download", f"could not download {cfg.name} into {loc.path}: {e}", True) from None
+
+    def fix_hint(self, cfg: DataConfig) -> str:
+        if cfg.name not in CIFAR_NAMES:
+            return ""
+        return ", or data.download=true to fetch it with torchvision (needs internet)"

@@ -1,0 +1,103 @@
+"""Dataset splits as uint8 tensors: the validation hold-out, class-balanced subsets and the
+normalisation, over the two splits a source reads (:mod:`raypair.data.sources`).
+
+Hold-outs and subsets are class-stratified tensor ops (:mod:`raypair.ops.sampling`) seeded by
+``data.split_seed``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from raypair.config import ConfigError, DataConfig
+from raypair.data.sources import load_raw, resolve
+from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
+from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, seeded_generator
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+    eval_split: str  # "val" if val_fraction > 0 else "test"
+
+
+@dataclass
+class Splits:
+    """uint8 ``[N, C, H, W]`` images and int64 ``[N]`` labels on the CPU."""
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor  # held out of train if val_fraction > 0, else the test split
+    val_y: Tensor
+    test_x: Optional[Tensor]  # the test split when val_fraction > 0, else None
+    test_y: Optional[Tensor]
+    info: DataInfo
+
+
+def _holdout(y: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    try:
+        return holdout_mask(y, fraction, gen)
+    except HoldoutError as e:
+        raise ConfigError("data.val_fraction", f"leaves class {e.label} ({e.count} images) no training image",
+                          fraction) from None
+
+
+def _balanced(y: Tensor, n: int, gen: torch.Generator, field: str, what: str) -> Tensor:
+    try:
+        return balanced_subset(y, n, gen)
+    except ValueError:
+        raise ConfigError(field, f"larger than the {len(y)} {what} available", n) from None
+
+
+def _normalization(cfg: DataConfig, x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mode = cfg.normalize if cfg.normalize != "auto" else "cifar" if cfg.name in CIFAR_NAMES else "computed"
+    if mode == "cifar":
+        return CIFAR_MEAN, CIFAR_STD
+    if mode == "imagenet":
+        from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    # exact per-channel moments from 256-bin histograms: no float copy of the whole split
+    hist = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
+    v = torch.arange(256, dtype=torch.float64) / 255
+    n = hist.sum(1)
+    mean = hist @ v / n
+    std = (hist @ (v * v) / n - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Decode (through the cache), hold out val, take the subsets, compute the normalisation."""
+    raw = load_raw(cfg, resolve(cfg))
+    tr = torch.arange(len(raw.train_y))
+    te = torch.arange(len(raw.test_y))
+    if cfg.val_fraction > 0:
+        held = _holdout(raw.train_y, cfg.val_fraction, seeded_generator(cfg.split_seed, 0))
+        tr, va = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
+        eval_src = (raw.train_x, raw.train_y)
+    else:
+        va, te, eval_src = te, None, (raw.test_x, raw.test_y)
+    if cfg.train_subset:
+        tr = tr[_balanced(raw.train_y[tr], cfg.train_subset, seeded_generator(cfg.split_seed, 1), "data.train_subset",
+                          "training images left after the validation hold-out")]
+    if cfg.test_subset:
+        va = va[_balanced(eval_src[1][va], cfg.test_subset, seeded_generator(cfg.split_seed, 2), "data.test_subset",
+                          "evaluation images")]
+        if te is not None:
+            te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator(cfg.split_seed, 3), "data.test_subset",
+                              "test images")]
+    train_x = raw.train_x.index_select(0, tr)  # always a copy: the memo's tensors stay private
+    mean, std = _normalization(cfg, train_x)
+    info = DataInfo(cfg.name, len(raw.classes), tuple(train_x.shape[1:]), mean, std, raw.classes,
+                    "val" if cfg.val_fraction > 0 else "test")
+    test = (None, None) if te is None else (raw.test_x.index_select(0, te), raw.test_y.index_select(0, te))
+    return Splits(train_x, raw.train_y.index_select(0, tr), eval_src[0].index_select(0, va),
+                  eval_src[1].index_select(0, va), *test, info)

@@ -1,0 +1,193 @@
+"""The one interface every kind of experiment implements, and the records the runner keeps.
+
+An experiment says *what* to run; ``raypair.runner`` (the only Ray code) says *how*. A sweep
+(``sweep.py``), an ablation (``ablation.py``) and a single run (``single.py``) each implement
+:class:`Experiment`; a new kind (say, seeds until a difference is significant) is one new file
+here that implements it, and nothing in the runner changes.
+
+A trial is ``(key, params)``: ``key`` names it for good (its folder, its MLflow run, its Optuna
+trial) and ``params`` is what :meth:`Experiment.run_of` turns into its run config. Trials come
+from a :class:`Proposer`, which the runner asks for the next trial and tells each result.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from raypair.config import METRICS, ConfigError, RunConfigBase, SchedulerConfig, read_yaml, set_path, to_plain
+
+
+STATUSES = ("finished", "stopped", "infeasible", "failed", "unfinished")
+
+
+@dataclass
+class Trial:
+    key: str  # stable across resumes: the folder under <exp>/trials/ and the MLflow run's key
+    params: dict[str, Any]
+
+
+@dataclass
+class Record:
+    """What the trial store holds for one trial (see ``raypair.runner.store``)."""
+
+    key: str
+    params: dict[str, Any]
+    config_hash: Optional[str] = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, in order
+    end: Optional[dict[str, Any]] = None  # {"status": finished|stopped|infeasible|failed, ...}
+
+    @property
+    def status(self) -> str:
+        return self.end["status"] if self.end else "unfinished"
+
+    def final(self, metric: str) -> Optional[float]:
+        """What a trial tells the searcher: ``metric`` at its last epoch (Ray's convention), None
+        if it failed or was infeasible."""
+        if self.status in ("failed", "infeasible") or not self.history:
+            return None
+        value = self.history[-1].get(metric)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def best(self, metric: str, mode: str) -> Optional[float]:
+        values = [float(r[metric]) for r in self.history if isinstance(r.get(metric), (int, float))]
+        values = [v for v in values if v == v]
+        if not values:
+            return None
+        return max(values) if mode == "max" else min(values)
+
+
+@dataclass
+class Described:
+    """How a trial shows up in MLflow and in progress lines."""
+
+    name: str  # the MLflow run name
+    label: str  # a short human label ("lr=0.01 wd=1e-4", "cutmix seed 2")
+    tags: dict[str, Any]
+
+
+class Proposer(abc.ABC):
+    """Hands out trials one at a time and hears how each ended."""
+
+    @abc.abstractmethod
+    def propose(self) -> Optional[Trial]:
+        """The next trial to run, or None when there are no more."""
+
+    def tell(self, key: str, value: Optional[float]) -> None:
+        """``value`` of the experiment's metric for a trial that ended (None: it failed)."""
+
+
+class ListProposer(Proposer):
+    """A fixed list of trials (an ablation's pairs, a random or grid sweep's points), minus those
+    already done."""
+
+    def __init__(self, trials: list[Trial], done: set[str]) -> None:
+        self.todo = [t for t in trials if t.key not in done]
+
+    def propose(self) -> Optional[Trial]:
+        return self.todo.pop(0) if self.todo else None
+
+
+class Experiment(abc.ABC):
+    """A sweep, an ablation, a run: anything the runner can run as trials."""
+
+    kind: ClassVar[str]
+    name: str
+    run_raw: dict[str, Any]  # the base run as a plain dict, pinned by the runner before trials start
+    metric: str
+    mode: str
+    max_concurrent: int
+    max_failures: int = 0
+
+    # ------------------------------------------------------------------ what the runner asks
+    @abc.abstractmethod
+    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
+        """The run config of one trial (ConfigError: the point is infeasible)."""
+
+    @abc.abstractmethod
+    def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
+        """Where trials come from; ``known`` are the trials recorded by earlier attempts."""
+
+    @abc.abstractmethod
+    def describe(self, trial: Trial) -> Described:
+        """MLflow name, progress label and tags of a trial."""
+
+    @abc.abstractmethod
+    def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The parent run's (tags, params, document): the document is logged as ``<kind>.yaml``."""
+
+    def done(self, record: Record) -> bool:
+        """Whether a recorded trial needs no more running (default: it ended in any way)."""
+        return record.end is not None
+
+    def scheduler(self) -> Optional[SchedulerConfig]:
+        """An early-stopping scheduler (ASHA) over the trials, or None."""
+        return None
+
+    def resource_runs(self) -> list[RunConfigBase]:
+        """Runs whose resources bound how many trials fit at once (default: the base run)."""
+        return [self.base_run]
+
+    def summary(self, records: list[Record]) -> tuple[dict[str, Any], dict[str, float]]:
+        """The parent run's (tags, metrics) once the trials ended: counts and the best trial."""
+        tags: dict[str, Any] = {"raypair.trials": len(records)}
+        for status in STATUSES:
+            tags[f"raypair.trials_{status}"] = sum(r.status == status for r in records)
+        best = best_record(records, self.metric, self.mode)
+        if best is None:
+            return tags, {}
+        tags |= {"raypair.best_trial": best.key} | {f"raypair.best.{k}": v for k, v in best.params.items()}
+        return tags, {f"best_{self.metric}": best.best(self.metric, self.mode)}  # type: ignore[dict-item]
+
+    # ----------------------------------------------------------------------------- helpers
+    @property
+    def base_run(self) -> RunConfigBase:
+        from raypair.config import build_run
+
+        return build_run(self.run_raw)
+
+    def pin(self, values: dict[str, Any]) -> None:
+        """Settle fields the driver's surroundings decide (absolute data paths, ``auto`` GPUs)."""
+        for path, value in values.items():
+            self.run_raw = set_path(self.run_raw, path, value)
+
+
+def check_metric(field: str, name: str) -> None:
+    """``name`` must be a metric the loop reports (a known one, or a ``val_`` / ``train_`` / ``test_`` one)."""
+    if not (name in METRICS or name.startswith(("val_", "train_", "test_"))):
+        raise ConfigError(field, f"not a reported metric (e.g. {', '.join(METRICS)})", name)
+
+
+def read_base_run(path: Path, base: str) -> dict[str, Any]:
+    """The run a file's ``base:`` names, relative to the file: a run file (one level: it may not
+    have a ``base:`` of its own) or a search-space file, whose resolved base run is taken."""
+    base_path = (path.parent / base).resolve()
+    raw = read_yaml(base_path)
+    if "space" in raw or "tune" in raw:
+        from raypair.experiments.sweep import load_sweep
+
+        return load_sweep(base_path, check=False).run_raw
+    if "base" in raw:
+        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
+    return raw
+
+
+def best_record(records: list[Record], metric: str, mode: str) -> Optional[Record]:
+    """The trial with the best value of ``metric`` over all its epochs, or None."""
+    scored = [(r.best(metric, mode), r) for r in records]
+    scored = [(v, r) for v, r in scored if v is not None]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda t: t[0])[1]  # type: ignore[arg-type, return-value]
+
+
+def config_hash(run: RunConfigBase) -> str:
+    """What decides a trial's result: the run minus its name, data location and resources."""
+    plain = to_plain(run)
+    plain.pop("name")
+    plain.pop("scale")
+    plain["data"] = {k: v for k, v in plain["data"].items() if k not in ("root", "cache_dir")}
+    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]

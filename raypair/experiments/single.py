@@ -1,0 +1,36 @@
+"""One run, no search (``raypair train``): an experiment of a single trial, so it gets the same
+runner, trial store, MLflow layout and ``--resume`` as a sweep."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from raypair.config import RunConfigBase, build_run, flatten, to_plain
+from raypair.experiments.base import Described, Experiment, ListProposer, Proposer, Record, Trial
+
+
+@dataclass
+class SingleRun(Experiment):
+    kind: ClassVar[str] = "run"
+    name: str
+    run_raw: dict[str, Any]
+    metric: str = "val_acc"
+    mode: str = "max"
+    max_concurrent: int = 1
+
+    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
+        return build_run(self.run_raw)
+
+    def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
+        return ListProposer([Trial("run", {})], {k for k, r in known.items() if self.done(r)})
+
+    def done(self, record: Record) -> bool:
+        return record.status == "finished"
+
+    def describe(self, trial: Trial) -> Described:
+        return Described(self.name, self.name, {"raypair.method": self.base_run.method.name})
+
+    def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        plain = to_plain(self.base_run)
+        return {"raypair.kind": "run"}, flatten(plain), plain

@@ -1,0 +1,40 @@
+"""``build_model``: every model through ``timm.create_model``, with a helpful error for a bad name."""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from torch import nn
+
+from raypair.config import ConfigError, ModelConfig
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ConfigError`` on ``model.name`` if timm has no model ``name``, naming similar ones."""
+    if not timm.is_model(name):
+        near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        hint = f" (similar: {', '.join(near)})" if near else ""
+        raise ConfigError("model.name", f"unknown timm model{hint}", name)
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int | None = None) -> nn.Module:
+    """``timm.create_model`` with the data's classes and channels; no pretrained weights are fetched."""
+    check_model_name(cfg.name)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate)
+    if image_size is not None and _takes_img_size(cfg.name):
+        kwargs["img_size"] = image_size
+    kwargs.update(cfg.kwargs)
+    try:
+        return timm.create_model(cfg.name, pretrained=False, **kwargs)
+    except TypeError as e:
+        raise ConfigError("model.kwargs", f"{cfg.name} rejects them: {e}", cfg.kwargs) from None
+
+
+def _takes_img_size(name: str) -> bool:
+    # ViT-like timm models build their patch grid from img_size; CNNs do not take the argument.
+    return any(k in name for k in ("vit", "deit", "swin", "beit", "eva", "cait", "xcit"))
+
+
+def param_count(model: nn.Module) -> int:
+    """The number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

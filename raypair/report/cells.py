@@ -1,0 +1,50 @@
+"""How one number or interval is written in a report's Markdown table or CSV."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from raypair.report.stats import Interval
+
+
+def scale(metric: str) -> float:
+    """Accuracies are shown in percent, like the papers; losses as they are."""
+    return 100.0 if "acc" in metric else 1.0
+
+
+def num(x: Optional[float]) -> str:
+    """A CSV number: 6 significant digits, empty for a missing or non-finite value."""
+    return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def short(v: Any) -> str:
+    """A table cell for a parameter or metric value: floats to 4 significant digits, ``–`` if missing."""
+    if v is None:
+        return "–"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def pm(iv: Optional[Interval], digits: int = 2) -> str:
+    """``mean ± half``; ``mean (n=1)`` without an interval; ``–`` without values."""
+    if iv is None:
+        return "–"
+    if not math.isfinite(iv.half):
+        return f"{iv.mean:.{digits}f} (n=1)"
+    return f"{iv.mean:.{digits}f} ± {iv.half:.{digits}f}"
+
+
+def diff(iv: Optional[Interval]) -> str:
+    """A signed difference with its interval, ``*`` when the interval excludes 0."""
+    if iv is None:
+        return "–"
+    star = " *" if iv.excludes_zero() else ""
+    if not math.isfinite(iv.half):
+        return f"{iv.mean:+.2f}"
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]{star}"
+
+
+def paper(p: Optional[tuple[float, Optional[float]]]) -> str:
+    """The paper's ``mean`` or ``mean ± sd``; ``–`` when the paper has no number."""
+    if p is None:
+        return "–"
+    return f"{p[0]:.2f}" + (f" ± {p[1]:.2f}" if p[1] is not None else "")

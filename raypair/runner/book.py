@@ -1,0 +1,193 @@
+"""The driver's bookkeeping of trials: the one MLflow callback, the searcher that asks the
+experiment for trials, and the progress lines.
+
+Order, for every trial: its store is written first (``trial.json`` before it starts, ``end.json``
+before it is reported finished), then MLflow (one child run per trial key, found again on a
+resume; each epoch logged once), then the searcher (Optuna is told last). A driver killed between
+any two steps leaves a record that the next start completes (:meth:`Book.reconcile`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from ray import tune
+from ray.tune.experiment import Trial as TuneTrial
+from ray.tune.search import Searcher
+
+from raypair.config import ConfigError, flatten, to_plain
+from raypair.experiments.base import Described, Experiment, Proposer, Record, Trial, config_hash
+from raypair.runner.store import TrialStore
+from raypair.tracking import Tracker
+
+
+class Book:
+    def __init__(self, exp: Experiment, exp_dir: Path, tracker: Tracker, parent: str, proposer: Proposer) -> None:
+        self.exp, self.exp_dir, self.tracker, self.parent, self.proposer = exp, exp_dir, tracker, parent, proposer
+        self.runs: dict[str, str] = {}  # trial key -> MLflow run id
+        self.shown: dict[str, Described] = {}
+        self.closed: set[str] = set()
+
+    def store(self, key: str) -> TrialStore:
+        return TrialStore(self.exp_dir / "trials" / key)
+
+    def describe(self, trial: Trial) -> Described:
+        if trial.key not in self.shown:
+            self.shown[trial.key] = self.exp.describe(trial)
+        return self.shown[trial.key]
+
+    def open(self, trial: Trial) -> None:
+        """Before the trial starts: its ``trial.json``, then its MLflow run (created, or reopened)."""
+        try:
+            run = self.exp.run_of(trial.params)
+            plain: Optional[dict[str, Any]] = to_plain(run)
+            extra = {"raypair.config_hash": config_hash(run)}
+        except ConfigError as e:
+            plain, extra = None, {"raypair.infeasible": str(e)}
+        self.store(trial.key).create(trial, extra.get("raypair.config_hash"))
+        self.closed.discard(trial.key)
+        d = self.describe(trial)
+        tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (d.tags | extra).items()}
+        run_id, existed = self.tracker.start(f"{self.parent}/{trial.key}", d.name, parent=self.parent, tags=tags)
+        if not existed and plain is not None:
+            self.tracker.log_params(run_id, flatten(plain))
+            self.tracker.log_yaml(run_id, plain, "config.yaml")
+        self.runs[trial.key] = run_id
+
+    def run_id(self, trial: Trial) -> str:
+        """The trial's MLflow run, found by its key (never reopened here)."""
+        if trial.key not in self.runs:
+            run_id = self.tracker.find(f"{self.parent}/{trial.key}")
+            if run_id is None:  # the driver died between trial.json and the MLflow run
+                self.open(trial)
+            else:
+                self.runs[trial.key] = run_id
+        return self.runs[trial.key]
+
+    def log(self, trial: Trial, result: dict[str, Any]) -> None:
+        if "epoch" in result and "infeasible" not in result:
+            metrics = {k: v for k, v in result.items() if k != "replayed"}
+            self.tracker.log_metrics(self.run_id(trial), metrics, step=int(result["epoch"]))
+
+    def close(self, trial: Trial, last: Optional[dict[str, Any]], error: Optional[str] = None) -> None:
+        """The trial ended: its end record, then MLflow, then the searcher. Idempotent."""
+        if trial.key in self.closed:
+            return
+        store = self.store(trial.key)
+        if error is not None:
+            store.finish("failed", error=error)
+        elif store.end() is None:  # the scheduler stopped it before its last epoch
+            store.finish("stopped", epochs=int((last or {}).get("epoch", 0)))
+        rec = store.record()
+        assert rec is not None, f"trial {trial.key} has no trial.json"
+        self.settle(rec)
+
+    def settle(self, rec: Record) -> None:
+        """MLflow and the searcher in line with an ended record: each recorded epoch logged once,
+        the run ended (left alone if an earlier attempt already ended it), the searcher told."""
+        run_id = self.run_id(Trial(rec.key, rec.params))
+        last = (rec.end or {}).get("epochs")
+        for row in rec.history:
+            if last is None or rec.status == "finished" or int(row["epoch"]) <= last:
+                self.tracker.log_metrics(run_id, row, step=int(row["epoch"]))
+        want = "FAILED" if rec.status == "failed" else "FINISHED"
+        if self.tracker.status(run_id) != want:
+            done = int(rec.history[-1]["epoch"]) if rec.history else 0
+            tags = {"raypair.status": rec.status, "raypair.epochs_done": done,
+                    "raypair.stopped_early": rec.status == "stopped"}
+            if rec.status == "failed":
+                tags["raypair.error"] = (rec.end or {}).get("error", "?")
+            self.tracker.set_tags(run_id, tags)
+            self.tracker.end(run_id, want)
+        self.proposer.tell(rec.key, rec.final(self.exp.metric))
+        self.closed.add(rec.key)
+
+    def reconcile(self, known: dict[str, Record]) -> None:
+        """On a resume, before any trial starts: every trial that ended in an earlier attempt is
+        settled (the driver may have died between its end record and MLflow or the searcher)."""
+        for rec in known.values():
+            if rec.end is not None and self.exp.done(rec):
+                self.settle(rec)
+
+
+def key_of(trial: TuneTrial) -> Trial:
+    return Trial(trial.config["key"], trial.config["params"])
+
+
+class Recorder(tune.Callback):
+    """The one MLflow callback: per-epoch metrics, and the end of each trial through the Book."""
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+
+    def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
+        self.book.log(key_of(trial), result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        self.book.close(key_of(trial), trial.last_result)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        self.book.close(key_of(trial), trial.last_result, error=last_line(trial))
+
+
+class Progress(tune.Callback):
+    """One short line per new epoch and per trial end, instead of Ray's status tables."""
+
+    def __init__(self, book: Book) -> None:
+        self.book = book
+
+    def _label(self, trial: TuneTrial) -> str:
+        return self.book.describe(key_of(trial)).label
+
+    def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
+        if result.get("replayed") or "infeasible" in result:
+            return
+        metric = self.book.exp.metric
+        key = metric if metric in result else "val_acc"  # test_acc comes with the last epoch only
+        value = result.get(key)
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"  {self._label(trial)} epoch {result.get('epoch')}: {key}={shown} "
+              f"({result.get('epoch_time_s', 0):.2f} s/epoch)", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        print(f"  {self._label(trial)} ended after epoch {(trial.last_result or {}).get('epoch')}", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        print(f"  {self._label(trial)} FAILED: {last_line(trial)} (log: {trial.error_file})", flush=True)
+
+
+class TrialSearcher(Searcher):
+    """Tune's searcher over the experiment's :class:`Proposer`; each trial is opened in the Book
+    (store, MLflow) before Tune starts it."""
+
+    def __init__(self, book: Book) -> None:
+        super().__init__()
+        self.book = book
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> Any:
+        trial = self.book.proposer.propose()
+        if trial is None:
+            return Searcher.FINISHED
+        self.book.open(trial)
+        return {"key": trial.key, "params": trial.params}
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        return None  # the Book tells the proposer, after the end is recorded
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text("{}")  # resume reads the trial store, not Tune's state
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+
+def last_line(trial: TuneTrial) -> str:
+    try:
+        lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else "?"
+    except (OSError, TypeError):
+        return "?"

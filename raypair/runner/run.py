@@ -1,0 +1,103 @@
+"""Run any :class:`~raypair.experiments.base.Experiment` on Ray Tune: the one runner.
+
+Each call is a fresh ``Tuner`` (``<exp>/tune-N/``) fed by the experiment's proposer; nothing is
+restored from Tune's own state. What ran before is read from the trial store
+(``raypair.runner.store``): ended trials are settled and skipped, the others continue from their
+checkpoints. Per-trial resources come from each trial's run (fractional GPUs pack trials on one
+device; several workers or a GPU run a trial under Ray Train).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raypair.config import ConfigError
+from raypair.experiments.base import Experiment, Record
+from raypair.runner.book import Book, Progress, Recorder, TrialSearcher
+from raypair.runner.cluster import fit_concurrency, pins, start_ray, trial_resources
+from raypair.runner.store import STATE_FILE, read_records, write_json
+from raypair.runner.trial import trial_body
+from raypair.tracking import Tracker
+
+
+def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], *,
+                   resume: bool, address: str | None = None) -> tuple[str, list[Record]]:
+    """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`store.prepare` found.
+    Returns the MLflow parent run id and every trial's record."""
+    start_ray(address)
+    exp.pin(pins(exp.base_run))
+    parent = _open_parent(exp, exp_dir, tracker, resume)
+    book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))
+    book.reconcile(known)
+    todo = sum(1 for r in known.values() if not exp.done(r))
+    print(f"{exp.kind} {exp.name!r}: {sum(exp.done(r) for r in known.values())} trials done earlier"
+          + (f", {todo} to continue" if todo else ""), flush=True)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner: Progress prints the lines
+    _tuner(exp, exp_dir, book).fit()
+    records = list(read_records(exp_dir).values())
+    for rec in records:
+        if rec.key not in book.closed and rec.end is not None:
+            book.settle(rec)
+    tags, metrics = exp.summary(records)
+    tracker.set_tags(parent, tags)
+    if metrics:
+        tracker.log_metrics(parent, metrics, step=1, dedupe=False)
+    ok = any(r.status in ("finished", "stopped") for r in records)
+    tracker.end(parent, "FINISHED" if ok else "FAILED")
+    return parent, records
+
+
+def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool) -> str:
+    tags, params, doc = exp.parent()
+    state = exp_dir / STATE_FILE
+    if resume and state.exists():
+        parent = json.loads(state.read_text())["parent_run_id"]
+        tracker.client.update_run(parent, status="RUNNING")
+    else:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        parent, _ = tracker.start(f"{exp.kind}/{exp_dir}", exp.name, tags=tags)
+        tracker.log_params(parent, params)
+        write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent})
+    tracker.log_yaml(parent, doc, f"{exp.kind}.yaml")  # again on a resume: seeds may have been added
+    return parent
+
+
+def _resources(exp: Experiment) -> Any:
+    base = trial_resources(exp.base_run)
+
+    def of(config: dict[str, Any]) -> dict[str, float]:
+        try:
+            return trial_resources(exp.run_of(config["params"]))
+        except ConfigError:  # an infeasible point reports NaN at once: the base's share is enough
+            return base
+
+    return of
+
+
+def _scheduler(exp: Experiment) -> Any:
+    s = exp.scheduler()
+    if s is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", max_t=s.max_t or exp.base_run.epochs, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor)
+
+
+def _tuner(exp: Experiment, exp_dir: Path, book: Book) -> tune.Tuner:
+    attempt = 1 + sum(1 for _ in exp_dir.glob("tune-*"))
+    trainable = tune.with_resources(tune.with_parameters(trial_body, experiment=exp, exp_dir=str(exp_dir)),
+                                    _resources(exp))
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=exp.metric, mode=exp.mode, num_samples=-1,
+                                    max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
+                                    search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
+        run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,
+                                  callbacks=[Recorder(book), Progress(book)],
+                                  failure_config=tune.FailureConfig(max_failures=exp.max_failures)),
+    )

@@ -1,0 +1,45 @@
+"""The one trial body, for every kind of experiment and both trainer paths.
+
+A Tune trial is ``{"key", "params"}``. The body builds the trial's run (an infeasible point is
+recorded as such and reported as NaN, not raised), replays the epochs its store already holds
+(so a resumed trial's MLflow run, the scheduler and the searcher see its whole history), then
+trains the rest in this process (``direct``) or under a Ray Train ``TorchTrainer``, and records
+the end in the store before it returns.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raypair.config import ConfigError
+from raypair.experiments.base import Experiment
+from raypair.runner.store import TrialStore, store_report
+
+
+def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> None:
+    key = config["key"]
+    store = TrialStore(Path(exp_dir) / "trials" / key)
+    try:
+        cfg = experiment.run_of(config["params"])
+    except ConfigError as e:
+        # a sampled point that breaks a cross-field constraint: infeasible, not a crash. NaN makes
+        # the searcher record the point as failed, so TPE learns nothing from it and moves on.
+        store.finish("infeasible", error=str(e))
+        tune.report({experiment.metric: float("nan"), "epoch": 0, "infeasible": str(e)})
+        return
+    for row in store.history():
+        tune.report({**row, "replayed": 1})
+    if cfg.scale.uses_train():
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from raypair.runner import train
+
+        train.fit(cfg, name=key, storage=Path(exp_dir) / "train", store=store.folder,
+                  callbacks=[TuneReportCallback()])
+    else:
+        from raypair.loop import run_trial
+
+        run_trial(cfg, store_report(store, tune.report), resume=store.state())
+    store.finish("finished", epochs=cfg.epochs)
