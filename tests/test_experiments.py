@@ -74,9 +74,14 @@ def test_trial_store_records_each_epoch_once_history_before_checkpoint(tmp_path)
     assert [r["epoch"] for r in again.history()] == [1, 2]
     store_report(again, seen.append)({"epoch": 3, "val_acc": 0.3}, None)  # the torn line is dropped first
     assert [r["epoch"] for r in again.history()] == [1, 2, 3]
-    store.finish("finished", epochs=3)
+    with open(store.folder / "history.jsonl", "a") as f:
+        f.write('{"epoch": 4, "val_acc": 0.2}')  # whole, but killed before its newline
+    again = TrialStore(store.folder)
+    store_report(again, seen.append)({"epoch": 5, "val_acc": 0.2}, None)
+    assert [r["epoch"] for r in again.history()] == [1, 2, 3, 4, 5]
+    assert store.finish("finished", epochs=5) and not store.finish("stopped", epochs=2)  # the first end stands
     rec = store.record()
-    assert rec.status == "finished" and rec.final("val_acc") == 0.3 and rec.best("val_acc", "min") == 0.1
+    assert rec.status == "finished" and rec.final("val_acc") == 0.2 and rec.best("val_acc", "min") == 0.1
     store.create(Trial("t0000", {"a": 1}), "h")  # proposed again (a failed pair): the end is gone
     assert store.record().status == "unfinished"
     assert list(read_records(tmp_path)) == ["t0000"]
@@ -108,6 +113,23 @@ def test_prepare_refuses_a_resume_under_another_config(tmp_path):
     assert e.value.field == "--resume"
     subset = load_ablation(DIGITS, ["optim.lr=0.01"], seeds=[0], only=["cutmix"])
     assert list(prepare(subset, exp_dir, resume=True)) == ["base__s0"]  # not a variant of this call
+    cut = TrialStore(exp_dir / "trials" / "cutmix__s0")  # cut off after one epoch: also refused
+    cut.create(Trial("cutmix__s0", {"variant": "cutmix", "seed": 0}), "an-older-config")
+    cut.append({"epoch": 1, "val_acc": 0.1})
+    with pytest.raises(ConfigError, match="trial cutmix__s0 started under another config"):
+        prepare(subset, exp_dir, resume=True)
+
+
+def test_a_sweep_resumed_with_another_space_is_refused(tmp_path):
+    sweep = load_sweep(QUICK)
+    exp_dir = tmp_path / sweep.name
+    exp_dir.mkdir()
+    (exp_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": "p", "fingerprint": sweep.fingerprint()}))
+    assert prepare(sweep, exp_dir, resume=True) == {}
+    assert prepare(load_sweep(QUICK, num_samples=20), exp_dir, resume=True) == {}  # more samples: fine
+    wider = load_sweep(QUICK, ["space.optim.lr={loguniform: [0.001, 0.5]}"])
+    with pytest.raises(ConfigError, match="search settings changed"):
+        prepare(wider, exp_dir, resume=True)
 
 
 def test_ablation_counts_only_finished_pairs_as_done():

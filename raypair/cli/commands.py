@@ -115,19 +115,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     ab = _load("ablation", args, args.ablation)
     tracker, records, storage = launch(ab, args)
-    wanted = {slug for slug in (_slug(v, s) for v, s in ab.pairs())}
-    finished = sum(r.status == "finished" for r in records if r.key in wanted)
-    failed = len(wanted) - finished
-    print(f"{finished} of {len(wanted)} pairs finished, {failed} failed\n"
+    tags, _ = ab.summary(records)
+    finished, failed = tags["raypair.pairs_finished"], tags["raypair.pairs_failed"]
+    print(f"{finished} of {tags['raypair.pairs']} pairs finished, {failed} failed\n"
           f"MLflow: {tracker.uri} (experiment {ab.name!r})\n"
           f"report: raypair report {ab.name} --storage {storage}")
     return 0 if failed == 0 else 1
-
-
-def _slug(variant: str, seed: int) -> str:
-    from raypair.experiments.ablation import slug
-
-    return slug(variant, seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -143,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     exp = SingleRun(args.name or f"{raw.get('name', 'run')}-{uuid.uuid4().hex[:8]}", raw)
     tracker, records, _ = launch(exp, args)
     rec = records[0]
-    shown = {k: round(v, 4) for k, v in (rec.history[-1] if rec.history else {}).items()
+    shown = {k: round(v, 4) for k, v in (rec.rows[-1] if rec.rows else {}).items()
              if k.startswith(("val_", "test_", "train_")) and isinstance(v, float)}
     print(f"{rec.status} {exp.name}: {shown}\nMLflow: {tracker.uri} (experiment {exp.name!r})")
     return 0 if rec.status == "finished" else 1
@@ -151,14 +144,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def print_trials(exp: Any, records: list[Any]) -> int:
     """A line per trial (status, epochs, best value of the metric, its label), then the best one."""
+    from raypair.experiments.base import fmt_value
+
     metric, mode = exp.metric, exp.mode
     print(f"\n{len(records)} trials of {exp.kind} {exp.name!r}:")
     scored = []
     for rec in records:
         best = rec.best(metric, mode)
-        epochs = int(rec.history[-1]["epoch"]) if rec.history else 0
+        epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
         status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
-        line = f"  {status:9}  epochs={epochs:<3} {metric}={_fmt(best):8}  {exp.describe(_trial(rec)).label}"
+        line = f"  {status:9}  epochs={epochs:<3} {metric}={fmt_value(best):8}  {exp.describe(_trial(rec)).label}"
         print(line)
         if best is not None:
             scored.append((best, line))
@@ -175,9 +170,6 @@ def _trial(rec: Any) -> Any:
 
     return Trial(rec.key, rec.params)
 
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # ------------------------------------------------------------------------- other commands

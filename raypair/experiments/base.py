@@ -44,16 +44,23 @@ class Record:
     def status(self) -> str:
         return self.end["status"] if self.end else "unfinished"
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The epochs that count: a stopped trial's history up to the epoch it was stopped at (its
+        process may have recorded one more before it died)."""
+        stop = (self.end or {}).get("epochs") if self.status == "stopped" else None
+        return self.history if stop is None else [r for r in self.history if int(r["epoch"]) <= stop]
+
     def final(self, metric: str) -> Optional[float]:
         """What a trial tells the searcher: ``metric`` at its last epoch (Ray's convention), None
         if it failed or was infeasible."""
-        if self.status in ("failed", "infeasible") or not self.history:
+        if self.status in ("failed", "infeasible") or not self.rows:
             return None
-        value = self.history[-1].get(metric)
+        value = self.rows[-1].get(metric)
         return float(value) if isinstance(value, (int, float)) else None
 
     def best(self, metric: str, mode: str) -> Optional[float]:
-        values = [float(r[metric]) for r in self.history if isinstance(r.get(metric), (int, float))]
+        values = [float(r[metric]) for r in self.rows if isinstance(r.get(metric), (int, float))]
         values = [v for v in values if v == v]
         if not values:
             return None
@@ -123,6 +130,14 @@ class Experiment(abc.ABC):
         """Whether a recorded trial needs no more running (default: it ended in any way)."""
         return record.end is not None
 
+    def fingerprint(self) -> Optional[str]:
+        """What may not change between a start and its ``--resume`` beyond each trial's run (a
+        sweep's space and searcher); None: nothing."""
+        return None
+
+    def done_keys(self, known: dict[str, Record]) -> set[str]:
+        return {k for k, r in known.items() if self.done(r)}
+
     def scheduler(self) -> Optional[SchedulerConfig]:
         """An early-stopping scheduler (ASHA) over the trials, or None."""
         return None
@@ -153,6 +168,10 @@ class Experiment(abc.ABC):
         """Settle fields the driver's surroundings decide (absolute data paths, ``auto`` GPUs)."""
         for path, value in values.items():
             self.run_raw = set_path(self.run_raw, path, value)
+
+
+def fmt_value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def check_metric(field: str, name: str) -> None:

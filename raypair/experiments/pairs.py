@@ -77,7 +77,7 @@ class Ablation(Experiment):
 
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
         trials = [Trial(slug(v, s), {"variant": v, "seed": s}) for v, s in self.pairs()]
-        return ListProposer(trials, {k for k, r in known.items() if self.done(r)})
+        return ListProposer(trials, self.done_keys(known))
 
     def done(self, record: Record) -> bool:
         """A pair is done when it trained all its epochs; failed and cut-off pairs run again."""

@@ -60,11 +60,13 @@ class OptunaProposer(Proposer):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         s = sweep.tune.searcher
-        sampler = (optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-                   if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=s.seed))
-        self.study = optuna.create_study(storage=f"sqlite:///{db}", study_name=sweep.name, sampler=sampler,
-                                         direction="maximize" if sweep.mode == "max" else "minimize",
+        storage, direction = f"sqlite:///{db}", "maximize" if sweep.mode == "max" else "minimize"
+        self.study = optuna.create_study(storage=storage, study_name=sweep.name, direction=direction,
                                          load_if_exists=True)
+        # a resumed study must not draw the same points again: the seed moves on with its size
+        seed = None if s.seed is None else s.seed + 1_000_003 * len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
+                              if s.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
         self.space, self.num_samples, self.metric = sweep.space, sweep.tune.num_samples, sweep.metric
         self.dists = {k: _distribution(v) for k, v in sweep.space.items()}
         self.pending: list[Trial] = []

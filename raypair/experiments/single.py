@@ -23,7 +23,7 @@ class SingleRun(Experiment):
         return build_run(self.run_raw)
 
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
-        return ListProposer([Trial("run", {})], {k for k, r in known.items() if self.done(r)})
+        return ListProposer([Trial("run", {})], self.done_keys(known))
 
     def done(self, record: Record) -> bool:
         return record.status == "finished"

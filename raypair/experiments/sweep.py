@@ -6,6 +6,8 @@ settings (``optim.momentum`` with AdamW is not), and every bound or option must 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -16,7 +18,7 @@ from raypair.config import (ConfigError, ParamSpace, RunConfigBase, SchedulerCon
                             build_run, deep_merge, field_at, flatten, from_validation, parse_override, read_yaml,
                             set_path, to_plain)
 from raypair.experiments.base import (Described, Experiment, ListProposer, Proposer, Record, Trial, check_metric,
-                                      read_base_run)
+                                      read_base_run, fmt_value)
 
 
 @dataclass
@@ -78,11 +80,10 @@ class Sweep(Experiment):
         if self.tune.searcher.name == "optuna":
             return proposers.OptunaProposer(self, exp_dir / "optuna.db", known)
         points = proposers.random_points(self.space, self.tune.num_samples, self.tune.searcher.seed)
-        return ListProposer([Trial(f"t{i:04d}", p) for i, p in enumerate(points)],
-                            {k for k, r in known.items() if self.done(r)})
+        return ListProposer([Trial(f"t{i:04d}", p) for i, p in enumerate(points)], self.done_keys(known))
 
     def describe(self, trial: Trial) -> Described:
-        shown = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(trial.params.items()))
+        shown = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(trial.params.items()))
         return Described(f"{self.name}-{trial.key}", f"{trial.key} {shown}".strip(),
                          {"raypair.trial_id": trial.key, "raypair.method": self.run.method.name}
                          | {f"raypair.search.{k}": v for k, v in trial.params.items()})
@@ -95,12 +96,13 @@ class Sweep(Experiment):
                "tune": tune}
         return {"raypair.kind": "sweep"}, params, doc
 
+    def fingerprint(self) -> Optional[str]:
+        space = {k: v.model_dump(exclude_none=True) for k, v in sorted(self.space.items())}
+        return hashlib.sha1(json.dumps([space, self.tune.searcher.model_dump(mode="json")], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+
     def scheduler(self) -> Optional[SchedulerConfig]:
         return self.tune.scheduler if self.tune.scheduler.name != "none" else None
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
@@ -140,6 +142,9 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
 def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
     t = sweep.tune
     check_metric("tune.metric", t.metric)
+    if t.scheduler.name == "asha" and t.metric.startswith("test_"):
+        raise ConfigError("tune.metric", "test_ metrics come with the last epoch only, so ASHA cannot stop on "
+                          "them; use a val_ metric or tune.scheduler.name=none", t.metric)
     if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.run.epochs:
         raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.run.epochs}", t.scheduler.max_t)
     if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:

@@ -40,30 +40,45 @@ class Book:
     def open(self, trial: Trial) -> None:
         """Before the trial starts: its ``trial.json``, then its MLflow run (created, or reopened)."""
         try:
+            hash_: Optional[str] = config_hash(self.exp.run_of(trial.params))
+        except ConfigError:
+            hash_ = None
+        self.store(trial.key).create(trial, hash_)
+        self.closed.discard(trial.key)
+        self._start(trial)
+
+    def _start(self, trial: Trial) -> str:
+        """The trial's MLflow run, set RUNNING; its params and ``config.yaml`` unless logged already."""
+        try:
             run = self.exp.run_of(trial.params)
             plain: Optional[dict[str, Any]] = to_plain(run)
             extra = {"raypair.config_hash": config_hash(run)}
         except ConfigError as e:
             plain, extra = None, {"raypair.infeasible": str(e)}
-        self.store(trial.key).create(trial, extra.get("raypair.config_hash"))
-        self.closed.discard(trial.key)
         d = self.describe(trial)
         tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (d.tags | extra).items()}
         run_id, existed = self.tracker.start(f"{self.parent}/{trial.key}", d.name, parent=self.parent, tags=tags)
-        if not existed and plain is not None:
+        if plain is not None and not (existed and self.tracker.has_params(run_id)):  # a kill may come between
             self.tracker.log_params(run_id, flatten(plain))
             self.tracker.log_yaml(run_id, plain, "config.yaml")
         self.runs[trial.key] = run_id
+        return run_id
 
     def run_id(self, trial: Trial) -> str:
         """The trial's MLflow run, found by its key (never reopened here)."""
         if trial.key not in self.runs:
             run_id = self.tracker.find(f"{self.parent}/{trial.key}")
             if run_id is None:  # the driver died between trial.json and the MLflow run
-                self.open(trial)
-            else:
-                self.runs[trial.key] = run_id
+                run_id = self._start(trial)
+            self.runs[trial.key] = run_id
         return self.runs[trial.key]
+
+    def interrupted(self, rec: Record) -> None:
+        """A trial with no end after this attempt: its MLflow run KILLED (``--resume`` continues it)."""
+        run_id = self.tracker.find(f"{self.parent}/{rec.key}")
+        if run_id is not None and self.tracker.status(run_id) == "RUNNING":
+            self.tracker.set_tags(run_id, {"raypair.status": "interrupted"})
+            self.tracker.end(run_id, "KILLED")
 
     def log(self, trial: Trial, result: dict[str, Any]) -> None:
         if "epoch" in result and "infeasible" not in result:
@@ -77,8 +92,13 @@ class Book:
         store = self.store(trial.key)
         if error is not None:
             store.finish("failed", error=error)
-        elif store.end() is None:  # the scheduler stopped it before its last epoch
-            store.finish("stopped", epochs=int((last or {}).get("epoch", 0)))
+        elif store.end() is None:  # the scheduler stopped it, maybe at its last epoch (ASHA's max_t)
+            epoch = int((last or {}).get("epoch", 0))
+            try:
+                full = epoch >= self.exp.run_of(trial.params).epochs
+            except ConfigError:
+                full = False
+            store.finish("finished" if full else "stopped", epochs=epoch)
         rec = store.record()
         assert rec is not None, f"trial {trial.key} has no trial.json"
         self.settle(rec)
@@ -87,13 +107,11 @@ class Book:
         """MLflow and the searcher in line with an ended record: each recorded epoch logged once,
         the run ended (left alone if an earlier attempt already ended it), the searcher told."""
         run_id = self.run_id(Trial(rec.key, rec.params))
-        last = (rec.end or {}).get("epochs")
-        for row in rec.history:
-            if last is None or rec.status == "finished" or int(row["epoch"]) <= last:
-                self.tracker.log_metrics(run_id, row, step=int(row["epoch"]))
+        for row in rec.rows:
+            self.tracker.log_metrics(run_id, row, step=int(row["epoch"]))
         want = "FAILED" if rec.status == "failed" else "FINISHED"
         if self.tracker.status(run_id) != want:
-            done = int(rec.history[-1]["epoch"]) if rec.history else 0
+            done = int(rec.rows[-1]["epoch"]) if rec.rows else 0
             tags = {"raypair.status": rec.status, "raypair.epochs_done": done,
                     "raypair.stopped_early": rec.status == "stopped"}
             if rec.status == "failed":

@@ -42,6 +42,8 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     for rec in records:
         if rec.key not in book.closed and rec.end is not None:
             book.settle(rec)
+        elif rec.end is None:  # not run to its end this time (interrupted, or not in this --variants)
+            book.interrupted(rec)
     tags, metrics = exp.summary(records)
     tracker.set_tags(parent, tags)
     if metrics:
@@ -61,7 +63,8 @@ def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool)
         exp_dir.mkdir(parents=True, exist_ok=True)
         parent, _ = tracker.start(f"{exp.kind}/{exp_dir}", exp.name, tags=tags)
         tracker.log_params(parent, params)
-        write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent})
+        write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent,
+                           "fingerprint": exp.fingerprint()})
     tracker.log_yaml(parent, doc, f"{exp.kind}.yaml")  # again on a resume: seeds may have been added
     return parent
 
@@ -94,7 +97,9 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book) -> tune.Tuner:
                                     _resources(exp))
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=exp.metric, mode=exp.mode, num_samples=-1,
+        # metric and mode only for the scheduler: Tune would insist every result carries the metric
+        tune_config=tune.TuneConfig(metric=exp.metric if exp.scheduler() else None,
+                                    mode=exp.mode if exp.scheduler() else None, num_samples=-1,
                                     max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,

@@ -46,8 +46,18 @@ class TrialStore:
         write_json(self.folder / "trial.json", {"key": trial.key, "params": trial.params, "config_hash": hash_})
         (self.folder / "end.json").unlink(missing_ok=True)
 
-    def finish(self, status: str, **info: Any) -> None:
-        write_json(self.folder / "end.json", {"status": status, **info})
+    def finish(self, status: str, **info: Any) -> bool:
+        """Record how the trial ended, unless an end is recorded already (the first word stands: a
+        Train run that completes after the driver recorded its stop does not rewrite it)."""
+        tmp = self.folder / f".end.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"status": status, **info}, default=str))
+        try:
+            os.link(tmp, self.folder / "end.json")  # atomic, and fails if it exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def end(self) -> Optional[dict[str, Any]]:
         return _read_json(self.folder / "end.json")
@@ -86,7 +96,7 @@ class TrialStore:
         if f.exists():
             lines = f.read_text().splitlines(keepends=True)
             if len(lines) > good or (lines and not lines[-1].endswith("\n")):
-                f.write_text("".join(lines[:good]))
+                f.write_text("".join(ln.rstrip("\n") + "\n" for ln in lines[:good]))
 
     def save_state(self, ckpt_folder: Optional[Path]) -> None:
         from raypair.loop import CKPT_FILE
@@ -142,20 +152,24 @@ def prepare(exp: Experiment, exp_dir: Path, resume: bool) -> dict[str, Record]:
         raise ConfigError("name", f"{exp_dir} holds an earlier {exp.kind}: pass --resume to finish it, "
                           "or --name NEW for a new one", exp.name)
     known = read_records(exp_dir)
+    if started and exp.fingerprint() != _read_json(exp_dir / STATE_FILE).get("fingerprint", exp.fingerprint()):
+        raise ConfigError("--resume", f"the {exp.kind}'s search settings changed since it started (space, "
+                          "searcher); use --name NEW for a new one", exp.name)
     for rec in known.values():
-        if not exp.done(rec) or rec.config_hash is None:
+        if rec.config_hash is None or not (exp.done(rec) or rec.history):
             continue
         try:
             run = exp.run_of(rec.params)
-        except ConfigError:
+        except (ConfigError, KeyError):
             continue  # not part of this invocation (another variant) or an infeasible point
         if config_hash(run) != rec.config_hash:
-            raise ConfigError("--resume", f"trial {rec.key} finished under another config (the file or --set "
+            what = "finished" if exp.done(rec) else "started"
+            raise ConfigError("--resume", f"trial {rec.key} {what} under another config (the file or --set "
                               "changed since); use --name NEW for a new experiment", rec.key)
     return known
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

@@ -127,6 +127,9 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, _param_text(v))
 
+    def has_params(self, run_id: str) -> bool:
+        return bool(self.client.get_run(run_id).data.params)
+
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
