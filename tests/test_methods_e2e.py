@@ -64,12 +64,13 @@ def test_method_trains_through_train_and_tune(local_ray, tmp_path, capsys, metho
                  *sets]) == 0, capsys.readouterr().err
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     sweep_name = yaml.safe_load(Path(path).read_text())["name"]
-    for exp_name, n_runs in (("train", 1), (sweep_name, 3)):
+    for exp_name, n_runs in (("train", 2), (sweep_name, 3)):  # a parent run and its trials
         exp = client.get_experiment_by_name(exp_name)
         runs = client.search_runs([exp.experiment_id])
         assert len(runs) == n_runs
         for run in runs:
-            if "raypair.kind" in run.data.tags and run.data.tags["raypair.kind"] == "sweep":
+            if "mlflow.parentRunId" not in run.data.tags:
+                assert run.data.tags["raypair.kind"] in ("run", "sweep")
                 continue
             assert run.info.status == "FINISHED"
             assert run.data.params["method.name"] == method and param in run.data.params

@@ -97,7 +97,7 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
     storage = Path(args.storage).resolve()
     exp_dir = storage / exp.name
     known = prepare(exp, exp_dir, args.resume)
-    tracker = _tracker(args, storage, exp.name)
+    tracker = _tracker(args, storage, exp.experiment_name)
     from raypair.runner.run import run_experiment
 
     _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address)
@@ -138,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     rec = records[0]
     shown = {k: round(v, 4) for k, v in (rec.rows[-1] if rec.rows else {}).items()
              if k.startswith(("val_", "test_", "train_")) and isinstance(v, float)}
-    print(f"{rec.status} {exp.name}: {shown}\nMLflow: {tracker.uri} (experiment {exp.name!r})")
+    print(f"{rec.status} {exp.name}: {shown}\nMLflow: {tracker.uri} (experiment {tracker.experiment!r}, "
+          f"parent run {exp.name!r})")
     return 0 if rec.status == "finished" else 1
 
 

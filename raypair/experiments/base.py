@@ -109,6 +109,11 @@ class Experiment(abc.ABC):
     max_concurrent: int
     max_failures: int = 0
 
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment its runs go to (default: its name)."""
+        return self.name
+
     # ------------------------------------------------------------------ what the runner asks
     @abc.abstractmethod
     def run_of(self, params: dict[str, Any]) -> RunConfigBase:

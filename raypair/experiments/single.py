@@ -19,6 +19,10 @@ class SingleRun(Experiment):
     mode: str = "max"
     max_concurrent: int = 1
 
+    @property
+    def experiment_name(self) -> str:
+        return "train"  # every single run in one MLflow experiment, each its own parent run
+
     def run_of(self, params: dict[str, Any]) -> RunConfigBase:
         return build_run(self.run_raw)
 

@@ -34,21 +34,11 @@ class Sweep(Experiment):
     tune: TuneSettings
     source: Optional[Path] = None
 
-    @property
-    def metric(self) -> str:  # type: ignore[override]
-        return self.tune.metric
-
-    @property
-    def mode(self) -> str:  # type: ignore[override]
-        return self.tune.mode
-
-    @property
-    def max_concurrent(self) -> int:  # type: ignore[override]
-        return self.tune.max_concurrent_trials
-
-    @property
-    def max_failures(self) -> int:  # type: ignore[override]
-        return self.tune.max_failures
+    # the runner's questions, answered by the tune settings
+    metric = property(lambda self: self.tune.metric)  # type: ignore[assignment]
+    mode = property(lambda self: self.tune.mode)  # type: ignore[assignment]
+    max_concurrent = property(lambda self: self.tune.max_concurrent_trials)  # type: ignore[assignment]
+    max_failures = property(lambda self: self.tune.max_failures)  # type: ignore[assignment]
 
     def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
         """The run config of one trial: the base with the sampled ``{dotted.path: value}`` set."""
