@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raypair.config import OptimConfig, RunConfigBase, ScheduleConfig
+from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig
 from raypair.data import DeviceLoader, load_splits
 from raypair.methods import Method, build_method
 
@@ -31,7 +31,19 @@ CKPT_FILE = "state.pt"
 
 
 class TrialDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the trial stops, the sweep goes on."""
+    """The trial diverged (a non-finite loss, or a rule of ``run.diverge``); it stops, the sweep goes on."""
+
+
+def divergence(rule: DivergenceConfig, first_loss: float, metrics: dict[str, Any], classes: int) -> Optional[str]:
+    """Why an epoch's ``metrics`` count as diverged under ``rule``, or None. ``first_loss`` is the
+    train loss of the run's first epoch."""
+    loss, epoch = metrics["train_loss"], int(metrics["epoch"])
+    if rule.loss_factor is not None and loss > rule.loss_factor * first_loss:
+        return f"train_loss {loss:.4g} at epoch {epoch} exceeds {rule.loss_factor:g} x epoch 1's {first_loss:.4g}"
+    chance = 1.0 / classes
+    if rule.chance_after is not None and epoch >= rule.chance_after and metrics["val_acc"] < chance + rule.chance_margin:
+        return f"val_acc {metrics['val_acc']:.4f} at epoch {epoch} is at chance ({chance:.4f} + {rule.chance_margin:g})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -158,9 +170,9 @@ def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix
 
 # ------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(folder: Path, method: Method, opt: torch.optim.Optimizer, epoch: int, step: int,
-                    stats: dict[str, float]) -> Path:
+                    stats: dict[str, float], first_loss: float = math.nan) -> Path:
     state = {"method": method.state_dict(), "optim": opt.state_dict(), "epoch": epoch, "step": step,
-             "stats": stats, "generator": method.generator.get_state()}
+             "stats": stats, "generator": method.generator.get_state(), "first_loss": first_loss}
     torch.save(state, folder / CKPT_FILE)
     return folder
 
@@ -199,12 +211,13 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     opt = build_optimizer(cfg.optim, method.optim_groups())
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
-    start, step, stats = 0, 0, {}
+    start, step, stats, first_loss = 0, 0, {}, math.nan
     if resume is not None:
         method.load_state_dict(resume["method"])
         opt.load_state_dict(resume["optim"])
         method.generator.set_state(resume["generator"])
         start, step, stats = resume["epoch"], resume["step"], dict(resume["stats"])
+        first_loss = float(resume.get("first_loss", math.nan))
     net: nn.Module = method
     if dist.world_size > 1:
         net = nn.parallel.DistributedDataParallel(method)
@@ -222,6 +235,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         t1 = time.perf_counter()
         if not math.isfinite(stats["train_loss"]):
             raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
+        first_loss = stats["train_loss"] if epoch == 0 else first_loss
         metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist),
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0,
                    "eval_time_s": time.perf_counter() - t1}
@@ -230,8 +244,12 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
             metrics.update(evaluate(method, test, amp, dist, prefix="test"))
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:
-                folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats) if dist.rank == 0 else None
+                folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats, first_loss) \
+                    if dist.rank == 0 else None
                 report(metrics, folder)
         else:
             report(metrics, None)
+        reason = divergence(cfg.diverge, first_loss, metrics, info.num_classes)  # recorded, then stopped
+        if reason:
+            raise TrialDiverged(reason)
     return metrics

@@ -46,8 +46,9 @@ def test_optuna_study_is_settled_from_the_store_after_a_kill(tmp_path):
     t = again.propose()
     assert t.key == "t0001" and t.params == t1.params  # continued, not asked afresh
     assert [again.propose().key, again.propose().key, again.propose()] == ["t0002", "t0003", None]
-    again.tell("t0001", None)
+    again.tell("t0001", None, "diverged")
     assert again.study.trials[1].state == TrialState.FAIL
+    assert again.study.trials[1].user_attrs == {"raypair.status": "diverged"}
 
 
 def test_choices_that_optuna_cannot_store_round_trip_by_index(tmp_path):
@@ -143,3 +144,38 @@ def test_ablation_counts_only_finished_pairs_as_done():
     assert keys == ["base__s1", "baseplus__s0", "baseplus__s1", "cutmix__s0", "cutmix__s1"]
     tags, _ = ab.summary([Record("base__s0", {}, end={"status": "finished"})])
     assert tags["raypair.pairs"] == 6 and tags["raypair.pairs_finished"] == 1 and tags["raypair.pairs_failed"] == 5
+
+
+def test_divergence_rules_are_exact():
+    from raypair.config import DivergenceConfig
+    from raypair.loop import divergence
+
+    rule = DivergenceConfig(loss_factor=1000.0, chance_after=3, chance_margin=0.125)  # 4 classes: chance 0.25
+    row = {"epoch": 2, "train_loss": 2000.0, "val_acc": 0.12}
+    assert divergence(rule, 2.0, row, 4) is None  # 2000 = 1000 x 2: not above; epoch 2: no chance rule yet
+    assert "exceeds 1000 x epoch 1's 2" in divergence(rule, 2.0, row | {"train_loss": 2000.5}, 4)
+    assert divergence(rule, 2.0, row | {"train_loss": 2e11}, 4).startswith("train_loss 2e+11 at epoch 2")
+    assert divergence(rule, 2.0, row | {"epoch": 3, "val_acc": 0.37}, 4).startswith("val_acc 0.3700 at epoch 3")
+    assert divergence(rule, 2.0, row | {"epoch": 3, "val_acc": 0.375}, 4) is None  # 1/4 + 0.125: not below
+    assert divergence(DivergenceConfig(loss_factor=None), 2.0, row | {"train_loss": 1e30}, 4) is None
+    assert divergence(rule, float("nan"), row | {"train_loss": 1e30}, 4) is None  # no first epoch (old checkpoint)
+
+
+def test_a_divergence_inside_ray_train_is_found_in_the_worker_errors():
+    from raypair.loop import TrialDiverged
+    from raypair.runner.trial import diverged
+
+    class WorkerGroupError(RuntimeError):
+        def __init__(self, failures):
+            super().__init__("a worker failed")
+            self.worker_failures = failures
+
+    assert diverged(WorkerGroupError({0: ValueError("x"), 1: TrialDiverged("loss 1e9")})) == "loss 1e9"
+    try:
+        try:
+            raise TrialDiverged("nan")
+        except TrialDiverged as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert diverged(outer) == "nan"
+    assert diverged(WorkerGroupError({0: ValueError("x")})) is None

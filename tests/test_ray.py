@@ -123,27 +123,36 @@ class Recorder(ray.train.UserCallback):
             f.write(json.dumps(metrics) + "\n")
 
 
-def test_failing_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
-    """Trials asking for more images than exist fail inside Ray; the others finish and land."""
+def test_failing_and_diverging_trials_do_not_take_the_sweep_down(local_ray, tmp_path, capsys):
+    """Trials asking for more images than exist fail inside Ray; trials whose val_acc stays within
+    0.95 of chance from epoch 2 on diverge (``run.diverge``); the one left finishes and lands. The
+    exit code is 1 and the counts are printed."""
     from raypair.cli import main
 
     import yaml
 
     spec = yaml.safe_load(QUICK.read_text())
-    spec["space"] = {"data.train_subset": {"grid": [128, 99999]}}
+    spec["run"]["diverge"] = {"chance_after": 2}
+    spec["space"] = {"data.train_subset": {"grid": [128, 99999]}, "diverge.chance_margin": {"grid": [0.0, 0.95]}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    code = main(["tune", str(tmp_path / "s.yaml"), "--storage", str(tmp_path), "--num-samples", "2",
-                 "--set", "epochs=1", "--set", "tune.searcher.name=random", "--set", "tune.scheduler.name=none"])
+    code = main(["tune", str(tmp_path / "s.yaml"), "--storage", str(tmp_path), "--num-samples", "1",
+                 "--set", "epochs=2", "--set", "tune.searcher.name=random", "--set", "tune.scheduler.name=none"])
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert code == 1, out
+    assert "1 finished, 2 failed, 1 diverged" in out and "best val_acc = " in out
     client, parents, children = mlflow_runs(tmp_path, "quickstart")
     by_status = {}
     for c in children:
-        by_status.setdefault(c.info.status, []).append(c.data.params["data.train_subset"])
-    assert by_status["FAILED"] == ["99999"] * 2 and by_status["FINISHED"] == ["128"] * 2
-    failed = [c for c in children if c.info.status == "FAILED"]
+        by_status.setdefault(c.data.tags["raypair.status"], []).append(
+            (c.info.status, c.data.params["data.train_subset"], c.data.params["diverge.chance_margin"]))
+    assert sorted(by_status["failed"]) == [("FAILED", "99999", "0.0"), ("FAILED", "99999", "0.95")]
+    assert by_status["diverged"] == [("FAILED", "128", "0.95")] and by_status["finished"] == [("FINISHED", "128", "0.0")]
+    failed = [c for c in children if c.data.tags["raypair.status"] == "failed"]
     assert all("data.train_subset" in c.data.tags["raypair.error"] for c in failed)
-    assert "best val_acc = " in out and parents[0].info.status == "FINISHED"
+    diverged = [c for c in children if c.data.tags["raypair.status"] == "diverged"][0]
+    assert "at chance" in diverged.data.tags["raypair.error"]
+    assert [m.step for m in client.get_metric_history(diverged.info.run_id, "val_acc")] == [1, 2]
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["raypair.trials_diverged"] == "1"
 
 
 def test_infeasible_points_are_reported_not_crashed(local_ray, tmp_path, capsys):

@@ -195,3 +195,45 @@ def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills):
     out = check(storage, "digits_aug", launches, 3, None)
     assert out["kills"] >= min(_kills(kills), 3)
     assert out["trials"] == 3 * len(seeds.split(","))
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the driver", "SIGINT to the group"])
+def test_a_stopped_driver_leaves_no_process_and_no_running_run(tmp_path, how):
+    """``timeout`` sends SIGTERM to the driver; Ctrl-C sends SIGINT to the whole foreground group.
+    Either way the driver stops its trials, records the cut-off ones KILLED (parent too), shuts its
+    Ray down and exits 130; nothing of its process group survives; ``--resume`` finishes the sweep."""
+    from mlflow.tracking import MlflowClient
+
+    spec = yaml.safe_load(QUICK.read_text())
+    spec["run"]["epochs"] = 4
+    spec["tune"].update(num_samples=4, scheduler={"name": "none"})
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec))
+    storage = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "raypair", "tune", str(tmp_path / "space.yaml"), "--storage", str(storage)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while _state(storage / "quickstart", 4)["rows"] < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    sig = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGINT
+    if how.endswith("group"):
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert f"raypair: interrupted (stopped by {sig.name}; --resume continues)" in out
+    _wait_for_orphans(proc.pid)
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    statuses = sorted(r.info.status for r in runs)
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+    assert parent.info.status == "KILLED"
+    ended_before = _ended(storage / "quickstart")
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 5
+    assert len(ended_before) < 4 and _ended(storage / "quickstart") == {"t0000", "t0001", "t0002", "t0003"}

@@ -108,8 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"raypair: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("raypair: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"raypair: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
 
 

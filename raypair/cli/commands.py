@@ -144,8 +144,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def print_trials(exp: Any, records: list[Any]) -> int:
-    """A line per trial (status, epochs, best value of the metric, its label), then the best one."""
-    from raypair.experiments.base import fmt_value
+    """A line per trial (status, epochs, best value of the metric, its label), the counts, the best
+    one. Exit code: 0 when every trial ended well (finished, stopped early or infeasible), 1 when
+    some failed or diverged, or when no trial finished an epoch."""
+    from raypair.experiments.base import STATUSES, fmt_value
 
     metric, mode = exp.metric, exp.mode
     print(f"\n{len(records)} trials of {exp.kind} {exp.name!r}:")
@@ -158,12 +160,14 @@ def print_trials(exp: Any, records: list[Any]) -> int:
         print(line)
         if best is not None:
             scored.append((best, line))
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if not scored:
         print("raypair: no trial finished an epoch", file=sys.stderr)
         return 1
     best_val, line = (max if mode == "max" else min)(scored, key=lambda t: t[0])
     print(f"best {metric} = {best_val:.4f}\n{line.strip()}")
-    return 0
+    return 1 if counts["failed"] or counts["diverged"] else 0
 
 
 def _trial(rec: Any) -> Any:

@@ -153,6 +153,18 @@ class MethodConfig(Strict):
         return None
 
 
+class DivergenceConfig(Strict):
+    """When a trial whose loss stays finite still counts as diverged (it stops, and is recorded
+    diverged in MLflow and as a failed point in Optuna). A NaN or infinite loss always is."""
+
+    loss_factor: Optional[float] = Field(1000.0, gt=1.0)  # train_loss above this x epoch 1's; null: off
+    chance_after: Optional[int] = Field(None, ge=1)  # from this epoch on, val_acc near chance diverges
+    chance_margin: float = Field(0.01, ge=0.0, lt=1.0)  # "near chance": val_acc < 1/classes + margin
+
+    def inactive(self) -> set[str]:
+        return {"chance_margin"} if self.chance_after is None else set()
+
+
 class RunConfigBase(Strict):
     name: str = "run"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -165,6 +177,7 @@ class RunConfigBase(Strict):
     eval_batch_size: int = Field(512, ge=1)
     seed: int = 0
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last is always kept)
+    diverge: DivergenceConfig = Field(default_factory=DivergenceConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfigBase":

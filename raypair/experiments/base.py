@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Optional
 from raypair.config import METRICS, ConfigError, RunConfigBase, SchedulerConfig, read_yaml, set_path, to_plain
 
 
-STATUSES = ("finished", "stopped", "infeasible", "failed", "unfinished")
+STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
+FAILED = ("failed", "diverged", "infeasible")  # no result to tell a searcher
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Record:
     params: dict[str, Any]
     config_hash: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, in order
-    end: Optional[dict[str, Any]] = None  # {"status": finished|stopped|infeasible|failed, ...}
+    end: Optional[dict[str, Any]] = None  # {"status": one of STATUSES but unfinished, ...}
 
     @property
     def status(self) -> str:
@@ -54,7 +55,7 @@ class Record:
     def final(self, metric: str) -> Optional[float]:
         """What a trial tells the searcher: ``metric`` at its last epoch (Ray's convention), None
         if it failed or was infeasible."""
-        if self.status in ("failed", "infeasible") or not self.rows:
+        if self.status in FAILED or not self.rows:
             return None
         value = self.rows[-1].get(metric)
         return float(value) if isinstance(value, (int, float)) else None
@@ -83,8 +84,9 @@ class Proposer(abc.ABC):
     def propose(self) -> Optional[Trial]:
         """The next trial to run, or None when there are no more."""
 
-    def tell(self, key: str, value: Optional[float]) -> None:
-        """``value`` of the experiment's metric for a trial that ended (None: it failed)."""
+    def tell(self, key: str, value: Optional[float], status: str = "finished") -> None:
+        """``value`` of the experiment's metric for a trial that ended (None: no result; ``status``
+        says why: failed, diverged, infeasible)."""
 
 
 class ListProposer(Proposer):

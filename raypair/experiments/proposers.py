@@ -81,7 +81,7 @@ class OptunaProposer(Proposer):
             key = key_of(t.number)
             rec = known.get(key)
             if rec is not None and rec.end is not None:
-                self.tell(key, rec.final(self.metric))
+                self.tell(key, rec.final(self.metric), rec.status)
             else:
                 self.pending.append(Trial(key, self._decode(t.params)))
 
@@ -93,11 +93,14 @@ class OptunaProposer(Proposer):
         t = self.study.ask(self.dists)
         return Trial(key_of(t.number), self._decode(t.params))
 
-    def tell(self, key: str, value: Optional[float]) -> None:
+    def tell(self, key: str, value: Optional[float], status: str = "finished") -> None:
         from optuna.trial import TrialState
 
         number = int(key[1:])
         if value is None or not math.isfinite(value):
+            trial = self.study.get_trials(deepcopy=False)[number]
+            if trial.state == TrialState.RUNNING:  # why it failed, for optuna-dashboard and the report
+                self.study._storage.set_trial_user_attr(trial._trial_id, "raypair.status", status)
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         else:
             self.study.tell(number, value, skip_if_finished=True)

@@ -28,6 +28,7 @@ class Book:
         self.runs: dict[str, str] = {}  # trial key -> MLflow run id
         self.shown: dict[str, Described] = {}
         self.closed: set[str] = set()
+        self.stopping = False  # the driver was told to stop (SIGINT / SIGTERM)
 
     def store(self, key: str) -> TrialStore:
         return TrialStore(self.exp_dir / "trials" / key)
@@ -90,6 +91,8 @@ class Book:
         if trial.key in self.closed:
             return
         store = self.store(trial.key)
+        if self.stopping and error is None and store.end() is None:
+            return  # cut off by the stop: no end, so --resume continues it
         if error is not None:
             store.finish("failed", error=error)
         elif store.end() is None:  # the scheduler stopped it, maybe at its last epoch (ASHA's max_t)
@@ -109,16 +112,16 @@ class Book:
         run_id = self.run_id(Trial(rec.key, rec.params))
         for row in rec.rows:
             self.tracker.log_metrics(run_id, row, step=int(row["epoch"]))
-        want = "FAILED" if rec.status == "failed" else "FINISHED"
+        want = "FAILED" if rec.status in ("failed", "diverged") else "FINISHED"
         if self.tracker.status(run_id) != want:
             done = int(rec.rows[-1]["epoch"]) if rec.rows else 0
             tags = {"raypair.status": rec.status, "raypair.epochs_done": done,
                     "raypair.stopped_early": rec.status == "stopped"}
-            if rec.status == "failed":
+            if rec.status in ("failed", "diverged", "infeasible"):
                 tags["raypair.error"] = (rec.end or {}).get("error", "?")
             self.tracker.set_tags(run_id, tags)
             self.tracker.end(run_id, want)
-        self.proposer.tell(rec.key, rec.final(self.exp.metric))
+        self.proposer.tell(rec.key, rec.final(self.exp.metric), rec.status)
         self.closed.add(rec.key)
 
     def reconcile(self, known: dict[str, Record]) -> None:
@@ -147,6 +150,11 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
         self.book.close(key_of(trial), trial.last_result, error=last_line(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        """A crashed trial Tune retries (``tune.max_failures``): it continues from its store."""
+        self.book.tracker.set_tags(self.book.run_id(key_of(trial)),
+                                   {"raypair.retries": trial.num_failures, "raypair.last_error": last_line(trial)})
 
 
 class Progress(tune.Callback):

@@ -2,6 +2,8 @@
 how many trials fit at once."""
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,10 +23,22 @@ def start_ray(address: Optional[str]) -> None:
         # ship this raypair to the cluster so every node runs the same code as the driver
         ray.init(address=address, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)]})
     else:
-        # the dashboard process also serves the state API that Ray Train needs to clean up a
-        # trial stopped early by ASHA; it listens on 127.0.0.1 only
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
+        # The dashboard process also serves the state API that Ray Train needs to clean up a trial
+        # stopped early by ASHA; it listens on 127.0.0.1 only. Ray's processes find that API by
+        # looking for "the" local Ray, which fails when another Ray runs on the host (a second
+        # sweep): so its address is handed to every process of this job.
+        port = _free_port()
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        os.environ.update(api)
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": api},
                  logging_level="warning", logging_config=ray.LoggingConfig(log_level="WARNING"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pins(run: RunConfigBase) -> dict[str, Any]:

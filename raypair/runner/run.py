@@ -8,10 +8,15 @@ device; several workers or a GPU run a trial under Ray Train).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import ray
 
 from ray import tune
 
@@ -37,7 +42,8 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     print(f"{exp.kind} {exp.name!r}: {sum(exp.done(r) for r in known.values())} trials done earlier"
           + (f", {todo} to continue" if todo else ""), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner: Progress prints the lines
-    _tuner(exp, exp_dir, book).fit()
+    with _graceful_stop(book) as stop:
+        _tuner(exp, exp_dir, book).fit()
     records = list(read_records(exp_dir).values())
     for rec in records:
         if rec.key not in book.closed and rec.end is not None:
@@ -49,8 +55,46 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     if metrics:
         tracker.log_metrics(parent, metrics, step=1, dedupe=False)
     ok = any(r.status in ("finished", "stopped") for r in records)
-    tracker.end(parent, "FINISHED" if ok else "FAILED")
+    tracker.end(parent, "KILLED" if stop.signal else "FINISHED" if ok else "FAILED")
+    if stop.signal:
+        ray.shutdown()  # the Ray this driver started goes with it: no process is left behind
+        raise KeyboardInterrupt(f"stopped by {stop.signal}; --resume continues")
     return parent, records
+
+
+class _Stop:
+    signal: str = ""
+
+
+@contextlib.contextmanager
+def _graceful_stop(book: Book) -> Iterator[_Stop]:
+    """SIGINT (Ctrl-C) and SIGTERM (``timeout``, a batch scheduler) stop the sweep the way Tune
+    stops it on SIGUSR1: running trials are stopped and Tune returns. The runner then records the
+    trials cut off as KILLED (resumable) and shuts its Ray down."""
+    stop = _Stop()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.signal = signal.Signals(signum).name
+        book.stopping = True  # a trial Tune stops from now on was cut off, not stopped by a scheduler
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own interrupt: stop trials, end the loop
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    quiet = _DropTuneRestoreHint()
+    logging.getLogger("ray.tune.tune").addFilter(quiet)
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        logging.getLogger("ray.tune.tune").removeFilter(quiet)
+
+
+class _DropTuneRestoreHint(logging.Filter):
+    """Tune's "resume with Tuner.restore(...)" advice is wrong here: raypair resumes with --resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
 
 
 def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool) -> str:

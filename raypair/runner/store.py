@@ -15,6 +15,7 @@ its checkpoint, its history replayed rather than retrained. Pure file I/O: no Ra
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -151,6 +152,7 @@ def prepare(exp: Experiment, exp_dir: Path, resume: bool) -> dict[str, Record]:
     if not resume and started:
         raise ConfigError("name", f"{exp_dir} holds an earlier {exp.kind}: pass --resume to finish it, "
                           "or --name NEW for a new one", exp.name)
+    _hold(exp_dir)
     known = read_records(exp_dir)
     if started and exp.fingerprint() != _read_json(exp_dir / STATE_FILE).get("fingerprint", exp.fingerprint()):
         raise ConfigError("--resume", f"the {exp.kind}'s search settings changed since it started (space, "
@@ -167,6 +169,26 @@ def prepare(exp: Experiment, exp_dir: Path, resume: bool) -> dict[str, Record]:
             raise ConfigError("--resume", f"trial {rec.key} {what} under another config (the file or --set "
                               "changed since); use --name NEW for a new experiment", rec.key)
     return known
+
+
+_HELD: dict[Path, Any] = {}  # experiment folders this process runs: their lock files stay open
+
+
+def _hold(exp_dir: Path) -> None:
+    """One process per experiment folder: a second ``raypair`` on the same name is refused rather
+    than let two drivers write the same trial store."""
+    key = exp_dir.resolve()
+    if key in _HELD:
+        return
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    f = open(exp_dir / ".lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ConfigError("name", f"another raypair process is running {exp_dir} now; wait for it, or "
+                          "use --name NEW", exp_dir.name) from None
+    _HELD[key] = f
 
 
 def _read_json(path: Path) -> Any:

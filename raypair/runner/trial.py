@@ -9,7 +9,7 @@ the end in the store before it returns.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ray import tune
 
@@ -31,6 +31,18 @@ def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> 
         return
     for row in store.history():
         tune.report({**row, "replayed": 1})
+    try:
+        _train(cfg, store, key, exp_dir)
+    except Exception as e:
+        reason = diverged(e)
+        if reason is None:
+            raise
+        store.finish("diverged", error=reason)  # the trial ends here; the sweep goes on
+        return
+    store.finish("finished", epochs=cfg.epochs)
+
+
+def _train(cfg: Any, store: TrialStore, key: str, exp_dir: str) -> None:
     if cfg.scale.uses_train():
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -42,4 +54,20 @@ def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> 
         from raypair.loop import run_trial
 
         run_trial(cfg, store_report(store, tune.report), resume=store.state())
-    store.finish("finished", epochs=cfg.epochs)
+
+
+def diverged(error: BaseException) -> Optional[str]:
+    """The loop's ``TrialDiverged`` message if ``error`` is one, or wraps one (Ray Train raises a
+    worker group error that holds each worker's exception)."""
+    from raypair.loop import TrialDiverged
+
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, TrialDiverged):
+            return str(e)
+        todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
+    return None

@@ -7,12 +7,14 @@ reuses each trial's run instead of opening a second one.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import yaml
 
@@ -58,7 +60,10 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            with _sqlite_lock(self.uri):  # two sweeps starting on one new store: one creates the tables
+                client = MlflowClient(tracking_uri=self.uri)
+                client.search_experiments(max_results=1)
+            self._client = client
         return self._client
 
     @property
@@ -135,6 +140,23 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite store while MLflow creates or migrates its tables (MLflow
+    does not guard that: a second process dies with ``duplicate column name``)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _param_text(v: Any) -> str:
