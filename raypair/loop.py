@@ -202,6 +202,18 @@ def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     return method, info, train, val, test
 
 
+def restore(method: Method, opt: torch.optim.Optimizer, resume: Optional[dict[str, Any]]
+            ) -> tuple[int, int, dict[str, Any], float]:
+    """Load a checkpoint into the method, optimiser and generator; (epochs done, optimiser steps,
+    last epoch's stats, epoch 1's train loss), or a fresh start's."""
+    if resume is None:
+        return 0, 0, {}, math.nan
+    method.load_state_dict(resume["method"])
+    opt.load_state_dict(resume["optim"])
+    method.generator.set_state(resume["generator"])
+    return resume["epoch"], resume["step"], dict(resume["stats"]), float(resume.get("first_loss", math.nan))
+
+
 def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, Any]] = None,
               dist: Dist = Dist(), device: Optional[torch.device] = None) -> dict[str, float]:
     """Train ``cfg`` and return the last epoch's metrics. ``resume`` is a loaded checkpoint."""
@@ -211,13 +223,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     opt = build_optimizer(cfg.optim, method.optim_groups())
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
-    start, step, stats, first_loss = 0, 0, {}, math.nan
-    if resume is not None:
-        method.load_state_dict(resume["method"])
-        opt.load_state_dict(resume["optim"])
-        method.generator.set_state(resume["generator"])
-        start, step, stats = resume["epoch"], resume["step"], dict(resume["stats"])
-        first_loss = float(resume.get("first_loss", math.nan))
+    start, step, stats, first_loss = restore(method, opt, resume)
     net: nn.Module = method
     if dist.world_size > 1:
         net = nn.parallel.DistributedDataParallel(method)

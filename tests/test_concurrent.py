@@ -53,3 +53,55 @@ def test_two_sweeps_at_once_on_one_new_storage(tmp_path):
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
         assert len(children) == n and all(r.info.status == "FINISHED" for r in runs), name
     assert list((storage / "train_sweep" / "train").iterdir()), "the Train-backed sweep ran TorchTrainers"
+
+
+def test_a_sweep_against_a_real_tracking_server(tmp_path):
+    """``mlflow server`` on 127.0.0.1 (started here, stopped here): the sweep's runs, metrics and
+    config artifacts go through the server, artifacts into its proxied store, not the driver's disk."""
+    import socket
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+                               "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        storage = tmp_path / "runs"
+        out = subprocess.run([sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(storage),
+                              "--tracking-uri", uri, "--num-samples", "2", "--set", "epochs=2"],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("quickstart")
+        assert exp.artifact_location.startswith("mlflow-artifacts:"), exp.artifact_location
+        children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 2
+        for c in children:
+            assert [a.path for a in client.list_artifacts(c.info.run_id)] == ["config.yaml"]
+            assert len(client.get_metric_history(c.info.run_id, "val_acc")) >= 1
+        assert list((server_dir / "artifacts").rglob("config.yaml")), "artifacts are on the server's side"
+        assert not (storage / "mlartifacts").exists() and not (storage / "mlflow.db").exists()
+        rep = subprocess.run([sys.executable, "-m", "raypair", "report", "quickstart", "--storage", str(storage),
+                              "--tracking-uri", uri], capture_output=True, text=True, timeout=300)
+        assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+        parent = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags][0]
+        assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

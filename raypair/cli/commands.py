@@ -85,7 +85,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
     from raypair.tracking import Tracker, default_uri
 
-    return Tracker(args.tracking_uri or default_uri(storage), experiment, artifact_root=str(storage / "mlartifacts"))
+    uri = args.tracking_uri or default_uri(storage)
+    # a tracking server keeps the artifacts (its proxied mlflow-artifacts: store), so a UI on
+    # another host can read them; only a local store puts them under --storage
+    local = uri.startswith(("sqlite:", "file:", "/"))
+    return Tracker(uri, experiment, artifact_root=str(storage / "mlartifacts") if local else None)
 
 
 def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:

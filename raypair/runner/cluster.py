@@ -15,10 +15,20 @@ DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial onl
 
 
 def start_ray(address: Optional[str]) -> None:
-    import raypair
-
+    """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback."""
     if ray.is_initialized():
         return
+    try:
+        _init(address)
+    except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
+        lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        raise ConfigError("--address" if address else "ray", f"Ray did not start: {lines[0][:300]}",
+                          address or "local") from None
+
+
+def _init(address: Optional[str]) -> None:
+    import raypair
+
     if address:
         # ship this raypair to the cluster so every node runs the same code as the driver
         ray.init(address=address, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)]})
