@@ -179,3 +179,28 @@ def test_a_divergence_inside_ray_train_is_found_in_the_worker_errors():
     except RuntimeError as outer:
         assert diverged(outer) == "nan"
     assert diverged(WorkerGroupError({0: ValueError("x")})) is None
+
+
+def test_a_trial_stopped_while_its_history_replays_keeps_what_it_trained(tmp_path):
+    """ASHA may stop a resumed trial at epoch 2 while it replays a history that reached epoch 3 or
+    its last epoch: the end records what it trained, and MLflow gets exactly those epochs."""
+    pytest.importorskip("ray")
+    from raypair.runner.book import Book
+    from raypair.tracking import Tracker, default_uri
+
+    sweep = load_sweep(QUICK, ["epochs=4", "tune.searcher.name=random"], num_samples=2, check=False)
+    tracker = Tracker(default_uri(tmp_path), "q")
+    parent, _ = tracker.start("sweep/q", "q")
+    (tmp_path / "q").mkdir()
+    book = Book(sweep, tmp_path / "q", tracker, parent, sweep.proposer(tmp_path / "q", {}))
+    for key, trained in (("t0000", 3), ("t0001", 4)):
+        trial = Trial(key, {"optim.lr": 0.1})
+        book.open(trial)
+        for e in range(1, trained + 1):
+            book.store(key).append({"epoch": e, "val_acc": e / 10})
+        book.close(trial, {"epoch": 2, "val_acc": 0.2})
+        rec = book.store(key).record()
+        run = tracker.client.get_run(book.run_id(trial))
+        steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == list(range(1, trained + 1)) and run.data.tags["raypair.epochs_done"] == str(trained)
+        assert rec.status == ("stopped" if trained < 4 else "finished") and rec.final("val_acc") == trained / 10

@@ -96,7 +96,10 @@ class Book:
         if error is not None:
             store.finish("failed", error=error)
         elif store.end() is None:  # the scheduler stopped it, maybe at its last epoch (ASHA's max_t)
-            epoch = int((last or {}).get("epoch", 0))
+            # what it trained: its last result, or more if an earlier attempt got further (a
+            # resumed trial that ASHA stops while its history is replayed)
+            history = store.history()
+            epoch = max(int((last or {}).get("epoch", 0)), int(history[-1]["epoch"]) if history else 0)
             try:
                 full = epoch >= self.exp.run_of(trial.params).epochs
             except ConfigError:
