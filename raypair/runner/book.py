@@ -119,13 +119,22 @@ class Book:
         if self.tracker.status(run_id) != want:
             done = int(rec.rows[-1]["epoch"]) if rec.rows else 0
             tags = {"raypair.status": rec.status, "raypair.epochs_done": done,
-                    "raypair.stopped_early": rec.status == "stopped"}
+                    "raypair.stopped_early": rec.status == "stopped", **self._placement(rec.key)}
             if rec.status in ("failed", "diverged", "infeasible"):
                 tags["raypair.error"] = (rec.end or {}).get("error", "?")
             self.tracker.set_tags(run_id, tags)
             self.tracker.end(run_id, want)
         self.proposer.tell(rec.key, rec.final(self.exp.metric), rec.status)
         self.closed.add(rec.key)
+
+    def _placement(self, key: str) -> dict[str, Any]:
+        """Where the trial ran: its Ray nodes and hosts, and how many attempts it took."""
+        workers = self.store(key).workers()
+        if not workers:
+            return {}
+        return {"raypair.nodes": ",".join(sorted({w["node_id"] for w in workers})),
+                "raypair.hosts": ",".join(sorted({w["host"] for w in workers})),
+                "raypair.attempts": len({(w.get("pid"), w.get("node_id")) for w in workers if w.get("rank") == 0})}
 
     def reconcile(self, known: dict[str, Record]) -> None:
         """On a resume, before any trial starts: every trial that ended in an earlier attempt is

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import ray
+import ray._private.ray_constants
 
 from raypair.config import ConfigError, RunConfigBase
 
@@ -22,33 +23,87 @@ def start_ray(address: Optional[str]) -> None:
         _init(address)
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
         lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-        raise ConfigError("--address" if address else "ray", f"Ray did not start: {lines[0][:300]}",
-                          address or "local") from None
+        why = lines[0][:300]
+        if "uthenticat" in str(e) or "auth token" in str(e).lower():
+            why += (" - the cluster uses token authentication: set RAY_AUTH_MODE=token here and give this"
+                    " machine the head's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
+        raise ConfigError("--address" if address else "ray", f"Ray did not start: {why}", address or "local") from None
+    if address:
+        res = ray.cluster_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        print(f"Ray: joined {os.environ['RAY_ADDRESS']} ({nodes} nodes, {res.get('CPU', 0):g} CPU, "
+              f"{res.get('GPU', 0):g} GPU)", flush=True)
 
 
 def _init(address: Optional[str]) -> None:
     import raypair
 
+    quiet = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
     if address:
-        # ship this raypair to the cluster so every node runs the same code as the driver
-        ray.init(address=address, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)]})
+        # One cluster, named once: "auto" is resolved here (Ray refuses when several run on this
+        # host), and every process of the job gets the address, so Ray Train's clean-up finds this
+        # cluster's state API rather than looking for "the" local Ray. The driver's raypair is
+        # shipped, so every node runs the same code.
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        gcs = canonicalize_bootstrap_address_or_die(address)
+        api = {"RAY_ADDRESS": gcs}
+        os.environ.update(api)
+        ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api},
+                 **quiet)
     else:
         # The dashboard process also serves the state API that Ray Train needs to clean up a trial
         # stopped early by ASHA; it listens on 127.0.0.1 only. Ray's processes find that API by
         # looking for "the" local Ray, which fails when another Ray runs on the host (a second
         # sweep): so its address is handed to every process of this job.
+        # Every process of a local Ray listens on 127.0.0.1 only (Ray's own switch for a one-machine
+        # Ray: its node address becomes the loopback one, so gRPC servers bind there, not on all
+        # interfaces); a cluster is joined with --address.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; ray is imported already
         port = _free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         os.environ.update(api)
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                 runtime_env={"env_vars": api},
-                 logging_level="warning", logging_config=ray.LoggingConfig(log_level="WARNING"))
+                 runtime_env={"env_vars": api}, **quiet)
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def check_shared(folder: Path) -> None:
+    """On a cluster, every node must see the experiment's folder at the same path (trials write
+    their store there, and a retried trial reads its checkpoint there on another node): one
+    zero-CPU task per alive node looks for a file the driver just wrote."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = folder / f".probe-{os.getpid()}"
+    probe.write_text("raypair")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(probe)) for n in nodes], timeout=120)
+    finally:
+        probe.unlink(missing_ok=True)
+    for node, ok in zip(nodes, seen):
+        if not ok:
+            raise ConfigError("--storage", f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]}) does not see "
+                              f"{folder}: on a cluster --storage must be a folder every node mounts at the same path "
+                              "(NFS or another shared file system)", str(folder.parent))
+
+
+def where(rank: int, resume: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """This worker's place in the cluster, for the trial store's ``workers.jsonl``."""
+    return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+            "host": socket.gethostname(), "pid": os.getpid(), "from_epoch": int((resume or {}).get("epoch", 0))}
 
 
 def pins(run: RunConfigBase) -> dict[str, Any]:

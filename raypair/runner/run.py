@@ -23,7 +23,7 @@ from ray import tune
 from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record
 from raypair.runner.book import Book, Progress, Recorder, TrialSearcher
-from raypair.runner.cluster import fit_concurrency, pins, start_ray, trial_resources
+from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray, trial_resources
 from raypair.runner.store import STATE_FILE, read_records, write_json
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
@@ -34,6 +34,8 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`store.prepare` found.
     Returns the MLflow parent run id and every trial's record."""
     start_ray(address)
+    if address:
+        check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
     book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))

@@ -7,7 +7,9 @@
   the epoch to anyone;
 - ``state.pt``: the latest checkpoint, replaced atomically after the epoch's line;
 - ``end.json``: how the trial ended (finished, stopped, infeasible, failed), written before the
-  trial is reported finished to MLflow or to the searcher.
+  trial is reported finished to MLflow or to the searcher;
+- ``workers.jsonl``: one line per worker and attempt: where it ran (Ray node, host, pid) and the
+  epoch it resumed from.
 
 So a driver killed at any instant leaves either a trial that ended (never run again; MLflow and
 the searcher are brought in line from the record on the next start) or one that continues from
@@ -98,6 +100,21 @@ class TrialStore:
             lines = f.read_text().splitlines(keepends=True)
             if len(lines) > good or (lines and not lines[-1].endswith("\n")):
                 f.write_text("".join(ln.rstrip("\n") + "\n" for ln in lines[:good]))
+
+    def note_worker(self, info: dict[str, Any]) -> None:
+        """Where one worker of one attempt runs (one short line, appended whole)."""
+        with open(self.folder / "workers.jsonl", "a") as f:
+            f.write(json.dumps(info, default=str) + "\n")
+
+    def workers(self) -> list[dict[str, Any]]:
+        f = self.folder / "workers.jsonl"
+        out = []
+        for line in f.read_text().splitlines() if f.exists() else []:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     def save_state(self, ckpt_folder: Optional[Path]) -> None:
         from raypair.loop import CKPT_FILE

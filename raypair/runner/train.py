@@ -19,6 +19,7 @@ from ray.train import FailureConfig, ScalingConfig
 
 from raypair.config import RunConfigBase, build_run, to_plain
 from raypair.loop import Dist, run_trial
+from raypair.runner.cluster import where
 from raypair.runner.store import TrialStore, store_report
 
 
@@ -33,6 +34,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         report, resume = (lambda metrics, folder: forward(metrics)), None
     else:
         report, resume = store_report(store, forward, dist.rank), store.state()
+        store.note_worker(where(dist.rank, resume))
     run_trial(cfg, report, resume=resume, dist=dist, device=ray.train.torch.get_device())
 
 

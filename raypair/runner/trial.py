@@ -52,8 +52,11 @@ def _train(cfg: Any, store: TrialStore, key: str, exp_dir: str) -> None:
                   callbacks=[TuneReportCallback()])
     else:
         from raypair.loop import run_trial
+        from raypair.runner.cluster import where
 
-        run_trial(cfg, store_report(store, tune.report), resume=store.state())
+        resume = store.state()
+        store.note_worker(where(0, resume))
+        run_trial(cfg, store_report(store, tune.report), resume=resume)
 
 
 def diverged(error: BaseException) -> Optional[str]:
