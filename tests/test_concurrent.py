@@ -55,11 +55,42 @@ def test_two_sweeps_at_once_on_one_new_storage(tmp_path):
     assert list((storage / "train_sweep" / "train").iterdir()), "the Train-backed sweep ran TorchTrainers"
 
 
-def test_a_sweep_against_a_real_tracking_server(tmp_path):
-    """``mlflow server`` on 127.0.0.1 (started here, stopped here): the sweep's runs, metrics and
-    config artifacts go through the server, artifacts into its proxied store, not the driver's disk."""
-    import socket
+def _serve(server_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+                             "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     import urllib.request
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not come up")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    deadline = time.time() + 30  # its children (uvicorn workers) go a moment later
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.2)
+        except ProcessLookupError:
+            return
+
+
+def test_a_sweep_against_a_real_tracking_server_restarted_mid_sweep(tmp_path):
+    """``mlflow server`` on 127.0.0.1 (started here, stopped here): the sweep's runs, metrics and
+    config artifacts go through the server, artifacts into its proxied store, not the driver's disk.
+    The server is stopped once the first epoch is logged and started again 10 s later: the sweep
+    waits for it (MLflow's client retries) and nothing is lost or logged twice."""
+    import socket
 
     from mlflow.tracking import MlflowClient
 
@@ -68,33 +99,37 @@ def test_a_sweep_against_a_real_tracking_server(tmp_path):
         port = s.getsockname()[1]
     server_dir = tmp_path / "server"
     server_dir.mkdir()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-                               "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    server = _serve(server_dir, port)
     uri = f"http://127.0.0.1:{port}"
+    client = MlflowClient(tracking_uri=uri)
+    storage = tmp_path / "runs"
+    sweep = subprocess.Popen([sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(storage),
+                              "--tracking-uri", uri, "--num-samples", "3", "--set", "epochs=4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        storage = tmp_path / "runs"
-        out = subprocess.run([sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(storage),
-                              "--tracking-uri", uri, "--num-samples", "2", "--set", "epochs=2"],
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        client = MlflowClient(tracking_uri=uri)
+        deadline = time.time() + 300
+        logged = False
+        while not logged and time.time() < deadline and sweep.poll() is None:
+            exp = client.get_experiment_by_name("quickstart")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            logged = any("val_acc" in r.data.metrics for r in runs)
+            time.sleep(0.3)
+        assert logged, "an epoch reached the server"
+        _stop(server)
+        assert sweep.poll() is None, "the sweep was still running when its server went away"
+        time.sleep(10)
+        server = _serve(server_dir, port)
+        out, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, out[-3000:]
         exp = client.get_experiment_by_name("quickstart")
         assert exp.artifact_location.startswith("mlflow-artifacts:"), exp.artifact_location
         children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-        assert len(children) == 2
+        assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
         for c in children:
             assert [a.path for a in client.list_artifacts(c.info.run_id)] == ["config.yaml"]
-            assert len(client.get_metric_history(c.info.run_id, "val_acc")) >= 1
+            done = int(c.data.tags["raypair.epochs_done"])
+            steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_acc"))
+            assert steps == list(range(1, done + 1)), (c.data.tags["raypair.trial_id"], steps)
         assert list((server_dir / "artifacts").rglob("config.yaml")), "artifacts are on the server's side"
         assert not (storage / "mlartifacts").exists() and not (storage / "mlflow.db").exists()
         rep = subprocess.run([sys.executable, "-m", "raypair", "report", "quickstart", "--storage", str(storage),
@@ -103,5 +138,6 @@ def test_a_sweep_against_a_real_tracking_server(tmp_path):
         parent = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags][0]
         assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, 9)
+        _stop(server)
