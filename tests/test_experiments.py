@@ -204,3 +204,19 @@ def test_a_trial_stopped_while_its_history_replays_keeps_what_it_trained(tmp_pat
         steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_acc")]
         assert steps == list(range(1, trained + 1)) and run.data.tags["raypair.epochs_done"] == str(trained)
         assert rec.status == ("stopped" if trained < 4 else "finished") and rec.final("val_acc") == trained / 10
+
+
+def test_the_best_trial_is_one_that_ended_well():
+    """A diverged or failed trial's early epochs are not a result: the best is picked among
+    finished and stopped trials only (None if there are none)."""
+    from raypair.experiments.base import best_record
+
+    rows = lambda *accs: [{"epoch": i + 1, "val_acc": a} for i, a in enumerate(accs)]  # noqa: E731
+    recs = [Record("t0", {}, None, rows(0.9), {"status": "diverged"}),
+            Record("t1", {}, None, rows(0.5, 0.6), {"status": "finished"}),
+            Record("t2", {}, None, rows(0.7), {"status": "stopped", "epochs": 1}),
+            Record("t3", {}, None, rows(0.95), {"status": "failed"}),
+            Record("t4", {}, None, rows(0.99))]  # still running
+    assert best_record(recs, "val_acc", "max").key == "t2"
+    assert best_record(recs, "val_acc", "min").key == "t1"
+    assert best_record(recs[:1] + recs[3:], "val_acc", "max") is None

@@ -151,26 +151,24 @@ def print_trials(exp: Any, records: list[Any]) -> int:
     """A line per trial (status, epochs, best value of the metric, its label), the counts, the best
     one. Exit code: 0 when every trial ended well (finished, stopped early or infeasible), 1 when
     some failed or diverged, or when no trial finished an epoch."""
-    from raypair.experiments.base import STATUSES, fmt_value
+    from raypair.experiments.base import STATUSES, best_record, fmt_value
 
     metric, mode = exp.metric, exp.mode
     print(f"\n{len(records)} trials of {exp.kind} {exp.name!r}:")
-    scored = []
+    lines = {}
     for rec in records:
-        best = rec.best(metric, mode)
         epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
         status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
-        line = f"  {status:9}  epochs={epochs:<3} {metric}={fmt_value(best):8}  {exp.describe(_trial(rec)).label}"
-        print(line)
-        if best is not None:
-            scored.append((best, line))
+        lines[rec.key] = (f"  {status:9}  epochs={epochs:<3} {metric}={fmt_value(rec.best(metric, mode)):8}  "
+                          f"{exp.describe(_trial(rec)).label}")
+        print(lines[rec.key])
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    if not scored:
-        print("raypair: no trial finished an epoch", file=sys.stderr)
+    best = best_record(records, metric, mode)  # among trials that ended well
+    if best is None:
+        print("raypair: no trial finished an epoch without failing or diverging", file=sys.stderr)
         return 1
-    best_val, line = (max if mode == "max" else min)(scored, key=lambda t: t[0])
-    print(f"best {metric} = {best_val:.4f}\n{line.strip()}")
+    print(f"best {metric} = {best.best(metric, mode):.4f}\n{lines[best.key].strip()}")
     return 1 if counts["failed"] or counts["diverged"] else 0
 
 

@@ -202,8 +202,9 @@ def read_base_run(path: Path, base: str) -> dict[str, Any]:
 
 
 def best_record(records: list[Record], metric: str, mode: str) -> Optional[Record]:
-    """The trial with the best value of ``metric`` over all its epochs, or None."""
-    scored = [(r.best(metric, mode), r) for r in records]
+    """The trial with the best value of ``metric`` over all its epochs, or None. Only trials that
+    ended well count: a diverged or failed trial's early epochs are not a result."""
+    scored = [(r.best(metric, mode), r) for r in records if r.status in ("finished", "stopped")]
     scored = [(v, r) for v, r in scored if v is not None]
     if not scored:
         return None
