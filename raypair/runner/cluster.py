@@ -19,6 +19,9 @@ def start_ray(address: Optional[str]) -> None:
     """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback."""
     if ray.is_initialized():
         return
+    if address and address.startswith("ray://"):
+        raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
+                          "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
     try:
         _init(address)
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
