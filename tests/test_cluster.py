@@ -213,3 +213,17 @@ def test_a_local_sweeps_ray_listens_on_loopback_only(tmp_path):
     ips = json.loads(ips_line)
     assert int(count_line) >= 5, "found Ray's listening ports (GCS, raylet, workers, dashboard...)"
     assert ips and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in ips), ips
+
+
+def test_an_address_where_no_ray_listens_is_one_line_at_once(tmp_path):
+    """Ray itself retries such an address for minutes; raypair says so in one line (exit 2)."""
+    port = _free_port()
+    out = _raypair(["tune", str(QUICK), "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "runs")],
+                   timeout=120)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raypair: error: --address: no Ray at"), lines
+    assert f"127.0.0.1:{port}" in lines[0]
+    client = _raypair(["tune", str(QUICK), "--address", "ray://127.0.0.1:10001", "--storage", str(tmp_path / "r")],
+                      timeout=120)
+    assert client.returncode == 2 and "Ray Client addresses are not supported" in client.stderr

@@ -23,7 +23,15 @@ def start_ray(address: Optional[str]) -> None:
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
     try:
-        _init(address)
+        try:
+            _init(address)
+        except Exception:
+            if address:
+                raise
+            ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
+            _init(address)
+    except ConfigError:
+        raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
         lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         why = lines[0][:300]
@@ -50,6 +58,7 @@ def _init(address: Optional[str]) -> None:
         from ray._private.services import canonicalize_bootstrap_address_or_die
 
         gcs = canonicalize_bootstrap_address_or_die(address)
+        _reachable(gcs, address)
         api = {"RAY_ADDRESS": gcs}
         os.environ.update(api)
         ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api},
@@ -64,11 +73,25 @@ def _init(address: Optional[str]) -> None:
         # interfaces); a cluster is joined with --address.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; ray is imported already
+        # a loaded host (another sweep, CI) starts Ray's processes slowly: wait longer than Ray's 30 s / 60 s
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+        ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = max(
+            180, ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S)
         port = _free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         os.environ.update(api)
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": api}, **quiet)
+
+
+def _reachable(gcs: str, address: str) -> None:
+    """Ray retries an address where nothing listens for minutes: a typo is told at once instead."""
+    host, _, port = gcs.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError("--address", f"no Ray at {gcs} ({e.strerror or e}): start the head with `ray start "
+                          "--head`, which prints the address to join", address) from None
 
 
 def _free_port() -> int:
