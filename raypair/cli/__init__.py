@@ -45,6 +45,9 @@ def _experiment(p: argparse.ArgumentParser, what: str, resume: str) -> None:
     _common(p)
     p.add_argument("--name", help=f"override the {what}'s name (its folder under --storage and MLflow experiment)")
     p.add_argument("--resume", action="store_true", help=resume)
+    p.add_argument("--verbose", action="store_true",
+                   help="a line per trial per epoch (default: a line per ended trial and a status block every 10 s "
+                        "on a terminal, 60 s in a log)")
 
 
 def parser() -> argparse.ArgumentParser:

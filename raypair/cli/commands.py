@@ -104,7 +104,8 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
     tracker = _tracker(args, storage, exp.experiment_name)
     from raypair.runner.run import run_experiment
 
-    _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address)
+    _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address,
+                                 verbose=args.verbose)
     return tracker, records, storage
 
 

@@ -133,6 +133,10 @@ class Experiment(abc.ABC):
     def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """The parent run's (tags, params, document): the document is logged as ``<kind>.yaml``."""
 
+    def planned_trials(self) -> Optional[int]:
+        """How many trials it runs in all, if known (the progress view's denominator)."""
+        return None
+
     def done(self, record: Record) -> bool:
         """Whether a recorded trial needs no more running (default: it ended in any way)."""
         return record.end is not None

@@ -75,6 +75,9 @@ class Ablation(Experiment):
             raise ConfigError("--variants", "not a variant of this invocation", params.get("variant"))
         return self.pair_run(params["variant"], int(params["seed"]))
 
+    def planned_trials(self) -> int:
+        return len(self.pairs())
+
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
         trials = [Trial(slug(v, s), {"variant": v, "seed": s}) for v, s in self.pairs()]
         return ListProposer(trials, self.done_keys(known))

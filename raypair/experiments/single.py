@@ -26,6 +26,9 @@ class SingleRun(Experiment):
     def run_of(self, params: dict[str, Any]) -> RunConfigBase:
         return build_run(self.run_raw)
 
+    def planned_trials(self) -> int:
+        return 1
+
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
         return ListProposer([Trial("run", {})], self.done_keys(known))
 

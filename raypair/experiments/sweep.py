@@ -64,6 +64,9 @@ class Sweep(Experiment):
         super().pin(values)
         self.run = build_run(self.run_raw)
 
+    def planned_trials(self) -> int:
+        return self.tune.num_samples
+
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
         from raypair.experiments import proposers
 

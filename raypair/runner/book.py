@@ -169,32 +169,6 @@ class Recorder(tune.Callback):
                                    {"raypair.retries": trial.num_failures, "raypair.last_error": last_line(trial)})
 
 
-class Progress(tune.Callback):
-    """One short line per new epoch and per trial end, instead of Ray's status tables."""
-
-    def __init__(self, book: Book) -> None:
-        self.book = book
-
-    def _label(self, trial: TuneTrial) -> str:
-        return self.book.describe(key_of(trial)).label
-
-    def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
-        if result.get("replayed") or "infeasible" in result:
-            return
-        metric = self.book.exp.metric
-        key = metric if metric in result else "val_acc"  # test_acc comes with the last epoch only
-        value = result.get(key)
-        shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"  {self._label(trial)} epoch {result.get('epoch')}: {key}={shown} "
-              f"({result.get('epoch_time_s', 0):.2f} s/epoch)", flush=True)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
-        print(f"  {self._label(trial)} ended after epoch {(trial.last_result or {}).get('epoch')}", flush=True)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
-        print(f"  {self._label(trial)} FAILED: {last_line(trial)} (log: {trial.error_file})", flush=True)
-
-
 class TrialSearcher(Searcher):
     """Tune's searcher over the experiment's :class:`Proposer`; each trial is opened in the Book
     (store, MLflow) before Tune starts it."""

@@ -22,7 +22,8 @@ from ray import tune
 
 from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record
-from raypair.runner.book import Book, Progress, Recorder, TrialSearcher
+from raypair.runner.book import Book, Recorder, TrialSearcher
+from raypair.runner.progress import Progress
 from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray, trial_resources
 from raypair.runner.store import STATE_FILE, read_records, write_json
 from raypair.runner.trial import trial_body
@@ -30,7 +31,7 @@ from raypair.tracking import Tracker
 
 
 def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], *,
-                   resume: bool, address: str | None = None) -> tuple[str, list[Record]]:
+                   resume: bool, address: str | None = None, verbose: bool = False) -> tuple[str, list[Record]]:
     """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`store.prepare` found.
     Returns the MLflow parent run id and every trial's record."""
     start_ray(address)
@@ -45,7 +46,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
           + (f", {todo} to continue" if todo else ""), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner: Progress prints the lines
     with _graceful_stop(book) as stop:
-        _tuner(exp, exp_dir, book).fit()
+        _tuner(exp, exp_dir, book, Progress(book, known.values(), verbose=verbose)).fit()
     records = list(read_records(exp_dir).values())
     for rec in records:
         if rec.key not in book.closed and rec.end is not None:
@@ -137,7 +138,7 @@ def _scheduler(exp: Experiment) -> Any:
                          reduction_factor=s.reduction_factor)
 
 
-def _tuner(exp: Experiment, exp_dir: Path, book: Book) -> tune.Tuner:
+def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tune.Tuner:
     attempt = 1 + sum(1 for _ in exp_dir.glob("tune-*"))
     trainable = tune.with_resources(tune.with_parameters(trial_body, experiment=exp, exp_dir=str(exp_dir)),
                                     _resources(exp))
@@ -149,6 +150,6 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book) -> tune.Tuner:
                                     max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,
-                                  callbacks=[Recorder(book), Progress(book)],
+                                  callbacks=[Recorder(book), progress],
                                   failure_config=tune.FailureConfig(max_failures=exp.max_failures)),
     )

@@ -1,0 +1,141 @@
+"""What the researcher sees while an experiment runs: how far along it is, what runs, what ended
+and how, the best so far. Never a line per trial per epoch unless asked (``--verbose``): a sweep
+of tens of trials of 200 epochs would print tens of thousands of them.
+
+- A line per trial that ends (its status, epochs, metric, and ``k/N ended``).
+- A status block every ``every_s`` seconds (10 s on a terminal, 60 s in a log): trials ended by
+  status, running, trial-epochs done of the planned total, elapsed and an upper-bound ETA (ASHA
+  stops trials early), the best so far with its knobs, and each running trial's epoch and metric.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any, Iterable, Optional, TextIO
+
+from ray import tune
+from ray.tune.experiment import Trial as TuneTrial
+
+from raypair.experiments.base import STATUSES, Record, fmt_value
+from raypair.runner.book import Book, key_of, last_line
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress(tune.Callback):
+    def __init__(self, book: Book, known: Iterable[Record] = (), verbose: bool = False,
+                 every_s: Optional[float] = None, out: Optional[TextIO] = None, clock: Any = time.monotonic) -> None:
+        self.book, self.verbose, self.clock = book, verbose, clock
+        self.out = out or sys.stdout
+        tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.every_s = every_s if every_s is not None else (10.0 if tty else 60.0)
+        exp = book.exp
+        planned = exp.planned_trials()
+        self.total_epochs = planned * exp.base_run.epochs if planned else None
+        self.planned = planned
+        self.running: dict[str, tuple[int, Optional[float]]] = {}  # key -> (epoch, metric)
+        self.ended: Counter[str] = Counter()
+        self.best: Optional[tuple[float, str]] = None
+        self.epochs_done = 0  # trial-epochs, replayed ones included
+        self.trained = 0  # trial-epochs trained by this driver (the rate for the ETA)
+        self.t0 = self.last = clock()
+        for rec in known:  # a resume: what earlier attempts did counts
+            if book.exp.done(rec):
+                self.ended[rec.status] += 1
+            self.epochs_done += len(rec.rows)
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _label(self, trial: TuneTrial) -> str:
+        return self.book.describe(key_of(trial)).label
+
+    def _metric(self, result: dict[str, Any]) -> tuple[str, Any]:
+        metric = self.book.exp.metric
+        key = metric if metric in result else "val_acc"  # test_acc comes with the last epoch only
+        return key, result.get(key)
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.book.exp.mode == "max" else value < self.best[0]
+
+    # ------------------------------------------------------------------------ Tune's calls
+    def on_trial_start(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        self.running.setdefault(key_of(trial).key, (0, None))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
+        if "infeasible" in result or "epoch" not in result:
+            return
+        key = key_of(trial).key
+        _, value = self._metric(result)
+        self.running[key] = (int(result["epoch"]), value if isinstance(value, (int, float)) else None)
+        if not result.get("replayed"):  # replayed epochs were counted from the store at the start
+            self.epochs_done += 1
+            self.trained += 1
+            if self.verbose:
+                shown = fmt_value(value)
+                self._print(f"  {self._label(trial)} epoch {result['epoch']}: {self._metric(result)[0]}={shown} "
+                            f"({result.get('epoch_time_s', 0):.2f} s/epoch)")
+        metric = self.book.exp.metric
+        if isinstance(result.get(metric), (int, float)) and result[metric] == result[metric] and self._better(result[metric]):
+            self.best = (float(result[metric]), self._label(trial))
+        self._maybe_status()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        self._ended(trial, f"{last_line(trial)} (log: {trial.error_file})")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._print(self.status())
+
+    # ------------------------------------------------------------------------------ lines
+    def _ended(self, trial: TuneTrial, error: Optional[str] = None) -> None:
+        key = key_of(trial).key
+        self.running.pop(key, None)
+        end = self.book.store(key).end() or {}
+        status = end.get("status") or ("failed" if error else "ended")
+        if self.book.stopping and not end:
+            status = "interrupted"
+        self.ended[status] += 1
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        name, value = self._metric(trial.last_result or {})
+        why = f": {error or end.get('error')}" if status in ("failed", "diverged", "infeasible") else ""
+        of = f"/{self.planned}" if self.planned else ""
+        self._print(f"  {self._label(trial)} {status} after epoch {epoch}, {name}={fmt_value(value)}"
+                    f"{why} [{sum(self.ended.values())}{of} ended]")
+        self._maybe_status()
+
+    def _maybe_status(self) -> None:
+        now = self.clock()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self._print(self.status())
+
+    def status(self) -> str:
+        elapsed = self.clock() - self.t0
+        counts = ", ".join(f"{self.ended[s]} {s}" for s in (*STATUSES, "interrupted") if self.ended[s])
+        of = f"/{self.planned}" if self.planned else ""
+        head = f"[{_clock(elapsed)}] {sum(self.ended.values())}{of} trials ended" + (f" ({counts})" if counts else "")
+        head += f", {len(self.running)} running"
+        if self.total_epochs:
+            pct = 100 * min(1.0, self.epochs_done / self.total_epochs)
+            head += f", {self.epochs_done}/{self.total_epochs} trial-epochs ({pct:.0f}%)"
+            left = self.total_epochs - self.epochs_done
+            if self.trained and left > 0:
+                head += f", ETA <= {_clock(elapsed / self.trained * left)}"
+        lines = [head]
+        if self.best is not None:
+            lines.append(f"  best {self.book.exp.metric}={self.best[0]:.4f}  {self.best[1]}")
+        for key, (epoch, value) in sorted(self.running.items()):
+            label = self.book.shown[key].label if key in self.book.shown else key
+            now = f"epoch {epoch}  {self.book.exp.metric}={fmt_value(value)}" if epoch else "starting"
+            lines.append(f"  running  {label}  {now}")
+        return "\n".join(lines)

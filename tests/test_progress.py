@@ -1,0 +1,97 @@
+"""The progress view's logic, driven by Tune's callback calls (stand-in trial objects, a real sweep
+and trial store, a fake clock): bounded output in a log, per-epoch lines only with --verbose, the
+counts, the best so far and an honest trial-epoch total."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray")
+
+from raypair.experiments.base import Record, Trial  # noqa: E402
+from raypair.experiments.sweep import load_sweep  # noqa: E402
+from raypair.runner.book import Book  # noqa: E402
+from raypair.runner.progress import Progress  # noqa: E402
+
+QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _drive(tmp_path: Path, verbose: bool, n: int = 16, epochs: int = 8, known: tuple = ()) -> tuple[str, Progress]:
+    """n trials of ``epochs`` epochs, two at a time, one second per epoch; trial 3 diverges at epoch 2."""
+    sweep = load_sweep(QUICK, ["epochs=%d" % epochs], num_samples=n)
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]
+    out, clock = io.StringIO(), Clock()
+    prog = Progress(book, known, verbose=verbose, every_s=60, out=out, clock=clock)
+    for i in range(len(known), n):
+        key = f"t{i:04d}"
+        trial = SimpleNamespace(config={"key": key, "params": {"optim.lr": 0.01 * (i + 1)}}, last_result=None,
+                                error_file=None)
+        book.store(key).create(Trial(key, trial.config["params"]), None)
+        prog.on_trial_start(0, [], trial)
+        last = 2 if i == 3 else epochs
+        for e in range(1, last + 1):
+            clock.t += 1
+            trial.last_result = {"epoch": e, "val_acc": i / 100 + e / 1000, "epoch_time_s": 1.0}
+            prog.on_trial_result(0, [], trial, trial.last_result)
+        book.store(key).finish("diverged" if i == 3 else "finished", epochs=last)
+        prog.on_trial_complete(0, [], trial)
+    prog.on_experiment_end([])
+    return out.getvalue(), prog
+
+
+def test_a_log_gets_a_line_per_ended_trial_and_a_status_now_and_then(tmp_path):
+    text, prog = _drive(tmp_path, verbose=False)
+    lines = text.splitlines()
+    assert not [ln for ln in lines if " epoch 1:" in ln], "no per-epoch lines"
+    ended = [ln for ln in lines if "ended]" in ln]
+    assert len(ended) == 16 and ended[-1].endswith("[16/16 ended]")
+    assert "t0003" in ended[3] and "diverged after epoch 2" in ended[3]
+    # 122 s of epochs at one block a minute (two), plus the last one: a bounded view
+    blocks = [ln for ln in lines if ln.startswith("[")]
+    assert len(blocks) == 3, blocks
+    assert len(lines) < 16 + 3 * 4
+    final = text.split("\n[")[-1]
+    assert final.startswith("02:02] 16/16 trials ended (15 finished, 1 diverged), 0 running, "
+                            "122/128 trial-epochs (95%)"), final
+    assert "best val_acc=0.1580" in final and "t0015" in final
+
+
+def test_verbose_keeps_the_per_epoch_lines(tmp_path):
+    text, _ = _drive(tmp_path, verbose=True)
+    assert len([ln for ln in text.splitlines() if ": val_acc=" in ln and " epoch " in ln]) == 15 * 8 + 2
+
+
+def test_a_status_block_shows_the_running_trials_and_an_eta(tmp_path):
+    sweep = load_sweep(QUICK, ["epochs=10"], num_samples=4)
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]
+    out, clock = io.StringIO(), Clock()
+    prog = Progress(book, verbose=False, every_s=60, out=out, clock=clock)
+    for k in ("t0000", "t0001"):
+        trial = SimpleNamespace(config={"key": k, "params": {}}, last_result=None, error_file=None)
+        prog.on_trial_start(0, [], trial)
+        clock.t += 5
+        prog.on_trial_result(0, [], trial, {"epoch": 1, "val_acc": 0.5 if k == "t0000" else 0.25})
+    status = prog.status()
+    assert status.splitlines()[0] == "[00:10] 0/4 trials ended, 2 running, 2/40 trial-epochs (5%), ETA <= 03:10"
+    assert "running  t0000  epoch 1  val_acc=0.5" in status and "running  t0001  epoch 1  val_acc=0.25" in status
+    assert "best val_acc=0.5000" in status
+
+
+def test_a_resume_counts_what_earlier_attempts_did(tmp_path):
+    done = [Record(f"t{i:04d}", {}, None, [{"epoch": e, "val_acc": 0.1} for e in range(1, 9)],
+                   {"status": "finished"}) for i in range(4)]
+    text, prog = _drive(tmp_path, verbose=False, known=tuple(done))
+    assert "[16/16 ended]" in text and "[5/16 ended]" in text.splitlines()[0]
+    assert prog.ended["finished"] == 16  # trial 3, which diverges in a fresh run, was done before
+    assert prog.epochs_done == 128 and prog.trained == 12 * 8
