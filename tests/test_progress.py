@@ -95,3 +95,36 @@ def test_a_resume_counts_what_earlier_attempts_did(tmp_path):
     assert "[16/16 ended]" in text and "[5/16 ended]" in text.splitlines()[0]
     assert prog.ended["finished"] == 16  # trial 3, which diverges in a fresh run, was done before
     assert prog.epochs_done == 128 and prog.trained == 12 * 8
+
+
+def test_status_reads_where_an_experiment_stands_from_its_store(tmp_path, capsys):
+    """``raypair status``: ended trials by status, the cut-off one and its epoch, the trials left
+    to start, the best so far; "running now" while a driver holds the folder."""
+    import json
+
+    from raypair.cli import main
+    from raypair.runner.store import _hold, _HELD, TrialStore
+
+    exp_dir = tmp_path / "runs" / "sw"
+    for key, epochs, end in (("t0000", 5, "finished"), ("t0001", 2, "stopped"), ("t0002", 2, None)):
+        store = TrialStore(exp_dir / "trials" / key)
+        store.create(Trial(key, {"optim.lr": 0.1}), None)
+        for e in range(1, epochs + 1):
+            store.append({"epoch": e, "val_acc": 0.1 * e + (0.05 if key == "t0001" else 0)})
+        if end:
+            store.finish(end, epochs=epochs)
+    (exp_dir / "experiment.json").write_text(json.dumps({"kind": "sweep", "name": "sw"}))
+    (exp_dir / "plan.json").write_text(json.dumps({"planned": 5, "epochs": 5, "metric": "val_acc", "mode": "max"}))
+    assert main(["status", "sw", "--storage", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("sweep 'sw': interrupted; 2/5 trials ended (1 finished, 1 stopped), 1 cut off or running, "
+                      "9/25 trial-epochs")
+    assert out[-2] == "best val_acc = 0.5000 (t0000)"
+    assert out[-1] == "--resume continues: t0002 (from epoch 2), 2 more trials to start"
+    _hold(exp_dir)
+    try:
+        assert main(["status", "--storage", str(tmp_path / "runs")]) == 0
+        assert capsys.readouterr().out.startswith("sweep 'sw': running now;")
+    finally:
+        _HELD.pop(exp_dir.resolve()).close()
+    assert main(["status", "nope", "--storage", str(tmp_path / "runs")]) == 2

@@ -95,6 +95,9 @@ def _tools(sub: Any) -> None:
     p.add_argument("--beta", type=float, help="previous epoch's train accuracy given to the epoch hook "
                    "(PairTraining's stages); implies --epoch 1 unless --epoch is given")
     p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
+    st = sub.add_parser("status", help="where an experiment stands, from its trial store (no Ray, no MLflow)")
+    st.add_argument("name", nargs="?", help="experiment name (default: list every experiment under --storage)")
+    st.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
     u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
     u.add_argument("--tracking-uri")

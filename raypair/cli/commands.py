@@ -237,3 +237,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raypair.cli.status import cmd_status as status
+
+    return status(args)

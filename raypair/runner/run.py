@@ -25,7 +25,7 @@ from raypair.experiments.base import Experiment, Record
 from raypair.runner.book import Book, Recorder, TrialSearcher
 from raypair.runner.progress import Progress
 from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray, trial_resources
-from raypair.runner.store import STATE_FILE, read_records, write_json
+from raypair.runner.store import PLAN_FILE, STATE_FILE, read_records, write_json
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
 
@@ -39,6 +39,8 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
         check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
+    write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
+                                     "metric": exp.metric, "mode": exp.mode})
     book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))
     book.reconcile(known)
     todo = sum(1 for r in known.values() if not exp.done(r))

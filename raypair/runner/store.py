@@ -28,6 +28,7 @@ from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record, Trial, config_hash
 
 STATE_FILE = "experiment.json"  # in the experiment's folder: kind, name, MLflow parent run
+PLAN_FILE = "plan.json"  # what the latest start planned: trials, epochs, metric (``raypair status``)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -206,6 +207,21 @@ def _hold(exp_dir: Path) -> None:
         raise ConfigError("name", f"another raypair process is running {exp_dir} now; wait for it, or "
                           "use --name NEW", exp_dir.name) from None
     _HELD[key] = f
+
+
+def is_running(exp_dir: Path) -> bool:
+    """Whether a driver holds the experiment's folder now (its lock is taken)."""
+    try:
+        f = open(exp_dir / ".lock", "r")
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def _read_json(path: Path) -> Any:
