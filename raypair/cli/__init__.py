@@ -102,7 +102,8 @@ def _tools(sub: Any) -> None:
     u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
     u.add_argument("--tracking-uri")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=int, default=5000, help="MLflow UI port; the Optuna dashboard takes the next one")
+    u.add_argument("--study", help="the sweep whose Optuna study to show (default: the newest sweep's)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

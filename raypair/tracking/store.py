@@ -74,7 +74,9 @@ class Tracker:
                 loc = None
                 if self.artifact_root:
                     loc = (Path(self.artifact_root).resolve() / self.experiment).as_uri()
-                self._exp_id = self.client.create_experiment(self.experiment, artifact_location=loc)
+                # MLflow 3's UI opens an experiment of this kind in its model-training view
+                self._exp_id = self.client.create_experiment(self.experiment, artifact_location=loc,
+                                                             tags={"mlflow.experimentKind": "custom_model_development"})
             else:
                 self._exp_id = exp.experiment_id
         return self._exp_id

@@ -1,0 +1,93 @@
+"""``raypair ui``: the MLflow UI of a store and, for a sweep, the Optuna dashboard of its study, both
+on 127.0.0.1 unless ``--host`` says otherwise. Each server runs in its own process group, and
+Ctrl-C or SIGTERM stops both groups whole (MLflow's UI starts helper processes that outlive a
+plain kill of its main process), so nothing is left running."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from raypair.config import ConfigError
+
+
+def study_db(storage: Path, name: Optional[str]) -> Optional[Path]:
+    """The Optuna study to show: ``--study NAME``'s, else the newest sweep's (None if no sweep)."""
+    if name is not None:
+        db = storage / name / "optuna.db"
+        if not db.is_file():
+            there = ", ".join(sorted(p.parent.name for p in storage.glob("*/optuna.db"))) or "none"
+            raise ConfigError("--study", f"no Optuna study of that name under {storage} (there: {there})", name)
+        return db
+    dbs = sorted(storage.glob("*/optuna.db"), key=lambda p: p.stat().st_mtime)
+    return dbs[-1] if dbs else None
+
+
+def _dashboard() -> Optional[str]:
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    return str(exe) if exe.exists() else None
+
+
+def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # browsing needs no job runners
+    servers: list[tuple[str, subprocess.Popen]] = []
+    mlflow = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+              "--port", str(args.port)]
+    servers.append((f"MLflow UI on http://{args.host}:{args.port} for {uri}",
+                    subprocess.Popen(mlflow, env=env, start_new_session=True)))
+    db = study_db(storage, args.study)
+    if db is not None:
+        exe = _dashboard()
+        if exe is None:
+            print(f"Optuna study {db}: pip install 'raypair[dashboard]' (optuna-dashboard) to browse it here",
+                  flush=True)
+        else:
+            port = args.port + 1
+            cmd = [exe, f"sqlite:///{db}", "--host", args.host, "--port", str(port)]
+            servers.append((f"Optuna dashboard on http://{args.host}:{port} for the study of sweep "
+                            f"{db.parent.name!r}", subprocess.Popen(cmd, env=env, start_new_session=True)))
+    for what, _ in servers:
+        print(what, flush=True)
+    print("Ctrl-C stops them.", flush=True)
+    stop: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop and all(p.poll() is None for _, p in servers):
+            time.sleep(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for _, p in servers:
+            _stop_group(p)
+    if stop:
+        return 0
+    died = next(what for what, p in servers if p.returncode not in (None, 0, -15))
+    print(f"raypair: error: ui: a server stopped: {died.split(' on ')[0]} (is the port taken?)", file=sys.stderr)
+    return 1
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    proc.poll()
