@@ -29,14 +29,18 @@ seventh, an ASSUMPTION).
 Invariants tested (tests/test_pair_training.py): stage/q at the thresholds; the pair-batch
 fraction matches alpha; D-Mask holes follow (n, L); D-Mix pastes exactly theta_eff of a
 different-class partner and the soft label weighs it exactly; omega scales the pair loss
-exactly; two_pass and joint return the x_z logits; two gloo ranks share beta.
+exactly; both gates weigh the pair loss alpha omega in expectation (per_sample: omega k / B
+exactly); two_pass and joint return the x_z logits; two gloo ranks share beta.
 
 ASSUMPTIONs (methods.md §5.3) and their switches (default first):
 - t1=0.25, t2=0.75 are FACT values, stage 3 iff beta >= t2 (inclusivity): ``t1``, ``t2``.
 - beta measured on x_z in train mode; x_z not augmented: ``aug`` (base; base+ pad-crop-flips x_z).
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
-  under DDP) | per_sample (Bernoulli rows; the whole batch is disturbed, so the partner comes from
-  all rows, only paired rows are forwarded, and their loss is the MEAN over the paired rows).
+  under DDP) | per_sample (Bernoulli(alpha) rows; the whole batch is disturbed, so the partner comes
+  from all rows, only paired rows are forwarded, and their loss is SUMMED over the paired rows and
+  divided by the batch size B). Both gates give the pair loss the same expected weight alpha omega
+  (per_batch: omega with probability alpha; per_sample: omega k / B with E[k] = alpha B); a mean
+  over the paired rows alone would weigh it omega whatever alpha (10x per_batch's at alpha 0.1).
 - RF before D-Mask / D-Mix: ``cumulative_rf`` (True).
 - D-Mask: ``a_min`` 0.0625, ``a_max`` 0.25, ``n_max`` 1; a hole keeps side L when L is odd.
 - D-Mix theta range 0.3-0.6 (FACT): ``theta_min``, ``theta_max``; label ``dmix_label`` soft | hard.
@@ -187,5 +191,7 @@ class PairTraining(Method):
         else:
             logits, logits_p = self.model(x), self.model(xp)
         lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self.omega
+        if self.cfg.gate == "per_sample":  # the sum over paired rows / B: E[weight] = alpha omega, as per_batch
+            lp = lp * (xp.shape[0] / x.shape[0])
         loss = (1.0 - w) * lz + w * lp if self.cfg.omega_convex else lz + w * lp
         return StepOut(loss, logits, logs)
