@@ -248,6 +248,8 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         last = epoch + 1 == cfg.epochs
         if last and test is not None:
             metrics.update(evaluate(method, test, amp, dist, prefix="test"))
+        elif last and info.eval_split == "test":  # val_fraction 0: val is the test split, tested at the end
+            metrics.update({"test" + k[3:]: v for k, v in metrics.items() if k.startswith("val_")})
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:
                 folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats, first_loss) \

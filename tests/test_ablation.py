@@ -53,6 +53,25 @@ def test_paper_numbers_parse():
         parse_paper_number("about 95")
 
 
+def test_paper_numbers_need_the_papers_protocol(tmp_path):
+    """A paper's number sits beside a model trained on the whole training set and tested at the
+    end; a validation hold-out (from the file, a variant, --set or the quick profile) is refused in
+    one line naming the field, and allowed where the file quotes no number (a tuning-style sweep)."""
+    msg = r"^data.val_fraction: must be 0 in an ablation that quotes paper numbers .* \(got 0.2\)$"
+    with pytest.raises(ConfigError, match=msg):
+        load_ablation(DIGITS, ["data.val_fraction=0.2"])
+    with pytest.raises(ConfigError, match=msg):
+        load_ablation(_write(tmp_path, _set("quick/set", {"data.val_fraction": 0.2})), quick=True)
+    with pytest.raises(ConfigError, match=r"\(variant 'cutmix'\)"):
+        load_ablation(_write(tmp_path, _set("variants/cutmix", {"data.val_fraction": 0.2})))
+    held = load_ablation(_write(tmp_path, _set("paper/values", {})), ["data.val_fraction=0.2"])
+    assert all(run.data.val_fraction == 0.2 for run in held.runs.values())
+    for path in FILES:  # every shipped file that quotes a number trains on all of train
+        ab = load_ablation(path)
+        if ab.paper is not None and ab.paper.values:
+            assert all(run.data.val_fraction == 0 for run in ab.runs.values()), path.name
+
+
 def test_factor_levels_combine_and_reference_is_per_row():
     ab = load_ablation(ROOT / "ablations" / "p3_table1_c10.yaml")
     assert len(ab.variants) == 20 and len(ab.pairs()) == 100
@@ -109,6 +128,7 @@ BAD = [
     (_set("variants/base+", {"model.name": "resnet_nope"}), "variants.base+.model.name: "),
     (_set("run/data/name", "cifar10"), "data"),  # RAYPAIR_DATA points to an empty folder
     (_set("tyop", 1), "tyop: unknown key"),
+    (_set("run/data/val_fraction", 0.2), "data.val_fraction: must be 0 in an ablation that quotes paper numbers"),
 ]
 
 

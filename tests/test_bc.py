@@ -18,8 +18,9 @@ INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 
                        name="cifar10")
 
 
-def make(seed: int = 0, info=INFO, pool=None, **knobs):
-    run = run_model().model_validate({"method": {"name": "bc", **knobs}, "model": {"name": "tiny_cnn"}})
+def make(seed: int = 0, info=INFO, pool=None, norm: bool = True, **knobs):
+    run = run_model().model_validate({"method": {"name": "bc", **knobs},
+                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": norm}}})
     torch.manual_seed(0)
     return build_method(run, info, pool=pool, generator_seed=seed)
 
@@ -170,3 +171,24 @@ def test_no_pool_dataset_pairing_uses_the_batch():
     x, y = torch.arange(8.0).reshape(8, 1, 1, 1).expand(8, 3, 8, 8), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     x2, y2, ok = m.pair(x, y)
     assert ok.all() and torch.equal(x2[:, 0, 0, 0].long() >= 4, y2 == 1)
+
+
+@pytest.mark.parametrize("label_mode", ["ratio", "major"])
+def test_clean_and_mixed_trains_the_clean_batch_and_the_mixed_batch(label_mode):
+    """P2s's expanded set: the B clean images (hard labels) and the B mixed examples of the same
+    draws, in one step; the loss is exactly the mean of the two halves' losses (a net without
+    BatchNorm, whose statistics would couple the halves)."""
+    x, y = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(8)
+    knobs = dict(pairing="batch", label_mode=label_mode, r_low=0.5)
+    both = make(seed=3, norm=False, train_set="clean_and_mixed", **knobs)
+    only = make(seed=3, norm=False, **knobs)  # the same network and generator seed
+    m, ref = both.mix(x, y), only.mix(x, y)
+    assert m.x.shape == (16, 3, 8, 8)
+    assert torch.equal(m.x[:8], both.prep(x)) and torch.equal(m.target[:8], F.one_hot(y, 10).float())
+    assert torch.equal(m.x[8:], ref.x) and torch.equal(m.target[8:], ref.target)
+    both.generator.manual_seed(3)
+    only.generator.manual_seed(3)
+    out, out_mixed = both(x, y), only(x, y)
+    clean = F.cross_entropy(both.model(both.prep(x)), y)
+    assert torch.allclose(out.loss, (clean + out_mixed.loss) / 2, atol=1e-5)
+    assert torch.allclose(out.logits, out_mixed.logits, atol=1e-5) and torch.equal(out.labels, out_mixed.labels)

@@ -45,6 +45,19 @@ def test_trains_and_reports_every_epoch(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch1", "epoch2", "epoch3"]
 
 
+def test_without_a_hold_out_the_test_split_is_reported_at_the_end():
+    """val_fraction 0 (the papers' protocol): the evaluation split is the test split, and the last
+    epoch's numbers are reported as test_* too (an ablation's test_acc); none before the end."""
+    rec = Recorder()
+    run_trial(digits_run(data={"name": "digits", "image_size": 16, "val_fraction": 0.0, "pad": 2}, epochs=2), rec)
+    first, last = rec.metrics
+    assert not any(k.startswith("test_") for k in first)
+    assert last["test_acc"] == last["val_acc"] and last["test_loss"] == last["val_loss"]
+    held = Recorder()
+    run_trial(digits_run(epochs=1), held)  # a hold-out: test_* is the separate test split's
+    assert "test_acc" in held.metrics[-1] and held.metrics[-1]["test_loss"] != held.metrics[-1]["val_loss"]
+
+
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     full = Recorder(tmp_path)
     run_trial(digits_run(), full)

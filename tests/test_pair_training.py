@@ -71,7 +71,7 @@ def test_config_checks_name_the_field():
     for bad in ("S9", ["rf", "dmask"], ["rf", "dmask", "mixup"]):
         with pytest.raises(ValidationError, match="must be a preset"):
             cfg_of(stage_ops=bad)
-    assert cfg_of().aug == "base" and pt.resolve_ops(cfg_of().stage_ops) == ("rf", "dmask", "dmix")
+    assert cfg_of().aug == "base+" and pt.resolve_ops(cfg_of().stage_ops) == ("rf", "dmask", "dmix")
     assert cfg_of(stage_ops=["none", "dmask", "dmask"]).inactive() == {"theta_min", "theta_max", "dmix_label"}
     assert cfg_of(stage_ops="S1").inactive() >= {"omega", "alpha_mode", "t1", "theta_min", "a_min"}
     assert cfg_of(stage_ops="cutout").inactive() == {"cumulative_rf", "a_min", "a_max", "n_max", "theta_min",
@@ -161,15 +161,46 @@ def test_omega_scales_the_pair_loss_exactly(knobs):
     m0 = make(0.9, seed=5, omega=0.0, **base)
     m1 = make(0.9, seed=5, omega=0.7, **base)  # the same network as m0's
     l0, l1 = m0(x, y).loss, m1(x, y).loss
-    if knobs:  # per_sample: the mask, then the whole batch disturbed; the mean over paired rows
+    if knobs:  # per_sample: the mask, then the whole batch disturbed; the sum over paired rows / B
         rows = torch.rand(8, generator=m1.generator.manual_seed(5)) < m1.alpha  # alpha = q = 0.6
         assert 0 < rows.sum() < 8
         p = m1.mix(x, y)
-        lp = soft_cross_entropy(m1.model(p.x[rows]), p.target[rows])
+        lp = soft_cross_entropy(m1.model(p.x[rows]), p.target[rows]) * rows.sum() / 8
     else:
         p = replay(m1, x, y, 5)
         lp = soft_cross_entropy(m1.model(p.x), p.target)
     assert torch.allclose(l1 - l0, 0.7 * lp, atol=1e-5)
+
+
+def test_both_gates_weigh_the_pair_loss_alpha_omega():
+    """With every logit 0 each row's loss is exactly log K, so (loss - log K) / log K is the pair
+    loss's weight: per_batch omega or 0, per_sample omega k / B exactly (k paired rows of B). Both
+    average alpha omega (alpha = 0.1 here); a mean over the paired rows would give per_sample omega
+    whenever one row is paired (about 0.65 omega at B = 10)."""
+    b, n, log_k, omega = 10, 300, math.log(10), 0.5
+    x, y = torch.randn(b, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(b)
+    weights = {}
+    for gate in ("per_batch", "per_sample"):
+        m = make(0.025, stage_ops="rf", gate=gate, omega=omega)  # stage 1, q = alpha = 0.1
+        assert m.alpha == pytest.approx(0.1)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.zero_()
+            ws = []
+            for seed in range(n):
+                m.generator.manual_seed(seed)
+                out = m(x, y)
+                w = (float(out.loss) - log_k) / log_k
+                if gate == "per_sample":  # the same draw the gate made: k rows of b
+                    k = int((torch.rand(b, generator=torch.Generator().manual_seed(seed)) < m.alpha).sum())
+                    assert w == pytest.approx(omega * k / b, abs=1e-6) and float(out.logs["pair"]) == pytest.approx(k / b)
+                else:
+                    assert w == pytest.approx(omega, abs=1e-6) or w == pytest.approx(0.0, abs=1e-6)
+                ws.append(w)
+        weights[gate] = sum(ws) / n
+    # the per-draw weights are exact; their means sit within 4 sigma of alpha omega
+    assert abs(weights["per_batch"] - 0.1 * omega) <= 4 * omega * math.sqrt(0.1 * 0.9 / n)
+    assert abs(weights["per_sample"] - 0.1 * omega) <= 4 * omega * math.sqrt(0.1 * 0.9 / (n * b))
 
 
 def test_omega_mode_beta_and_convex():

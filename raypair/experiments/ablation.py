@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from raypair.config import (ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at, from_validation,
                             parse_override, read_yaml, set_path, to_plain)
 from raypair.experiments.base import check_metric, read_base_run
-from raypair.experiments.pairs import Ablation, Overrides, PaperRef, Variant, from_plain, parse_paper_number, slug
+from raypair.experiments.pairs import (Ablation, Overrides, PaperRef, Variant, check_paper_protocol, from_plain,
+                                       parse_paper_number, slug)
 from raypair.experiments.sweep import check_read
 
 __all__ = ["Ablation", "AblationFile", "PaperRef", "Variant", "from_plain", "load_ablation", "parse_paper_number",
@@ -106,6 +107,7 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
                   {n: variants[n] for n in keep}, list(seeds or chosen_seeds), spec.metrics, spec.mode,
                   max_conc, reference, spec.paper, path, quick)
     _check(ab, spec, variants)
+    check_paper_protocol(ab)  # a paper's number beside ours: the paper's protocol (pairs.py)
     return ab
 
 

@@ -139,6 +139,22 @@ class Ablation(Experiment):
                 "paper": self.paper.model_dump() if self.paper else None}
 
 
+def check_paper_protocol(ab: Ablation) -> None:
+    """An ablation that prints a paper's numbers (``paper.values``) trains as the papers did: on the
+    whole training set, tested once at the end (``data.val_fraction: 0``: the loop then evaluates
+    on the test split and reports the last epoch's as ``test_*``). Holding out a validation split
+    would put a number from 80% of the data beside the paper's; validation splits are for tuning
+    sweeps. Raises a one-line ConfigError naming the field otherwise."""
+    if ab.paper is None or not ab.paper.values:
+        return
+    for name, run in ab.runs.items():
+        if run.data.val_fraction > 0:
+            raise ConfigError("data.val_fraction", f"must be 0 in an ablation that quotes paper numbers "
+                              f"(paper.values): the papers train on the whole training set and test at the "
+                              f"end; validation splits are for tuning sweeps (variant {name!r})",
+                              run.data.val_fraction)
+
+
 def slug(variant: str, seed: int) -> str:
     """A pair's trial key (and folder name): ``cutmix/s1`` -> ``cutmix__s1``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.replace("+", "plus").replace("/", "__")) + f"__s{seed}"

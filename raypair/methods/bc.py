@@ -8,7 +8,15 @@ per-image std, on images zero-mean preprocessed ``(pix - mean_i(pix) - m_c) / s_
 P2's table) at train AND test time (``eval_logits``).
 ``label_mode: ratio`` (P2): ``t = r Y1 + (1 - r) Y2``, loss ``KL(t || softmax f(x))``;
 ``label_mode: major`` (P2s, with ``r_low: 0.5``): the hard label of the larger-ratio image, CE.
-Train top-1 is ``argmax f(x) == argmax t``. Logs: ``r_mean``, ``no_partner`` (rows left unmixed).
+Train top-1 is ``argmax f(x) == argmax t`` (on the mixed rows). Logs: ``r_mean``, ``no_partner``
+(rows left unmixed).
+``train_set: mixed`` (P2, default): every example is a mixed pair. ``clean_and_mixed`` (P2s: the
+BC images "are mixed with the unaugmented training set to expand our training dataset"): each step
+trains the batch's B clean images (hard labels, through the same preprocessing) and its B mixed
+examples in one forward of 2B rows, the loss the mean over all 2B, so an epoch covers the expanded
+set (N clean + N mixed examples) once. P2s does not say how its batches were formed (ASSUMPTION):
+a loader over the expanded set would take 2N/B' steps of B' rows; set ``batch_size`` to B'/2 to
+match that (bc_student.yaml does).
 Pairing: ``dataset`` (P2, default): x2 drawn uniformly with replacement from the whole training
 set (``pool.draw``, independently augmented), re-drawn until its label differs; ``batch``: in-batch
 ``diffclass`` partner. Without a pool the batch stands in for the training set (``batch_draw``).
@@ -16,10 +24,12 @@ set (``pool.draw``, independently augmented), re-drawn until its label differs; 
 Invariants tested (tests/test_bc.py): partners always have another label (both pairings); BC+
 equals its formula and is symmetric under (x1, x2, r) <-> (x2, x1, 1 - r); ratio rows sum to 1 and
 carry r; major picks the larger-ratio label; r >= r_low; eval applies the zero-mean preprocessing;
-the KL loss is finite with zeros in the targets.
+the KL loss is finite with zeros in the targets; clean_and_mixed trains exactly the clean batch and
+the mixed batch, the loss their mean.
 
 ASSUMPTIONs (methods.md §3.2) and their switches:
 - ``r_eps`` (1e-6): r is clamped to [r_eps, 1 - r_eps].
+- ``train_set`` (mixed): P2s's expanded set is ``clean_and_mixed``, its batching an ASSUMPTION (above).
 - ``pairing: batch`` is the fast in-batch variant; a row with no other label in the batch (and, in
   either pairing, a row whose draw never left its class) keeps r = 1, i.e. is not mixed.
 - ``plus_stats`` (paper): P2's BC+ table for CIFAR-10/100; other datasets (and ``derived``) take
@@ -41,7 +51,7 @@ from torch import Tensor
 from raypair.config import MethodConfig
 from raypair.methods.base import METHODS, Method, Mixed, StepOut
 from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
-from raypair.ops.losses import kl_loss, soft_cross_entropy
+from raypair.ops.losses import kl_loss, one_hot, soft_cross_entropy
 from raypair.ops.mixing import bc_mix, partner, sample_uniform
 from raypair.ops.pairing import batch_draw
 
@@ -54,6 +64,7 @@ class BcConfig(MethodConfig):
     pairing: Literal["dataset", "batch"] = "dataset"
     r_eps: float = Field(1e-6, gt=0.0, lt=0.5)  # ASSUMPTION: clamp of r
     plus_stats: Literal["paper", "derived"] = "paper"  # ASSUMPTION for datasets outside P2's table
+    train_set: Literal["mixed", "clean_and_mixed"] = "mixed"  # clean_and_mixed: P2s's expanded set
 
     def inactive(self) -> set[str]:
         return {"plus_stats"} if self.variant == "bc" else set()
@@ -95,13 +106,18 @@ class Bc(Method):
         r = torch.where(ok, r.clamp(cfg.r_eps, 1.0 - cfg.r_eps), torch.ones_like(r))
         mixed = bc_mix(self.prep(x), self.prep(x2), r, plus=cfg.variant == "bc+")
         target = bc_target(y, y2, r, self.info.num_classes, cfg.label_mode)
-        return Mixed(mixed, target, {"r_mean": r.mean(), "no_partner": (~ok).float().mean()})
+        logs = {"r_mean": r.mean(), "no_partner": (~ok).float().mean()}
+        if cfg.train_set == "clean_and_mixed":  # [clean rows; mixed rows]: 2B examples
+            mixed = torch.cat([self.prep(x), mixed])
+            target = torch.cat([one_hot(y, self.info.num_classes), target])
+        return Mixed(mixed, target, logs)
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
         m = self.mix(x, y)
         logits = self.model(m.x)
         loss = kl_loss(logits, m.target) if self.cfg.label_mode == "ratio" else soft_cross_entropy(logits, m.target)
-        return StepOut(loss, logits, m.logs, labels=m.target.argmax(1))
+        logits, target = logits[-len(y):], m.target[-len(y):]  # train top-1 on the B mixed rows
+        return StepOut(loss, logits, m.logs, labels=target.argmax(1))
 
     @torch.no_grad()
     def eval_logits(self, x: Tensor) -> dict[str, Tensor]:

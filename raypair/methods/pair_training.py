@@ -1,7 +1,8 @@
 """PairTraining (P0: Shi, Zhao, Yao, AI Communications 36(2):111-126, 2023; methods.md §5).
 
-Every step trains on the original ``x_z`` (the deterministic image: ``aug: base``) and, on a pair
-batch, a disturbed copy ``x_p`` through the same network:
+Every step trains on the original ``x_z`` (the training image as normal training sees it:
+``aug: base+``, pad-crop-flipped by the loader) and, on a pair batch, a disturbed copy ``x_p``
+(made from that ``x_z``) through the same network:
     L = CE(f(x_z), y) + omega * sce(f(x_p), T_p)    (pair batch; plain CE(f(x_z), y) otherwise)
 ``beta`` = last epoch's train top-1 on ``x_z`` (the loop's all-reduced ``train_acc``, 0 in the first
 epoch) picks the stage (3 iff beta >= t2, 2 iff t1 <= beta < t2, else 1) and the progress q in
@@ -29,14 +30,23 @@ seventh, an ASSUMPTION).
 Invariants tested (tests/test_pair_training.py): stage/q at the thresholds; the pair-batch
 fraction matches alpha; D-Mask holes follow (n, L); D-Mix pastes exactly theta_eff of a
 different-class partner and the soft label weighs it exactly; omega scales the pair loss
-exactly; two_pass and joint return the x_z logits; two gloo ranks share beta.
+exactly; both gates weigh the pair loss alpha omega in expectation (per_sample: omega k / B
+exactly); two_pass and joint return the x_z logits; two gloo ranks share beta.
 
 ASSUMPTIONs (methods.md §5.3) and their switches (default first):
 - t1=0.25, t2=0.75 are FACT values, stage 3 iff beta >= t2 (inclusivity): ``t1``, ``t2``.
-- beta measured on x_z in train mode; x_z not augmented: ``aug`` (base; base+ pad-crop-flips x_z).
+- beta measured on x_z in train mode.
+- x_z gets normal training's augmentation: ``aug`` base+ (pad 4, crop, flip; default) | base (the
+  un-augmented image). Follows P0's "the random crop and random horizontal flip has little effect on
+  training results", which only holds if normal training already crops and flips; so Table 4's
+  strategy 1 (``stage_ops: S1``) is ERM with base+. Under base+ the stage ops disturb the already
+  cropped x_z, so RF's shift compounds with the loader's (up to 2 x pad, per axis).
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
-  under DDP) | per_sample (Bernoulli rows; the whole batch is disturbed, so the partner comes from
-  all rows, only paired rows are forwarded, and their loss is the MEAN over the paired rows).
+  under DDP) | per_sample (Bernoulli(alpha) rows; the whole batch is disturbed, so the partner comes
+  from all rows, only paired rows are forwarded, and their loss is SUMMED over the paired rows and
+  divided by the batch size B). Both gates give the pair loss the same expected weight alpha omega
+  (per_batch: omega with probability alpha; per_sample: omega k / B with E[k] = alpha B); a mean
+  over the paired rows alone would weigh it omega whatever alpha (10x per_batch's at alpha 0.1).
 - RF before D-Mask / D-Mix: ``cumulative_rf`` (True).
 - D-Mask: ``a_min`` 0.0625, ``a_max`` 0.25, ``n_max`` 1; a hole keeps side L when L is odd.
 - D-Mix theta range 0.3-0.6 (FACT): ``theta_min``, ``theta_max``; label ``dmix_label`` soft | hard.
@@ -69,7 +79,7 @@ PAIR_KNOBS = {"t1", "t2", "alpha_mode", "gate", "omega", "omega_mode", "omega_co
 
 class PairTrainingConfig(MethodConfig):
     name: Literal["pair_training"] = "pair_training"
-    aug: Literal["base", "base+"] = "base"  # x_z is the deterministic image
+    aug: Literal["base", "base+"] = "base+"  # x_z is augmented as in normal training (P0: RF "has little effect")
     stage_ops: Union[Preset, tuple[Op, Op, Op]] = "S8"  # a preset or the ops of stages 1, 2, 3
     t1: float = Field(0.25, gt=0.0, lt=1.0)
     t2: float = Field(0.75, gt=0.0, lt=1.0)
@@ -187,5 +197,7 @@ class PairTraining(Method):
         else:
             logits, logits_p = self.model(x), self.model(xp)
         lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self.omega
+        if self.cfg.gate == "per_sample":  # the sum over paired rows / B: E[weight] = alpha omega, as per_batch
+            lp = lp * (xp.shape[0] / x.shape[0])
         loss = (1.0 - w) * lz + w * lp if self.cfg.omega_convex else lz + w * lp
         return StepOut(loss, logits, logs)
