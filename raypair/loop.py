@@ -1,6 +1,6 @@
 """The one training loop. It imports torch and raypair only: never Ray, MLflow or the CLI.
 
-``run_trial(cfg, report)`` trains ``cfg.epochs`` epochs and calls ``report(metrics, ckpt_dir)``
+``run_trial(cfg, report)`` trains ``cfg.total_epochs`` epochs and calls ``report(metrics, ckpt_dir)``
 once per epoch on every worker (``ckpt_dir`` is a temporary folder, valid during the call, on
 rank 0 at checkpoint epochs, else None). Ray Train, Ray Tune, benchmarks and tests all drive
 this same function through their own ``report``.
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig
 from raypair.data import DeviceLoader, load_splits
 from raypair.methods import Method, build_method
+from raypair.ops.pairing import cycle_partners
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
 CKPT_FILE = "state.pt"
@@ -134,22 +135,31 @@ def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.opti
 
 
 @torch.no_grad()
-def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix: str = "val") -> dict[str, float]:
+def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix: str = "val",
+             seed: int = 0) -> dict[str, float]:
+    """Each ``eval_logits`` head's loss, top-1 (and top-5) over the split; a method with ``eval_pairs``
+    also gets the split paired by ``seed`` (the same pairs and ratios at every call) and each of its
+    per-pair values' mean as ``{prefix}_{name}``."""
     method.eval()
     dev = next(method.parameters()).device
+    paired = type(method).eval_pairs is not Method.eval_pairs
+    partners = loader.reordered(cycle_partners(len(loader.y), seed)).epoch(0) if paired else None
+    gen = torch.Generator(dev).manual_seed(seed)
     names: list[str] = []
-    sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; then n
+    pair_names: list[str] = []
+    sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; per pair metric: its sum; then n
     for x, y in loader.epoch(0):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             heads = method.eval_logits(x)
-        names = list(heads)
+            pairs = method.eval_pairs(x, y, *next(partners), gen) if partners is not None else {}
+        names, pair_names = list(heads), list(pairs)
         row = []
         for logits in heads.values():
             logits = logits.float()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             row += [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
                     (top == y[:, None]).any(1).sum()]
-        row.append(torch.tensor(y.shape[0], device=dev))
+        row += [v.double().sum() for v in pairs.values()] + [torch.tensor(y.shape[0], device=dev)]
         vals = torch.stack([r.double() for r in row])
         sums = vals if sums is None else sums + vals
     assert sums is not None, "the evaluation split is empty"
@@ -165,6 +175,7 @@ def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix
             out[f"{prefix}_loss"], out[f"{prefix}_acc"] = out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"]
             if k > 5:
                 out[f"{prefix}_acc5"] = out[f"{prefix}_acc5{tag}"]
+    out.update({f"{prefix}_{name}": flat[3 * len(names) + i] / n for i, name in enumerate(pair_names)})
     return out
 
 
@@ -232,7 +243,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     amp = device.type == "cuda"
     spe = len(train)
     metrics: dict[str, float] = {}
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, cfg.total_epochs):
         lr = group_lr(cfg.schedule, spe, cfg.epochs, method.on_epoch_start(epoch, cfg.epochs, stats))
         t0 = time.perf_counter()
         stats, step = train_epoch(net, method, train.epoch(epoch), opt, lr, step, amp, dist)
@@ -242,14 +253,21 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         if not math.isfinite(stats["train_loss"]):
             raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
         first_loss = stats["train_loss"] if epoch == 0 else first_loss
-        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist),
+        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=cfg.seed),
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0,
                    "eval_time_s": time.perf_counter() - t1}
-        last = epoch + 1 == cfg.epochs
+        last = epoch + 1 == cfg.total_epochs
         if last and test is not None:
-            metrics.update(evaluate(method, test, amp, dist, prefix="test"))
+            metrics.update(evaluate(method, test, amp, dist, prefix="test", seed=cfg.seed))
         elif last and info.eval_split == "test":  # val_fraction 0: val is the test split, tested at the end
             metrics.update({"test" + k[3:]: v for k, v in metrics.items() if k.startswith("val_")})
+        if epoch + 1 == cfg.epochs < cfg.total_epochs:  # the state the method's extra epochs start from
+            pre = {k: v for k, v in metrics.items() if k.startswith("val_")}
+            if test is not None:
+                pre.update(evaluate(method, test, amp, dist, prefix="test", seed=cfg.seed))
+            elif info.eval_split == "test":
+                pre.update({"test" + k[3:]: v for k, v in list(pre.items())})
+            metrics.update({f"{k}_pre_ft": v for k, v in pre.items()})
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:
                 folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats, first_loss) \

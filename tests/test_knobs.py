@@ -5,6 +5,7 @@ the logits, the logs, the epoch's constant learning rate or the evaluation logit
 Fields a config reports as inactive are refused by the search-space checker instead."""
 from __future__ import annotations
 
+import itertools
 import types
 import typing
 from typing import Any, Iterator
@@ -20,7 +21,7 @@ from raypair.methods import METHODS, build_method
 INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
                              std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
 SKIP = {"name", "aug"}  # aug is applied by the loader (tests/test_loop.py checks it reaches it)
-EPOCHS = 12  # phases such as 10 fine-tuning epochs still leave mixing epochs
+EPOCHS = 12  # the run's epochs; a fine-tuning phase follows them
 
 
 def _bounds(field: Any) -> tuple[float, float]:
@@ -84,13 +85,14 @@ def build(method_cfg: dict[str, Any]):
 
 
 def steps(method_cfg: dict[str, Any]) -> Iterator[Any]:
-    """Per epoch: loss, logits, logs, the epoch's constant lr and evaluation logits on a fixed batch."""
+    """Per epoch: loss, logits, logs, the epoch's constant lr and evaluation logits on a fixed batch,
+    over the run's ``EPOCHS`` and any the method trains after them (a fine-tuning phase)."""
     built = build(method_cfg)
     assert built is not None
-    _, m = built
+    cfg, m = built
     gx = torch.Generator().manual_seed(2)
     x, y = torch.randn(8, 3, 32, 32, generator=gx), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
-    for e in range(EPOCHS):
+    for e in range(EPOCHS + cfg.extra_epochs()):
         lr = m.on_epoch_start(e, EPOCHS, {"train_acc": e / (EPOCHS - 1), "train_loss": 2.0 - 0.1 * e})
         m.generator.manual_seed(100 + e)
         m.train()
@@ -114,8 +116,9 @@ def same(a: Any, b: Any) -> bool:
 
 
 def differs(ctx_a: dict[str, Any], ctx_b: dict[str, Any]) -> bool:
-    """Whether two configs train differently in some epoch; stops at the first difference."""
-    return any(not same(a, b) for a, b in zip(steps(ctx_a), steps(ctx_b)))
+    """Whether two configs train differently in some epoch, or for a different number of epochs (a
+    fine-tuning phase after the run's); stops at the first difference."""
+    return any(a is None or b is None or not same(a, b) for a, b in itertools.zip_longest(steps(ctx_a), steps(ctx_b)))
 
 
 def contexts(name: str, knob: str) -> list[dict[str, Any]]:

@@ -121,3 +121,25 @@ def test_method_aug_reaches_the_loader():
         first[aug] = next(iter(train.epoch(0)))
     assert torch.equal(first["base"][1], first["base+"][1])  # same samples
     assert not torch.equal(first["base"][0], first["base+"][0])  # padded, cropped, flipped
+
+
+def test_finetuning_follows_the_runs_epochs_and_records_the_state_it_starts_from():
+    """P1 §5.5 fine-tunes after mixup training: the fine-tuned run is the original run (same mixing
+    epochs, same lr schedule) plus ERM epochs from its final state, whose metrics it keeps as ``*_pre_ft``."""
+    sched = {"name": "multistep", "milestones": [0.5], "milestone_unit": "fraction", "gamma": 0.1}
+    runs = {}
+    for ft in (0, 2):
+        rec = Recorder()
+        run_trial(digits_run(method={"name": "mixup", "ft_epochs": ft, "ft_lr": 0.003}, schedule=sched,
+                             epochs=2), rec)
+        runs[ft] = rec.metrics
+    original, tuned = runs[0], runs[2]
+    assert [r["epoch"] for r in original] == [1, 2] and [r["epoch"] for r in tuned] == [1, 2, 3, 4]
+    keys = ("train_loss", "val_acc", "val_top2", "lr", "ft")
+    for a, b in zip(original, tuned[:2]):  # the mixing epochs are the original run's, lr included
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert [r["lr"] for r in tuned] == [0.2, 0.2 * 0.1, 0.003, 0.003] and [r["ft"] for r in tuned] == [0, 0, 1, 1]
+    assert tuned[1]["val_acc_pre_ft"] == original[1]["val_acc"]
+    assert tuned[1]["val_top2_pre_ft"] == original[1]["val_top2"]
+    assert tuned[1]["test_acc_pre_ft"] == original[1]["test_acc"]  # the original's result, within the tuned run
+    assert "test_acc" not in tuned[1] and "test_acc" in tuned[3] and "test_acc_pre_ft" not in tuned[3]

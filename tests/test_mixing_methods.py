@@ -93,7 +93,7 @@ def test_original_mixup_shares_one_beta_lambda_and_its_loss_is_the_mixup_criteri
     expect = lam * F.cross_entropy(out.logits, Y) + (1 - lam) * F.cross_entropy(out.logits, Y[j])
     assert torch.allclose(out.loss, expect, atol=1e-6)
     assert torch.equal(out.labels, mixed.target.argmax(1))
-    top2, top2_all = top2_hits(out.logits, mixed.target)
+    top2, top2_all = top2_hits(out.logits, Y, Y[j], lam)
     assert out.logs["top2"] == top2.float().mean() and out.logs["top2_all"] == top2_all.float().mean()
 
 
@@ -115,10 +115,11 @@ def test_mixup_partner_rules(rule, expect):
 
 def test_mixup_inactive_knobs():
     cfg = lambda **kw: run_model().model_validate({"method": {"name": "mixup", **kw}, "epochs": 9}).method  # noqa: E731
-    assert cfg().inactive() == {"r_x", "r_l", "shared", "ft_lr"}
-    assert cfg(lam="range").inactive() == {"alpha", "ft_lr"}
-    assert cfg(lam="range", r_x=0.0).inactive() == {"alpha", "shared", "ft_lr"}
-    assert cfg(lam="range", ft_epochs=5).inactive() == {"alpha"}
+    assert cfg().inactive() == {"r_x", "r_l", "shared", "ft_lr", "top2_tie"}
+    assert cfg(lam="range").inactive() == {"alpha", "ft_lr", "top2_tie"}
+    assert cfg(lam="range", r_x=0.0).inactive() == {"alpha", "shared", "ft_lr", "top2_tie"}
+    assert cfg(lam="range", ft_epochs=5).inactive() == {"alpha", "top2_tie"}
+    assert cfg(lam="range", r_l=0.0).inactive() == {"alpha", "shared", "ft_lr"}  # mixup-X: labels tie
 
 
 @pytest.mark.parametrize("method, space, bad", [
@@ -141,33 +142,91 @@ def test_sweeping_a_knob_the_mode_does_not_read_is_refused(tmp_path, method, spa
 
 
 def test_top2_hits_on_hand_made_logits():
-    t = torch.zeros(6, 4)
-    t[0, 0], t[0, 2] = 0.7, 0.3  # first 0, then 2
-    t[1, 0], t[1, 2] = 0.7, 0.3
-    t[2, 0], t[2, 2] = 0.7, 0.3
-    t[3, 1], t[3, 3] = 0.5, 0.5  # a tie: either order is right
-    t[4, 1] = 1.0  # one class (the partner shares the label): top-1
-    t[5, 1] = 1.0
-    z = torch.tensor([[5.0, 0, 4, 1],  # 0 then 2: both
+    """P1 §4.1: both classes named, in the order of the label weights; a same-label pair can never be
+    fully right ("highest accuracy 1 - 2/N"); on a label tie the image weight orders the pair."""
+    y_a = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    y_b = torch.tensor([2, 2, 2, 3, 3, 1, 3, 3])
+    w_a = torch.tensor([0.7, 0.7, 0.7, 0.5, 0.5, 0.7, 0.3, 0.5])  # label weight of a
+    tie = torch.tensor([0.9, 0.9, 0.9, 0.8, 0.5, 0.9, 0.9, 0.2])  # image weight of a
+    z = torch.tensor([[5.0, 0, 4, 1],  # 0 then 2, a weighs more: both
                       [4.0, 0, 5, 1],  # 2 then 0: set only
                       [5.0, 4, 0, 1],  # 0 then 1: neither
-                      [0.0, 4, 1, 5],  # 3 then 1 on a tie: both
-                      [0.0, 5, 1, 4],  # top-1 is 1: both
-                      [5.0, 4, 1, 0]])  # top-1 is 0: neither
-    top2, top2_all = top2_hits(z, t)
-    assert top2.tolist() == [True, False, False, True, True, False]
-    assert top2_all.tolist() == [True, True, False, True, True, False]
-    with pytest.raises(ValueError, match=r"\(6, 4\) and \(6, 3\)"):
-        top2_hits(z, t[:, :3])
+                      [0.0, 4, 1, 5],  # 3 then 1 on a label tie, a's image weighs more: set only
+                      [0.0, 4, 1, 5],  # the same on a tie of both: either order, both
+                      [0.0, 5, 4, 1],  # a same-label pair, top-1 right: a miss for both
+                      [0.0, 1, 4, 5],  # 3 then 2, b weighs more: both
+                      [0.0, 1, 4, 5]])  # 3 then 2 on a label tie, b's image weighs more: both
+    top2, top2_all = top2_hits(z, y_a, y_b, w_a, tie)
+    assert top2.tolist() == [True, False, False, False, True, False, True, True]
+    assert top2_all.tolist() == [True, True, False, True, True, False, True, True]
+    either, _ = top2_hits(z, y_a, y_b, w_a)  # no image weight: a label tie takes either order
+    assert either.tolist() == [True, False, False, True, True, False, True, True]
+    with pytest.raises(ValueError, match=r"\(8, 4\), \(8,\) and \(7,\)"):
+        top2_hits(z, y_a, y_b[:7], w_a)
 
 
-def test_finetuning_is_hard_label_ce_at_ft_lr_for_exactly_the_last_epochs():
+class Fixed(torch.nn.Module):
+    """A model that returns fixed logits (the method's metrics on hand-made predictions)."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        super().__init__()
+        self.z = z
+
+    def forward(self, x):
+        return self.z
+
+
+@pytest.mark.parametrize("tie", ["image", "either"])
+def test_top2_order_on_a_label_tie_follows_top2_tie(tie):
+    """mixup-X (r_l = 0): every label pair ties. The net names the partner (the lighter image, when
+    lam_x > 0.5) first: top2 counts it wrong by the image weight, right with ``top2_tie: either``."""
+    m = build("mixup", lam="range", r_x=0.5, r_l=0.0, top2_tie=tie)
+    x = images()
+    for _ in range(4):
+        state = m.generator.get_state()
+        j, lam_x, lam_l = m._draw(Y)
+        m.generator.set_state(state)
+        heavy, light = (Y, Y[j]) if lam_x > 0.5 else (Y[j], Y)
+        m.model = Fixed(one_hot(light, K) * 2 + one_hot(heavy, K))  # the lighter image's class first
+        out = m(x, Y)
+        differ = (j != Y).float().mean()
+        assert float(lam_l) == 0.5 and out.logs["top2_all"] == differ
+        assert out.logs["top2"] == (differ if tie == "either" else 0.0)
+
+
+@pytest.mark.parametrize("eval_lam", ["train", "half"])
+def test_mixup_test_top2_on_fixed_pairs(eval_lam):
+    """P1 reports top-2 at test time: each image mixed with its fixed partner, at ratios drawn as in
+    training (one per pair) or 50/50, scored like the train metric."""
+    from raypair.data import DeviceLoader
+    from raypair.loop import Dist, evaluate
+    from raypair.ops.pairing import cycle_partners
+
+    m = build("mixup", lam="range", r_x=0.5, r_l=0.0, eval_lam=eval_lam).eval()
+    n = 24
+    xs = torch.randint(0, 256, (n, 3, S, S), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    loader = DeviceLoader(xs, torch.arange(n) % K, batch_size=64, mean=INFO.mean, std=INFO.std, train=False)
+    out = evaluate(m, loader, amp=False, dist=Dist(), prefix="test", seed=7)
+    (x, y), pi = next(loader.epoch(0)), cycle_partners(n, 7)
+    if eval_lam == "train":
+        lam_x, lam_l = m.ratios(n, torch.Generator().manual_seed(7))
+        assert lam_x.std() > 0 and torch.equal(lam_l, torch.full((n,), 0.5))
+    else:
+        lam_x = lam_l = torch.full((n,), 0.5)
+    top2, top2_all = top2_hits(m.model(mix(x, x[pi], lam_x)), y, y[pi], lam_l, lam_x)
+    assert out["test_top2"] == top2.double().mean().item() and out["test_top2_all"] == top2_all.double().mean().item()
+    assert out["test_acc"] == (m.model(x).argmax(1) == y).double().mean().item()  # single images as before
+    assert evaluate(m, loader, amp=False, dist=Dist(), prefix="test", seed=7) == out  # the same pairs every time
+
+
+def test_finetuning_is_hard_label_ce_at_ft_lr_after_the_runs_epochs():
+    """P1 §5.5 fine-tunes *after* mixup training: a 5-epoch run with ft_epochs 2 mixes 5, then fine-tunes 2."""
     m = build("mixup", ft_epochs=2, ft_lr=0.01)
     x = images()
-    for epoch in range(5):
+    for epoch in range(7):
         lr = m.on_epoch_start(epoch, 5, {})  # the epoch's constant lr, None: the run's schedule
         out = m(x, Y)
-        if epoch < 3:
+        if epoch < 5:
             assert lr is None and out.logs["ft"] == 0.0 and "top2" in out.logs
             assert not torch.allclose(out.loss, F.cross_entropy(out.logits, Y))
         else:
@@ -239,12 +298,13 @@ def test_cutout_zeroes_exactly_the_masked_pixels_and_keeps_labels(n_holes, lengt
     ({"name": "mixup", "ft_epochs": -1}, "method.ft_epochs"),
     ({"name": "cutmix", "cutmix_prob": 1.5}, "method.cutmix_prob"),
     ({"name": "cutmix", "alpha": 0}, "method.alpha"),
-    ({"name": "mixup", "ft_epochs": 4}, "method.ft_epochs"),  # epochs=4: no mixup epoch left
+    ({"name": "mixup", "ft_epochs": 1001}, "method.ft_epochs"),
 ])
 def test_bad_method_values_name_their_field(method, field):
     with pytest.raises(ConfigError, match=f"^{field}:"):
         build_run({"method": method, "epochs": 4})
-    assert build_run({"method": {"name": "mixup", "ft_epochs": 3}, "epochs": 4}).method.ft_epochs == 3
+    run = build_run({"method": {"name": "mixup", "ft_epochs": 4}, "epochs": 4})  # fine-tuning follows the 4
+    assert (run.epochs, run.total_epochs) == (4, 8)
 
 
 @pytest.mark.parametrize("method, logs", [
@@ -261,6 +321,6 @@ def test_each_method_trains_through_the_loop(method, logs):
     run_trial(cfg, lambda metrics, folder: seen.append(dict(metrics)))
     assert logs <= set(seen[0]) and all(0.0 <= seen[0][k] <= 1.0 for k in logs)
     assert seen[-1]["val_acc"] > 0.1
-    if method["name"] == "mixup":  # the last epoch fine-tunes: hard labels at ft_lr
-        assert seen[0]["ft"] == 0.0 and seen[0]["lr"] != 0.01
-        assert seen[1]["ft"] == 1.0 and seen[1]["lr"] == 0.01 and "top2" not in seen[1]
+    if method["name"] == "mixup":  # a third epoch after the run's two fine-tunes: hard labels at ft_lr
+        assert len(seen) == 3 and [r["ft"] for r in seen] == [0.0, 0.0, 1.0] and seen[2]["lr"] == 0.01
+        assert "top2" not in seen[2] and {"val_top2", "val_top2_all"} <= set(seen[2])

@@ -1,5 +1,6 @@
 """mixup-C (methods.md §4.2-§4.4): the 2C-channel input and its target, the dual-head loss, the stem
-conversion for fine-tuning (exact, idempotent, resume-safe), the fine-tuning lr, and ResNet-56."""
+conversion for fine-tuning (exact, idempotent, resume-safe), the fine-tuning lr after the run's epochs,
+P1's two-image test protocol, and ResNet-56."""
 from __future__ import annotations
 
 import io
@@ -10,9 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from raypair.config import ModelConfig, run_model
+from raypair.data import DeviceLoader
+from raypair.loop import Dist, evaluate
 from raypair.methods import METHODS, StepOut, build_method
 from raypair.models import build_model, param_count
 from raypair.ops.losses import one_hot
+from raypair.ops.mixing import sample_beta
+from raypair.ops.pairing import cycle_partners
 
 INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
                        std=(0.25, 0.24, 0.26), name="cifar10")
@@ -79,8 +84,12 @@ def test_single_head_loss_is_soft_ce_with_top2_logs():
     assert 0 <= float(out.logs["top2"]) <= float(out.logs["top2_all"]) <= 1
 
 
-def test_dual_head_loss_is_lambda_weighted_ce_exactly():
-    m = make(heads=2).eval()
+@pytest.mark.parametrize("dual_loss", [None, "sum", "weighted"])
+def test_dual_head_loss_is_the_sum_of_the_heads_ces_by_default(dual_loss):
+    """P1 §4.2: "we directly add the cross-entropy of the output of the two categories"; the
+    lambda-weighted form is the ``dual_loss: weighted`` switch."""
+    kw = {} if dual_loss is None else {"dual_loss": dual_loss}
+    m = make(heads=2, **kw).eval()
     x, y = batch()
     mixed = make(heads=2).mix(x, y)
     lam = mixed.logs["lam"]
@@ -90,7 +99,8 @@ def test_dual_head_loss_is_lambda_weighted_ce_exactly():
         f = m.model.forward_head(m.model.forward_features(mixed.x), pre_logits=True)
         h1, h2 = m.model.get_classifier()(f), m.head2(f)
     assert torch.equal(out.logits, h1)
-    expect = lam * F.cross_entropy(h1, y) + (1 - lam) * F.cross_entropy(h2, y[j])
+    ce1, ce2 = F.cross_entropy(h1, y), F.cross_entropy(h2, y[j])
+    expect = lam * ce1 + (1 - lam) * ce2 if dual_loss == "weighted" else ce1 + ce2
     assert torch.allclose(out.loss, expect, rtol=0, atol=1e-6)
     assert float(out.logs["train_acc_head2"]) == (h2.argmax(1) == y[j]).float().mean().item()
     assert float(out.logs["train_acc_head1"]) == (h1.argmax(1) == y).float().mean().item()
@@ -102,8 +112,8 @@ def test_stem_conversion_reproduces_half_half_input(model):
     x, _ = batch(2)
     before = m.eval_logits(x)[""]
     assert torch.equal(before, m.model(torch.cat([0.5 * x, 0.5 * x], 1)))
-    assert m.on_epoch_start(8, 10, {}) is None and not m._converted
-    m.on_epoch_start(9, 10, {})
+    assert m.on_epoch_start(9, 10, {}) is None and not m._converted  # the run's last mixing epoch
+    m.on_epoch_start(10, 10, {})
     assert m._converted and bool(m.converted)
     assert torch.equal(stem(m).weight[:, C:], torch.zeros_like(stem(m).weight[:, C:]))
     after = m.eval_logits(x)[""]
@@ -113,7 +123,7 @@ def test_stem_conversion_reproduces_half_half_input(model):
 
 def test_after_conversion_zero_half_gets_zero_gradient_and_loss_is_hard_ce():
     m = make(heads=2, ft_epochs=1)
-    m.on_epoch_start(9, 10, {})
+    m.on_epoch_start(10, 10, {})
     x, y = batch()
     out = m(x, y)
     assert out.logs == {} and torch.allclose(out.loss, F.cross_entropy(out.logits, y), atol=1e-6)
@@ -126,10 +136,10 @@ def test_after_conversion_zero_half_gets_zero_gradient_and_loss_is_hard_ce():
 
 def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
     m = make(ft_epochs=2)
-    m.on_epoch_start(8, 10, {})
+    m.on_epoch_start(10, 10, {})
     w = stem(m).weight.detach().clone()
-    m.on_epoch_start(9, 10, {})
-    m.on_epoch_start(9, 10, {})
+    m.on_epoch_start(11, 10, {})
+    m.on_epoch_start(11, 10, {})
     assert torch.equal(stem(m).weight, w)
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)  # as the loop's checkpoint does
@@ -137,7 +147,7 @@ def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
     resumed = make(ft_epochs=2, seed=1)  # other init, not converted
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert resumed._converted and torch.equal(stem(resumed).weight, w)
-    lr = resumed.on_epoch_start(9, 10, {})  # the loop calls it again after a resume: no second conversion
+    lr = resumed.on_epoch_start(11, 10, {})  # the loop calls it again after a resume: no second conversion
     assert torch.equal(stem(resumed).weight, w) and lr == 1e-3
     x, _ = batch(2)
     assert torch.equal(resumed.eval().eval_logits(x)[""], m.eval().eval_logits(x)[""])
@@ -146,27 +156,29 @@ def test_conversion_is_idempotent_and_survives_state_dict_round_trip():
     assert not fresh._converted
 
 
-def test_finetuning_lr_is_ft_lr_in_the_last_ft_epochs_only():
+def test_finetuning_follows_the_runs_epochs_at_ft_lr():
+    """P1 §5.5 fine-tunes after mixup-C training: the run's 10 mixing epochs stay, 3 ERM epochs follow."""
     m = make(ft_epochs=3, ft_lr=0.0025)
-    seen = [m.on_epoch_start(e, 10, {}) for e in range(10)]  # the epoch's constant lr, None: the schedule
-    assert seen == [None] * 7 + [0.0025] * 3
+    seen = [m.on_epoch_start(e, 10, {}) for e in range(13)]  # the epoch's constant lr, None: the schedule
+    assert seen == [None] * 10 + [0.0025] * 3
     off = make(ft_epochs=0)
     for e in range(10):
         assert off.on_epoch_start(e, 10, {}) is None and not off._converted
-    from raypair.config import ConfigError, build_run
+    from raypair.config import build_run
 
-    with pytest.raises(ConfigError, match=r"^method.ft_epochs: 10 fine-tuning epochs leave no mixup-C epoch"):
-        build_run({"method": {"name": "mixup_c", "ft_epochs": 10}, "epochs": 10})
+    run = build_run({"method": {"name": "mixup_c", "ft_epochs": 10}, "epochs": 10})
+    assert (run.epochs, run.total_epochs) == (10, 20)
+    assert build_run({"method": {"name": "mixup_c", "ft_epochs": 0}, "epochs": 10}).total_epochs == 10
 
 
 def test_eval_logits_keys():
     x, _ = batch(4)
     assert list(make().eval().eval_logits(x)) == [""]
     m = make(heads=2, ft_epochs=1).eval()
-    heads = m.eval_logits(x)
-    assert list(heads) == ["", "head2"] and all(v.shape == (4, 10) for v in heads.values())
-    assert not torch.equal(heads[""], heads["head2"])
-    m.on_epoch_start(9, 10, {})
+    heads = m.eval_logits(x)  # the single-image protocol, under its own name
+    assert list(heads) == ["single_head1", "single_head2"] and all(v.shape == (4, 10) for v in heads.values())
+    assert not torch.equal(heads["single_head1"], heads["single_head2"])
+    m.on_epoch_start(10, 10, {})
     assert list(m.eval_logits(x)) == [""]  # fine-tuned: the single-output net
 
 
@@ -175,7 +187,7 @@ def test_contract_on_a_2c_tiny_cnn(heads):
     m = make(heads=heads, ft_epochs=2)
     x, y = batch(size=16)
     for e in range(10):
-        m.on_epoch_start(e, 10, {"train_acc": 0.5, "train_loss": 1.0})
+        m.on_epoch_start(e, 8, {"train_acc": 0.5, "train_loss": 1.0})
         m.train()
         out = m(x, y)
         assert isinstance(out, StepOut) and out.loss.ndim == 0 and torch.isfinite(out.loss)
@@ -188,9 +200,11 @@ def test_contract_on_a_2c_tiny_cnn(heads):
 
 def test_config_bounds_inactive_and_stem_check():
     cfg = run_model().model_validate({"method": {"name": "mixup_c"}, "epochs": 20}).method
-    assert cfg.inactive() == {"r"}
+    assert cfg.inactive() == {"r", "dual_loss"}
+    assert run_model().model_validate({"method": {"name": "mixup_c", "heads": 2}}).method.inactive() == {"r"}
     assert run_model().model_validate({"method": {"name": "mixup_c", "lam": "range",
-                                                  "ft_epochs": 0}}).method.inactive() == {"alpha", "ft_lr"}
+                                                  "ft_epochs": 0}}).method.inactive() == {"alpha", "ft_lr",
+                                                                                         "dual_loss"}
     for bad in ({"r": 0.6}, {"alpha": 0.0}, {"ft_epochs": -1}, {"ft_lr": 0.0}, {"heads": 3}):
         with pytest.raises(ValueError):
             run_model().model_validate({"method": {"name": "mixup_c", **bad}, "epochs": 20})
@@ -210,3 +224,63 @@ def test_resnet56_cifar_shapes_and_size():
     m.reset_classifier(5)
     assert m(x).shape == (2, 5)
     assert build_model(ModelConfig(name="resnet56_cifar"), 10, 6).conv1.in_channels == 6
+
+
+class Decode:
+    """Stand-in heads for a 2C input whose images are constant, pixel value ``(label + 1) / 16`` (mean 0,
+    std 1: the loader passes ``pixel / 255``): head 1 names the label of the first half, head 2 that of
+    the second, or (``blind``) head 2 too reads the first half, a head that ignores its own image."""
+
+    def __init__(self, blind: bool = False) -> None:
+        self.blind, self.seen = blind, []
+
+    def __call__(self, x2, both):
+        self.seen.append(x2)
+        first, second = x2[:, :C].mean((1, 2, 3)), x2[:, C:].mean((1, 2, 3))
+        lab = lambda v: one_hot((2 * v * 16 - 1).round().long().clamp(0, 9), 10)  # noqa: E731  (halves: 0.5 x)
+        return lab(first), lab(first if self.blind else second)
+
+
+def decodable(n: int = 40):
+    y = torch.arange(n) % 10
+    x = ((y + 1) * 255 // 16).to(torch.uint8).view(n, 1, 1, 1).expand(n, C, 4, 4).contiguous()
+    return DeviceLoader(x, y, batch_size=16, mean=(0.0,) * C, std=(1.0,) * C, train=False)
+
+
+def test_two_image_protocol_scores_each_head_against_its_own_image():
+    """P1 §5.2's 88.41 / 88.61 %: two different test images in one pass, each head scored against its
+    own. A head 2 that ignores its image scores only the same-label pairs there, while the
+    single-image protocol (both halves one image) calls it perfect."""
+    loader = decodable()
+    y = loader.y
+    pi = cycle_partners(len(y), 3)
+    same = (y == y[pi]).double().mean().item()
+    assert 0 < same < 1
+    for blind, head2 in [(False, 1.0), (True, same)]:
+        m = make(heads=2).eval()
+        m._heads = Decode(blind)
+        out = evaluate(m, loader, amp=False, dist=Dist(), prefix="test", seed=3)
+        assert out["test_acc_head1"] == 1.0 and out["test_acc_head2"] == head2
+        assert out["test_acc_single_head1"] == out["test_acc"] == 1.0 and out["test_acc_single_head2"] == 1.0
+        first, second = torch.cat([s[:, :C] for s in m._heads.seen[1::2]]), \
+            torch.cat([s[:, C:] for s in m._heads.seen[1::2]])
+        x = torch.cat([b for b, _ in loader.epoch(0)])
+        assert torch.equal(first, 0.5 * x) and torch.equal(second, 0.5 * x[pi])  # eval_lam: half
+    m = make(heads=2, eval_lam="train").eval()  # one lam per pair, drawn as in training
+    m._heads = Decode()
+    x, yb = batch(6)
+    xp = x.flip(0)
+    m.eval_pairs(x, yb, xp, yb.flip(0), torch.Generator().manual_seed(5))
+    lam = sample_beta(1.0, 6, torch.Generator().manual_seed(5)).view(-1, 1, 1, 1)
+    assert torch.equal(m._heads.seen[0], torch.cat([lam * x, (1 - lam) * xp], 1))
+    m.on_epoch_start(10, 10, {})
+    assert m.eval_pairs(x, yb, xp, yb.flip(0), torch.Generator()) == {}  # converted: one image per input
+
+
+def test_single_head_test_top2_on_fixed_pairs():
+    m = make().eval()
+    m._heads = lambda x2, both: (Decode()(x2, both)[0] + 0.5 * Decode()(x2, both)[1], None)
+    out = evaluate(m, decodable(), amp=False, dist=Dist(), prefix="val", seed=3)
+    y = decodable().y
+    differ = (y != y[cycle_partners(len(y), 3)]).double().mean().item()
+    assert out["val_top2"] == out["val_top2_all"] == differ  # a same-label pair is a miss (P1: 1 - 2/N)

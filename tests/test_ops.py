@@ -222,3 +222,21 @@ def test_cuda_matches_cpu():
     assert torch.equal(t[torch.arange(16, device="cuda"), torch.arange(16, device="cuda")], keep_c.flatten(1).mean(1))
     assert cutout_mask(4, 32, 32, 2, 8, gc).is_cuda
     assert partner(torch.arange(8, device="cuda") % 3, "diffclass", gc)[0].is_cuda
+
+
+def test_cycle_partners_pair_every_sample_with_another_once_by_seed():
+    from raypair.ops.pairing import cycle_partners
+
+    for n, seed in [(2, 0), (7, 1), (100, 3)]:
+        pi = cycle_partners(n, seed)
+        assert sorted(pi.tolist()) == list(range(n))  # each sample is the partner of exactly one other
+        assert not bool((pi == torch.arange(n)).any())  # never itself
+        seen, i = {0}, int(pi[0])
+        while i != 0:  # one n-cycle
+            seen.add(i)
+            i = int(pi[i])
+        assert len(seen) == n
+        assert torch.equal(pi, cycle_partners(n, seed))
+    assert not torch.equal(cycle_partners(100, 3), cycle_partners(100, 4))
+    with pytest.raises(ValueError, match="at least 2 samples, got 1"):
+        cycle_partners(1, 0)

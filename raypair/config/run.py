@@ -147,6 +147,11 @@ class MethodConfig(Strict):
         learning rates replace ``optim.lr``); sweeping one is refused."""
         return set()
 
+    def extra_epochs(self) -> int:
+        """Epochs this method trains after the run's ``epochs`` (P1's fine-tuning phase, from the
+        state the run's own epochs end in); the loop trains ``RunConfigBase.total_epochs``."""
+        return 0
+
     def check_run(self, run: "RunConfigBase") -> None:
         """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
         raise ``ValueError("<field>: ...")`` naming this config's field."""
@@ -178,6 +183,12 @@ class RunConfigBase(Strict):
     seed: int = 0
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last is always kept)
     diverge: DivergenceConfig = Field(default_factory=DivergenceConfig)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the loop trains: ``epochs`` (the lr schedule's span) then the method's extra ones."""
+        method = getattr(self, "method", None)
+        return self.epochs + (method.extra_epochs() if method is not None else 0)
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfigBase":

@@ -2,6 +2,7 @@
 normalises its batches there as batched tensor ops. Anchor: airbench ``CifarLoader``."""
 from __future__ import annotations
 
+import copy
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
@@ -81,6 +82,17 @@ class DeviceLoader:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y[idx]
+
+    def reordered(self, order: Tensor) -> "DeviceLoader":
+        """This loader over the samples ``order [N]`` (a permutation of the split): its batch at a
+        position holds sample ``order[i]`` where this one holds sample ``i`` (an evaluation split's
+        partners, ``ops.pairing.cycle_partners``)."""
+        if order.shape != self.y.shape:
+            raise ValueError(f"order needs shape [{len(self.y)}], got {tuple(order.shape)}")
+        other = copy.copy(self)
+        idx = order.to(self.device)
+        other.x, other.y = self.x[idx], self.y[idx]
+        return other
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""

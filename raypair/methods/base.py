@@ -4,7 +4,7 @@ Built in one call, ``build_method(run, info, device=..., rank=..., pool=...)``: 
 model with the input channels the method's config asks for, the method around it, moves both to the
 device and hands the method its random stream and its pool. Nothing is set on a method afterwards.
 
-The contract is the config class and five methods; everything else on a subclass is its own:
+The contract is the config class and six methods; everything else on a subclass is its own:
 - ``Config``: the method's pydantic config. A config whose network input stacks several images
   along channels declares it in ``images_per_input`` (a ClassVar; mixup-C: 2, so the model is built
   with a 2C-channel stem); 1 otherwise.
@@ -21,6 +21,12 @@ The contract is the config class and five methods; everything else on a subclass
   during this epoch (the fine-tuning phase of mixup and mixup-C).
 - ``eval_logits(x) -> {name: logits}``: the first entry is the primary prediction (``val_acc``);
   every other entry ``k`` is reported as ``val_acc_k`` too.
+- ``eval_pairs(x, y, xp, yp, generator) -> {name: [B] per-pair values}``: metrics of two different
+  evaluation images classified in one pass (P1's two-sample tests). The loop pairs the split once by
+  the run's seed (``ops.pairing.cycle_partners``: every image is once the first and once the second
+  of a pair), hands a fresh ``generator`` seeded by the run's seed to every evaluation (so each one
+  sees the same pairs and ratios) and reports the split's mean of each entry as ``val_<name>`` /
+  ``test_<name>``. Only a method that overrides it has its split paired.
 - ``optim_groups() -> [{"params": ..., "lr"?: ..., "weight_decay"?: ...}]``: the optimiser's groups
   (default: one group of every trainable parameter under ``optim.*``). A group's own ``lr`` replaces
   ``optim.lr`` for it (VPL's per-branch rates); the schedule scales every group's lr alike.
@@ -31,7 +37,8 @@ classes, shape and normalisation), ``generator`` (its random stream, on the devi
 split or None, for methods that pair with the dataset: ``pool.draw(n, generator, avoid=labels)``).
 A method never logs, reports, checkpoints or reads a global flag.
 
-Why this shape: what one method alone needed is data, not extra hooks. The stem width is a
+Why this shape: what one method alone needed is data, not extra hooks (``eval_pairs`` serves two:
+mixup's test-time top-2 and mixup-C's two-image heads). The stem width is a
 config ClassVar read once at build time (``in_chans``); a phase's constant lr is the epoch hook's
 return value, so the loop reads no method state per step; per-branch lrs are plain torch
 param-group keys in ``optim_groups``, which the loop's schedule already scales group by group.
@@ -98,18 +105,18 @@ class Method(nn.Module):
     def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
         return {"": self.model(x)}
 
+    @torch.no_grad()
+    def eval_pairs(self, x: Tensor, y: Tensor, xp: Tensor, yp: Tensor,
+                   generator: torch.Generator) -> dict[str, Tensor]:
+        """Per-pair metrics ``{name: [B]}`` of images ``x`` paired with ``xp`` (labels ``y``, ``yp``)."""
+        return {}
+
 
 def finetune_lr(epoch: int, epochs: int, ft_epochs: int, ft_lr: float) -> Optional[float]:
-    """The fine-tuning phase after mixup-type training (P1 §5.5) is the last ``ft_epochs`` of the
-    run: its constant lr ``ft_lr`` there (what ``on_epoch_start`` returns), None before."""
-    return ft_lr if ft_epochs > 0 and epoch >= epochs - ft_epochs else None
-
-
-def check_finetune(ft_epochs: int, epochs: int, what: str) -> None:
-    """A fine-tuning phase must leave at least one ``what`` epoch in the run (no silent capping)."""
-    if ft_epochs >= epochs:
-        raise ValueError(f"ft_epochs: {ft_epochs} fine-tuning epochs leave no {what} epoch in "
-                         f"epochs={epochs}; lower it (0 = no fine-tuning)")
+    """The fine-tuning phase after mixup-type training (P1 §5.5) follows the run's ``epochs`` mixing
+    epochs (``MethodConfig.extra_epochs``: the loop trains ``epochs + ft_epochs``): its constant lr
+    ``ft_lr`` from epoch ``epochs`` on (what ``on_epoch_start`` returns), None before."""
+    return ft_lr if ft_epochs > 0 and epoch >= epochs else None
 
 
 def in_chans(cfg: Union[MethodConfig, type[MethodConfig]], channels: int) -> int:

@@ -11,31 +11,42 @@ roll: torchvision). Ratios (``lam``):
   "mixup" (and R = 0.5 is original mixup with alpha = 1); ``shared: false`` draws them independently
   (P1's mixup-XL). Presets: **mixup-X** = ``lam: range, r_l: 0`` (the label stays 50/50);
   **mixup-L** = ``lam: range, r_x: 0`` (the image is the exact 50/50 average).
-Fine-tuning (P1 §5.5): during the last ``ft_epochs`` epochs the batch is not mixed and the loss is
-hard-label CE (on the loader's ``aug``, base+ by default) at the constant lr ``ft_lr``
-(``on_epoch_start`` returns it), as the "fine-tuned" rows of P1 Table 1; ``ft_epochs`` must leave at least one
-mixup epoch. Default 0: no fine-tuning unless asked (P1 itself fine-tunes; methods.md suggests 10).
-Logs: ``lam_x``, ``lam_l`` (their means), ``top2`` / ``top2_all`` (:func:`raypair.ops.metrics.top2_hits`),
-``ft`` (1 in fine-tuning epochs). train_acc is measured against ``y~.argmax(1)``.
+Fine-tuning (P1 §5.5: "after mixup training", the net keeps training with ERM): ``ft_epochs`` epochs
+*after* the run's ``epochs`` (the loop trains ``epochs + ft_epochs``; the mixing epochs and their lr
+schedule are those of the run without fine-tuning), the batch not mixed, hard-label CE (on the loader's
+``aug``, base+ by default) at the constant lr ``ft_lr`` (``on_epoch_start`` returns it), as the
+"fine-tuned" rows of P1 Table 1. The loop records the state fine-tuning starts from as ``*_pre_ft``
+metrics. Default 0: no fine-tuning unless asked (P1 itself fine-tunes; methods.md suggests 10).
+Metrics: train logs ``lam_x``, ``lam_l`` (their means), ``top2`` / ``top2_all``
+(:func:`raypair.ops.metrics.top2_hits`: P1 §4.1's two-category accuracy, a same-label pair a miss as P1
+says), ``ft`` (1 in fine-tuning epochs); train_acc is measured against ``y~.argmax(1)``. P1 "also
+reports top-2 at test time": ``val_top2`` / ``test_top2`` (and ``_all``) on the evaluation split's
+fixed pairs (``eval_pairs``), every epoch, fine-tuned or not.
 Invariants tested: ``r_x = r_l = 0`` gives the exact 50/50 image and target; mixup-L's image is the exact
-average while its target ratio varies; fine-tuning is hard CE at the lr ``ft_lr`` (``on_epoch_start``'s return)
-in exactly the last ``ft_epochs`` epochs.
-ASSUMPTIONS (methods.md §4.1, §4.4): one lam per batch; partner ``perm`` (``partner``); uniform ratios in
-the ranges; ``r_x = r_l = 0.5`` (``r_x``, ``r_l``); top2's first class is the larger ``lam_l``; ``ft_lr=1e-3``.
+average while its target ratio varies; fine-tuning is hard CE at the lr ``ft_lr`` in exactly the
+``ft_epochs`` epochs after ``epochs``; top-2 on hand-made logits (same label, label tie, image tie).
+ASSUMPTIONS (methods.md §4.1, §4.4) and their switches: one lam per batch; partner ``perm`` (``partner``);
+uniform ratios in the ranges; ``r_x = r_l = 0.5`` (``r_x``, ``r_l``); ``ft_lr=1e-3``; top2's first class
+is the larger ``lam_l`` and, where P1 is silent (a label tie, mixup-X), the larger ``lam_x``
+(``top2_tie: image``; ``either``: any order counts); the test pairs are mixed with ratios drawn as in
+training, one per pair (P1 gives no test ratio; ``eval_lam: train``; ``half``: 50/50).
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from raypair.config import MethodConfig
-from raypair.methods.base import METHODS, Method, Mixed, StepOut, check_finetune, finetune_lr
+from raypair.methods.base import METHODS, Method, Mixed, StepOut, finetune_lr
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.metrics import top2_hits
 from raypair.ops.mixing import mix, partner, sample_beta, sample_uniform
+
+TESTS = "tests/test_mixing_methods.py::"
 
 
 class MixupConfig(MethodConfig):
@@ -46,16 +57,22 @@ class MixupConfig(MethodConfig):
     r_l: float = Field(0.5, ge=0.0, le=0.5)  # range mode: lam_l in [0.5 - r_l, 0.5 + r_l]
     shared: bool = True  # range mode: one draw for both ratios (false: mixup-XL)
     partner: Literal["perm", "flip", "roll"] = "perm"
-    ft_epochs: int = Field(0, ge=0)
+    ft_epochs: int = Field(0, ge=0, le=1000)  # fine-tuning epochs after the run's epochs
     ft_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    top2_tie: Literal["image", "either"] = Field(  # top2's order on a label tie (mixup-X)
+        "image", json_schema_extra={"tested_in": TESTS + "test_top2_order_on_a_label_tie_follows_top2_tie"})
+    eval_lam: Literal["train", "half"] = Field(  # the ratios of the test pairs behind val_/test_top2
+        "train", json_schema_extra={"tested_in": TESTS + "test_mixup_test_top2_on_fixed_pairs"})
 
-    def check_run(self, run: Any) -> None:
-        check_finetune(self.ft_epochs, run.epochs, "mixup")
+    def extra_epochs(self) -> int:
+        return self.ft_epochs
 
     def inactive(self) -> set[str]:
         off = {"r_x", "r_l", "shared"} if self.lam == "beta" else {"alpha"}
         if self.lam == "range" and (self.r_x == 0 or self.r_l == 0):
             off.add("shared")  # a constant ratio has nothing to share
+        if self.lam == "beta" or self.r_l > 0 or self.r_x == 0:
+            off.add("top2_tie")  # no label tie, or the image ties too
         if self.ft_epochs == 0:
             off.add("ft_lr")
         return off
@@ -72,28 +89,52 @@ class Mixup(Method):
         self.finetuning = lr is not None
         return lr
 
-    def ratios(self) -> tuple[Tensor, Tensor]:
-        """This batch's ``(lam_x, lam_l)``, 0-d float32 on the generator's device."""
-        c, g = self.cfg, self.generator
+    def ratios(self, n: int = 1, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+        """``n`` draws of ``(lam_x, lam_l)``, float32 ``[n]`` on the generator's device (the method's own
+        stream unless ``generator`` is given)."""
+        c, g = self.cfg, generator or self.generator
         if c.lam == "beta":
-            lam = sample_beta(c.alpha, 1, g)[0]
+            lam = sample_beta(c.alpha, n, g)
             return lam, lam
-        u = sample_uniform(-1.0, 1.0, 2, g)
-        return 0.5 + c.r_x * u[0], 0.5 + c.r_l * u[0 if c.shared else 1]
+        u = sample_uniform(-1.0, 1.0, 2 * n, g)
+        return 0.5 + c.r_x * u[:n], 0.5 + c.r_l * (u[:n] if c.shared else u[n:])
+
+    def _top2(self, logits: Tensor, y: Tensor, yp: Tensor, lam_x: Tensor, lam_l: Tensor) -> tuple[Tensor, Tensor]:
+        return top2_hits(logits, y, yp, lam_l, lam_x if self.cfg.top2_tie == "image" else None)
+
+    def _draw(self, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """This batch's partner ``j [B]`` and 0-d ``(lam_x, lam_l)``."""
+        j, _ = partner(y, self.cfg.partner, self.generator)
+        lam_x, lam_l = self.ratios()
+        return j, lam_x[0], lam_l[0]
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         target = one_hot(y, self.info.num_classes)
         if self.finetuning:
             return Mixed(x, target, {"ft": 1.0})
-        j, _ = partner(y, self.cfg.partner, self.generator)
-        lam_x, lam_l = self.ratios()
+        j, lam_x, lam_l = self._draw(y)
         return Mixed(mix(x, x[j], lam_x), mix(target, target[j], lam_l), {"lam_x": lam_x, "lam_l": lam_l, "ft": 0.0})
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
-        m = self.mix(x, y)
-        logits = self.model(m.x)
         if self.finetuning:
-            return StepOut(F.cross_entropy(logits.float(), y), logits, m.logs)
-        top2, top2_all = top2_hits(logits.detach(), m.target)
-        logs = {**m.logs, "top2": top2.float().mean(), "top2_all": top2_all.float().mean()}
-        return StepOut(soft_cross_entropy(logits, m.target), logits, logs, labels=m.target.argmax(1))
+            return StepOut(F.cross_entropy((logits := self.model(x)).float(), y), logits, {"ft": 1.0})
+        j, lam_x, lam_l = self._draw(y)
+        target = one_hot(y, self.info.num_classes)
+        target = mix(target, target[j], lam_l)
+        logits = self.model(mix(x, x[j], lam_x))
+        top2, top2_all = self._top2(logits.detach(), y, y[j], lam_x, lam_l)
+        logs = {"lam_x": lam_x, "lam_l": lam_l, "ft": 0.0,
+                "top2": top2.float().mean(), "top2_all": top2_all.float().mean()}
+        return StepOut(soft_cross_entropy(logits, target), logits, logs, labels=target.argmax(1))
+
+    @torch.no_grad()
+    def eval_pairs(self, x: Tensor, y: Tensor, xp: Tensor, yp: Tensor,
+                   generator: torch.Generator) -> dict[str, Tensor]:
+        """P1's test-time top-2: ``x [B, C, H, W]`` mixed with its fixed partner ``xp`` at ratios drawn as
+        in training, one per pair (``eval_lam: train``) or 50/50 (``half``) -> ``{top2, top2_all}`` [B]."""
+        if self.cfg.eval_lam == "half":
+            lam_x = lam_l = torch.full((len(y),), 0.5, device=x.device)
+        else:
+            lam_x, lam_l = (r.to(x.device) for r in self.ratios(len(y), generator))
+        top2, top2_all = self._top2(self.model(mix(x, xp, lam_x)), y, yp, lam_x, lam_l)
+        return {"top2": top2, "top2_all": top2_all}

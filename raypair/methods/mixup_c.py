@@ -4,9 +4,12 @@ Equation (P1 Eq. 2): ``x~ = [lam x_i, (1 - lam) x_j]`` concatenated along channe
 net is built with a 2C-channel stem: ``MixupCConfig.images_per_input = 2``), ``y~ = lam y_i + (1 - lam) y_j``,
 ``L = sce(f(x~), y~)``; ``perm`` partner, one lam per batch (mixup-cifar10, which P1's MSIN code derives from).
 - ``heads: 2``: the dual-input / dual-output net of §4.3. Head 1 is the model's classifier, head 2 a Linear
-  owned here, both on ``forward_head(..., pre_logits=True)``; ``L = lam CE(h1, y_i) + (1 - lam) CE(h2, y_j)``.
-- Fine-tuning (§4.4): the last ``ft_epochs`` epochs train ERM on single images with hard labels at the
-  constant lr ``ft_lr`` (``on_epoch_start`` returns it), head 1 only. At its first epoch the stem (the model's first
+  owned here, both on ``forward_head(..., pre_logits=True)``; ``L = CE(h1, y_i) + CE(h2, y_j)`` (P1 §4.2: "we
+  directly add the cross-entropy of the output of the two categories"; MSIN's ``mixup_criterion`` sums them).
+- Fine-tuning (§4.4: after mixup-C training): ``ft_epochs`` epochs *after* the run's ``epochs`` (the loop
+  trains ``epochs + ft_epochs``; the mixing epochs and their lr schedule are the run's own) train ERM on single
+  images with hard labels at the constant lr ``ft_lr`` (``on_epoch_start`` returns it), head 1 only; the loop
+  records the state they start from as ``*_pre_ft`` metrics. At its first epoch the stem (the model's first
   Conv2d with 2C input channels) is converted in place, ``W[:, :C] <- 0.5 (W[:, :C] + W[:, C:])``,
   ``W[:, C:] <- 0``, and the input becomes ``[x, 0]``: the output is ``W' x``, exactly the ``[0.5x, 0.5x]``
   response, and ``W[:, C:]`` gets zero gradient. No parameter is added, so the loop's optimizer keeps its
@@ -14,19 +17,31 @@ net is built with a 2C-channel stem: ``MixupCConfig.images_per_input = 2``), ``y
   first fine-tuning steps; leftover momentum may move ``W[:, C:]`` off zero, which changes nothing since it
   only ever meets the zero half). A ``converted`` buffer in the state_dict makes the conversion idempotent
   and resume-safe. With ``heads: 2`` head 2 stays in the graph with weight 0 (DDP needs every parameter).
-- Evaluation: ``[0.5x, 0.5x]`` before the conversion, ``[x, 0]`` after; with 2 heads before it
-  ``{"": head 1, "head2": head 2}`` (P1 reports 88.41 / 88.61 %), after it head 1 alone.
-- Logs: ``lam``; heads=1: ``top2``, ``top2_all`` (§4.1, ``ops.metrics.top2_hits``); heads=2:
-  ``train_acc_head1``, ``train_acc_head2``. Nothing in the fine-tuning phase.
+- Evaluation, single images (``eval_logits``, ``val_acc`` / ``test_acc``): ``[0.5x, 0.5x]`` before the
+  conversion, ``[x, 0]`` after; with 2 heads before it both heads on that one image, ``*_acc_single_head1``
+  (= ``*_acc``) and ``*_acc_single_head2``; after it head 1 alone.
+- Evaluation, two images (``eval_pairs``, before the conversion): the split's fixed pairs ``(x, x_p)`` fed as
+  ``[0.5 x, 0.5 x_p]``; heads=2: ``*_acc_head1`` (head 1 against ``x``'s label) and ``*_acc_head2`` (head 2
+  against ``x_p``'s): P1 §5.2's "first category ... 88.41%, the second category 88.61%", two different test
+  images in one pass, each head scored against its own (MSIN's ``test2``); heads=1: ``*_top2``,
+  ``*_top2_all`` (P1's top-2 at test time).
+- Train logs: ``lam``; heads=1: ``top2``, ``top2_all`` (§4.1, ``ops.metrics.top2_hits``: a same-label pair
+  is a miss, P1's "1 - 2/N"; lam = 0.5 ties both image and label, then either order counts); heads=2:
+  ``train_acc_head1``, ``train_acc_head2`` (P1: about 96% each). Nothing in the fine-tuning phase.
 ASSUMPTIONS (methods.md) and their switches:
 - lam ~ Beta(alpha, alpha), alpha = 1: ``lam: beta`` + ``alpha``; ``lam: range`` draws U[0.5 - r, 0.5 + r], ``r``.
 - test input ``[0.5x, 0.5x]`` before fine-tuning (MSIN ``mixup_data_test``): fixed, because the stem
   conversion W' (also an ASSUMPTION) is defined to reproduce it; the two are one choice.
 - fine-tuning 10 epochs at lr 1e-3, hard labels, head 1 kept: ``ft_epochs`` (0 = none), ``ft_lr``, base+ is ``aug``.
-A run must keep a mixing epoch: ``ft_epochs < epochs`` is checked with the run (no silent capping).
+- dual-head loss: the plain sum is P1's; ``dual_loss: weighted`` is the earlier reading of Eq. 3,
+  ``lam CE(h1, y_i) + (1 - lam) CE(h2, y_j)``.
+- the two-image test input: P1 gives no ratio; ``eval_lam: half`` feeds ``[0.5 x, 0.5 x_p]`` (as
+  ``mixup_data_test``'s single-image 0.5); ``train`` draws one lam per pair as in training. The pairing
+  (``ops.pairing.cycle_partners`` by the run's seed) lets same-label pairs occur, as MSIN's two loaders do.
 Invariants tested (tests/test_mixup_c.py): the input halves are exactly lam x_i and (1 - lam) x_j and the
 target matches; the conversion reproduces the [0.5x, 0.5x] logits; the zero half gets zero gradient; the
-conversion is idempotent and survives a state_dict round trip; the dual-head loss formula; the ft lr.
+conversion is idempotent and survives a state_dict round trip; the dual-head loss formula (both forms); the
+ft lr after ``epochs``; the two-image head metrics on hand-made pairs.
 """
 from __future__ import annotations
 
@@ -38,7 +53,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from raypair.config import MethodConfig
-from raypair.methods.base import METHODS, Method, Mixed, StepOut, check_finetune, finetune_lr
+from raypair.methods.base import METHODS, Method, Mixed, StepOut, finetune_lr
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.metrics import top2_hits
 from raypair.ops.mixing import mix, partner, sample_beta, sample_uniform
@@ -50,15 +65,20 @@ class MixupCConfig(MethodConfig):
     lam: Literal["beta", "range"] = "beta"
     r: float = Field(0.5, ge=0.0, le=0.5)  # lam ~ U[0.5 - r, 0.5 + r] with lam: range
     heads: Literal[1, 2] = 1  # 2 = the dual-input / dual-output net of §4.3
-    ft_epochs: int = Field(10, ge=0, le=1000)  # the last ft_epochs epochs fine-tune; < the run's epochs
+    dual_loss: Literal["sum", "weighted"] = "sum"  # heads=2: CE1 + CE2 (P1) or lam CE1 + (1 - lam) CE2
+    ft_epochs: int = Field(10, ge=0, le=1000)  # fine-tuning epochs after the run's epochs
     ft_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    eval_lam: Literal["half", "train"] = Field(  # the ratio of the two-image test input
+        "half", json_schema_extra={"tested_in": "tests/test_mixup_c.py::test_two_image_protocol_scores_each_head_"
+                                                "against_its_own_image"})
     images_per_input: ClassVar[int] = 2  # [lam x_i, (1 - lam) x_j]: build_method builds a 2C-channel stem
 
-    def check_run(self, run: Any) -> None:
-        check_finetune(self.ft_epochs, run.epochs, "mixup-C")
+    def extra_epochs(self) -> int:
+        return self.ft_epochs
 
     def inactive(self) -> set[str]:
         off = {"r"} if self.lam == "beta" else {"alpha"}
+        off |= {"dual_loss"} if self.heads == 1 else set()
         return off | ({"ft_lr"} if self.ft_epochs == 0 else set())
 
 
@@ -110,15 +130,15 @@ class MixupC(Method):
             return torch.cat([x, torch.zeros_like(x)], 1)
         return torch.cat([0.5 * x, 0.5 * x], 1)
 
+    def _lams(self, n: int, g: torch.Generator) -> Tensor:
+        """``n`` draws of lam, float32 ``[n]`` on ``g``'s device."""
+        cfg = self.cfg
+        return sample_beta(cfg.alpha, n, g) if cfg.lam == "beta" else sample_uniform(0.5 - cfg.r, 0.5 + cfg.r, n, g)
+
     def _draw(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x~ [B, 2C, H, W], lam 0-d, j [B])`` for one batch."""
-        g, cfg = self.generator, self.cfg
-        if cfg.lam == "beta":
-            lam = sample_beta(cfg.alpha, 1, g)
-        else:
-            lam = sample_uniform(0.5 - cfg.r, 0.5 + cfg.r, 1, g)
-        lam = lam[0].to(x.device)
-        j, _ = partner(y, "perm", g)
+        lam = self._lams(1, self.generator)[0].to(x.device)
+        j, _ = partner(y, "perm", self.generator)
         return torch.cat([lam * x, (1 - lam) * x[j]], 1), lam, j
 
     def _heads(self, x2: Tensor, both: bool) -> tuple[Tensor, Optional[Tensor]]:
@@ -149,10 +169,11 @@ class MixupC(Method):
         logs: dict[str, Any] = {"lam": lam.detach()}
         if h2 is None:
             target = self._target(y, j, lam)
-            top2, top2_all = top2_hits(h1.detach(), target)
+            top2, top2_all = top2_hits(h1.detach(), y, y[j], lam)
             logs.update(top2=top2.float().mean(), top2_all=top2_all.float().mean())
             return StepOut(soft_cross_entropy(h1, target), h1, logs, labels=target.argmax(1))
-        loss = lam * F.cross_entropy(h1.float(), y) + (1 - lam) * F.cross_entropy(h2.float(), y[j])
+        ce1, ce2 = F.cross_entropy(h1.float(), y), F.cross_entropy(h2.float(), y[j])
+        loss = ce1 + ce2 if self.cfg.dual_loss == "sum" else lam * ce1 + (1 - lam) * ce2
         logs.update(train_acc_head1=(h1.detach().argmax(1) == y).float().mean(),
                     train_acc_head2=(h2.detach().argmax(1) == y[j]).float().mean())
         return StepOut(loss, h1, logs)  # train top-1 of head 1 against y_i
@@ -160,4 +181,22 @@ class MixupC(Method):
     @torch.no_grad()
     def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
         h1, h2 = self._heads(self._single(x), both=not self._converted)
-        return {"": h1} if h2 is None else {"": h1, "head2": h2}
+        return {"": h1} if h2 is None else {"single_head1": h1, "single_head2": h2}
+
+    @torch.no_grad()
+    def eval_pairs(self, x: Tensor, y: Tensor, xp: Tensor, yp: Tensor,
+                   generator: torch.Generator) -> dict[str, Tensor]:
+        """Two different images ``x, xp [B, C, H, W]`` in one pass, ``[lam x, (1 - lam) xp]`` (lam 0.5, or
+        drawn per pair with ``eval_lam: train``): heads=2 ``{acc_head1, acc_head2}``, heads=1
+        ``{top2, top2_all}``, each ``[B]``; nothing once the stem is converted (a single-image net)."""
+        if self._converted:
+            return {}
+        n = len(y)
+        lam = torch.full((n,), 0.5, device=x.device) if self.cfg.eval_lam == "half" else \
+            self._lams(n, generator).to(x.device)
+        w = lam.view(-1, 1, 1, 1)
+        h1, h2 = self._heads(torch.cat([w * x, (1 - w) * xp], 1), both=True)
+        if h2 is None:
+            top2, top2_all = top2_hits(h1, y, yp, lam)
+            return {"top2": top2, "top2_all": top2_all}
+        return {"acc_head1": h1.argmax(1) == y, "acc_head2": h2.argmax(1) == yp}

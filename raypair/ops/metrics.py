@@ -1,31 +1,38 @@
-"""Training-time metrics of mixed batches (methods.md §4.1): did the net name both mixed classes?
+"""Two-sample metrics of mixed pairs (methods.md §4.1): did the net name both classes of the pair?
 
-Pure tensor functions of logits and soft targets; no randomness, the device comes from the inputs.
+Pure tensor functions of logits, labels and ratios; no randomness, the device comes from the inputs.
 """
 from __future__ import annotations
+
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+Ratio = Union[float, Tensor]
 
-def top2_hits(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """P1's two-sample train accuracy. ``logits [B, K]``, ``target [B, K]`` soft rows with at most two
-    non-zero weights -> ``(top2 [B], top2_all [B])`` bool.
 
-    ``top2_all``: the two highest logits are the two target classes, in either order. ``top2``: also
-    in the right order, the first being the class of larger weight (methods.md ASSUMPTION); on a tie
-    (lam_l = 0.5) either order counts, so there ``top2 == top2_all``. A row with a single non-zero
-    weight (the partner shares the label, or lam_l is 0 or 1) has no second class to name: both
-    metrics are then top-1 against that class (ASSUMPTION)."""
-    if logits.shape != target.shape or logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"need logits and target of one shape [B, K>=2], got {tuple(logits.shape)} "
-                         f"and {tuple(target.shape)}")
-    w, cls = target.float().topk(2, dim=1)  # w[:, 0] >= w[:, 1]
+def top2_hits(logits: Tensor, y_a: Tensor, y_b: Tensor, w_a: Ratio,
+              tie_a: Optional[Ratio] = None) -> tuple[Tensor, Tensor]:
+    """P1's two-sample accuracy of a pair ``(a, b)`` mixed into one input. ``logits [B, K]``, labels
+    ``y_a, y_b [B]``, ``w_a`` the label weight of ``a`` (``b`` has ``1 - w_a``; 0-d or ``[B]``) ->
+    ``(top2 [B], top2_all [B])`` bool.
+
+    ``top2_all``: the two highest logits are ``{y_a, y_b}``, in either order. ``top2``: also in the
+    right order, the first being the sample of larger label weight. A same-label pair is a miss for
+    both (P1: it would "inevitably lead to a wrong prediction of one category", so the highest
+    accuracy is 1 - 2/N). On a label tie (``w_a == 0.5``: always under mixup-X) P1 does not define
+    the order: ``tie_a`` (the image weight of ``a``) decides it the same way, and with no ``tie_a``
+    (or a tie there too) either order counts (ASSUMPTION, the methods' ``top2_tie``)."""
+    if logits.dim() != 2 or logits.shape[1] < 2 or y_a.shape != logits.shape[:1] or y_b.shape != y_a.shape:
+        raise ValueError(f"need logits [B, K>=2] and labels [B], got {tuple(logits.shape)}, "
+                         f"{tuple(y_a.shape)} and {tuple(y_b.shape)}")
     pred = logits.topk(2, dim=1).indices
-    single = w[:, 1] <= 0
-    same = (pred[:, 0] == cls[:, 0]) & (pred[:, 1] == cls[:, 1])
-    swapped = (pred[:, 0] == cls[:, 1]) & (pred[:, 1] == cls[:, 0])
-    top1 = pred[:, 0] == cls[:, 0]
-    either = torch.where(single, top1, same | swapped)
-    ordered = torch.where(single, top1, same | (swapped & (w[:, 0] == w[:, 1])))
-    return ordered, either
+    a_first = (pred[:, 0] == y_a) & (pred[:, 1] == y_b)
+    b_first = (pred[:, 0] == y_b) & (pred[:, 1] == y_a)
+    differ = y_a != y_b
+    key = torch.as_tensor(w_a, dtype=torch.float32, device=logits.device) - 0.5  # > 0: a comes first
+    if tie_a is not None:
+        key = torch.where(key == 0, torch.as_tensor(tie_a, dtype=torch.float32, device=logits.device) - 0.5, key)
+    ordered = differ & ((a_first & (key >= 0)) | (b_first & (key <= 0)))
+    return ordered, differ & (a_first | b_first)

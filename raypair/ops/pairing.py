@@ -31,3 +31,16 @@ def batch_draw(x: Tensor, y: Tensor, n: int, generator: torch.Generator, avoid: 
         redraw = torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
         idx = torch.where(same, redraw, idx)
     return x[idx], y[idx]
+
+
+def cycle_partners(n: int, seed: int) -> Tensor:
+    """A fixed pairing of an evaluation split of ``n >= 2`` samples, by ``seed``: ``pi [n]`` int64 on
+    the CPU with ``pi[p[k]] = p[(k + 1) % n]`` for a seeded permutation ``p``, one ``n``-cycle. So no
+    sample is its own partner and every sample is the partner of exactly one other: each is scored
+    once as the first and once as the second image of a pair."""
+    if n < 2:
+        raise ValueError(f"pairing an evaluation split needs at least 2 samples, got {n}")
+    p = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    pi = torch.empty(n, dtype=torch.int64)
+    pi[p] = p.roll(-1)
+    return pi

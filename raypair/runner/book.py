@@ -101,7 +101,7 @@ class Book:
             history = store.history()
             epoch = max(int((last or {}).get("epoch", 0)), int(history[-1]["epoch"]) if history else 0)
             try:
-                full = epoch >= self.exp.run_of(trial.params).epochs
+                full = epoch >= self.exp.run_of(trial.params).total_epochs
             except ConfigError:
                 full = False
             store.finish("finished" if full else "stopped", epochs=epoch)

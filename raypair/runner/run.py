@@ -136,8 +136,10 @@ def _scheduler(exp: Experiment) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
+    # max_t defaults to the run's epochs, so the rungs fall before any fine-tuning phase after them
+    # (MethodConfig.extra_epochs); a trial that reaches it then runs its own remaining epochs
     return ASHAScheduler(time_attr="epoch", max_t=s.max_t or exp.base_run.epochs, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor)
+                         reduction_factor=s.reduction_factor, stop_last_trials=s.max_t is not None)
 
 
 def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tune.Tuner:

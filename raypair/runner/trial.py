@@ -39,7 +39,7 @@ def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> 
             raise
         store.finish("diverged", error=reason)  # the trial ends here; the sweep goes on
         return
-    store.finish("finished", epochs=cfg.epochs)
+    store.finish("finished", epochs=cfg.total_epochs)
 
 
 def _train(cfg: Any, store: TrialStore, key: str, exp_dir: str) -> None:
