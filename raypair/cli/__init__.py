@@ -95,7 +95,10 @@ def _tools(sub: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # a bad option (its one line is printed), or --help
+        return e.code if isinstance(e.code, int) else 2
     from raypair.cli import commands
 
     try:

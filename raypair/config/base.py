@@ -31,8 +31,15 @@ class ConfigError(ValueError):
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - an integer past Python's 4,300-digit str limit, a broken object
+        text = f"<{type(value).__name__} of {value.bit_length()} bits>" if isinstance(value, int) \
+            else f"<{type(value).__name__}>"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+short = _short
 
 
 class Strict(BaseModel):

@@ -29,6 +29,8 @@ class ParamSpace(Strict):
             raise ValueError(f"give exactly one of {', '.join(SPACE_KINDS)}; got {given or 'none'}")
         kind = given[0]
         args = getattr(self, kind)
+        if kind in ("uniform", "loguniform", "int") and not all(abs(a) <= 1e18 for a in args):
+            raise ValueError(f"{kind} bounds must lie within ±1e18")
         if kind in ("uniform", "loguniform", "int") and not args[0] < args[1]:
             raise ValueError(f"{kind} needs low < high, got {list(args)}")
         if kind == "loguniform" and args[0] <= 0:

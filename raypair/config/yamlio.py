@@ -104,8 +104,9 @@ def load_text(text: str) -> Any:
     """One YAML document as plain data; :class:`YamlProblem` for anything unacceptable."""
     if len(text) > MAX_BYTES:
         raise YamlProblem(f"longer than {MAX_BYTES:,} characters")
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -122,7 +123,8 @@ def load_text(text: str) -> Any:
         # constructor errors of explicit tags: !!int x, !!float y, a too long integer, !!binary
         raise YamlProblem(f"YAML value error: {_first_line(e)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _first_line(e: BaseException) -> str:

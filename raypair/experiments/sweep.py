@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from raypair.config import (NOT_SEARCHABLE, ConfigError, ParamSpace, RunConfigBase, SchedulerConfig, SpaceFile, TuneSettings,
                             build_run, deep_merge, field_at, flatten, from_validation, parse_override, read_yaml,
                             set_path, to_plain)
+from raypair.config.base import short
 from raypair.experiments.base import (Described, Experiment, ListProposer, Proposer, Record, Trial, check_metric,
                                       read_base_run, fmt_value)
 
@@ -165,12 +166,17 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
             field_at(sweep.run, path)
         except ConfigError as e:
             raise ConfigError(f"space.{e.field}", e.message, e.value) from None
+        runs, errors = [], []
         for value in ps.probe_values():
             try:
-                trial = feasible_run(sweep, path, value)
+                runs.append(feasible_run(sweep, path, value))
             except ConfigError as e:
-                where = "" if e.field == path else f"{e.field}: "
-                raise ConfigError(field, f"value {value!r} is invalid: {where}{e.message}") from None
+                errors.append((value, e))
+        if errors:  # a value outside its own field's range first (θ_max U[0.2, 1.4]: 1.4), then the rest
+            value, e = min(errors, key=lambda t: t[1].cross)
+            where = "" if e.field == path else f"{e.field}: "
+            raise ConfigError(field, f"value {short(value)} is invalid: {where}{e.message}")
+        for trial in runs:
             check_read(trial, path, field)
 
 

@@ -60,6 +60,7 @@ def decode(items: list[Union[Tensor, Path]], size: Optional[int], where: str,
             it = items[e.index]
             name = str(it) if isinstance(it, Path) else describe(e.index) if describe else f"image {e.index} of {where}"
             text = next((ln for ln in str(e.error).splitlines() if ln.strip()), type(e.error).__name__)
+            text = text.split(", ")[-1] if ".cpp:" in text else text  # torchvision's source location
             raise ConfigError("data.name", f"{name}: cannot decode the image: {text[:200]}") from None
     imgs = [im for part in parts for im in part]
     shapes = sorted({tuple(im.shape) for im in imgs})

@@ -139,7 +139,8 @@ def resolve(cfg: DataConfig) -> Located:
         try:
             loc = src.find(folder, cfg)
         except OSError as e:  # a name too long, a folder that cannot be listed
-            raise ConfigError("data.name", f"cannot look in {folder}: {e.strerror or e}", cfg.name) from None
+            field, value = ("data.root", cfg.root) if cfg.root else ("data.name", cfg.name)
+            raise ConfigError(field, f"cannot look in {folder}: {e.strerror or e}", value) from None
         if loc is not None:
             return loc
     origin = "data.root" if cfg.root else "$RAYPAIR_DATA" if os.environ.get("RAYPAIR_DATA") else "default ./data"
