@@ -64,6 +64,8 @@ TEXT_FILES: dict[str, str | bytes] = {
     "list.yaml": "- 1\n- 2\n",
     "syntax.yaml": "name: q\nrun:\n  epochs: [1, 2\n",
     "bad_tag.yaml": "name: q\nrun: {epochs: !!int abc}\n",
+    "bare_tag.yaml": "!!int",  # found by the fuzzer: PyYAML's int constructor raises IndexError
+    "long_int.yaml": "epochs: " + "9" * 5000 + "\n",
     "py_tag.yaml": "name: !!python/object/apply:os.system [echo hi]\n",
     "huge.yaml": "a: " + "x" * (1 << 20) + "\n",
     "empty.yaml": "",
@@ -156,6 +158,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (w / name).write_text(yaml.safe_dump(data, sort_keys=False))
     (w / "a_file").write_text("x")
     (w / "storage_empty").mkdir()
+    (w / "storage_file_name").mkdir()
+    (w / "storage_file_name" / "quickstart").write_text("x")
+    (w / "elsewhere").mkdir()
+    (w / "storage_link").mkdir()
+    (w / "storage_link" / "link").symlink_to(w / "elsewhere")
     make_data(w / "data")
     return w
 
@@ -191,6 +198,8 @@ FILE_CASES = [
     Case("top level list", V("{w}/list.yaml"), "file", "list"),
     Case("syntax error", V("{w}/syntax.yaml"), "file", "syntax.yaml"),
     Case("bad explicit tag", V("{w}/bad_tag.yaml"), "file", "abc"),
+    Case("bare int tag", V("{w}/bare_tag.yaml"), "file", "IndexError"),
+    Case("5000-digit integer", V("{w}/long_int.yaml"), "file", "digits"),
     Case("python tag", V("{w}/py_tag.yaml"), "file", "python/object"),
     Case("huge file", V("{w}/huge.yaml"), "file", "huge.yaml"),
     Case("file name too long", V("{w}/" + "x" * 300 + ".yaml"), "file", "xxxx"),
@@ -347,6 +356,10 @@ CLI_CASES = [
     Case("tune name quote", T("--name", "it's"), "--name", "it's"),
     Case("tune name empty", T("--name", ""), "--name", "''"),
     Case("tune name too long", T("--name", "n" * 101), "--name", "nnn"),
+    Case("experiment folder is a file", ["tune", str(QUICK), "--storage", "{w}/storage_file_name"], "name",
+         "quickstart"),
+    Case("name is a link out of storage", ["tune", str(QUICK), "--storage", "{w}/storage_link", "--name", "link"],
+         "--name", "elsewhere"),
     Case("train name escapes", ["train", "{w}/run.yaml", "--storage", "{s}", "--name", "a/b"], "--name", "a/b"),
     Case("train run name escapes", ["train", "{w}/run_bad_name.yaml", "--storage", "{s}"], "name", "../escape"),
     Case("--num-samples huge", T("--num-samples", "1000000000000"), "--num-samples", "1000000000000"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 from urllib.parse import urlparse
 
-from raypair.config import NAME_RULE
+from raypair.config import ConfigError, check_name
 
 _ARG = re.compile(r"^argument (?P<opt>[^:]+): (?P<msg>.*)$", re.S)
 _INVALID = re.compile(r"^invalid (?P<what>.+?) value: (?P<value>.*)$", re.S)
@@ -81,9 +81,10 @@ def fraction(text: str) -> float:
 
 
 def name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", text) or ".." in text:
-        raise _bad(f"must be {NAME_RULE}", text)
-    return text
+    try:
+        return check_name("", text)
+    except ConfigError as e:
+        raise _bad(e.message, text) from None
 
 
 def seeds(text: str) -> list[int]:

@@ -96,4 +96,6 @@ def inside(storage: Path, name: str, field: str = "name") -> Path:
     real = folder.resolve()
     if real.parent != root:
         raise ConfigError(field, f"{folder} resolves to {real}, outside --storage {root}", name)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(field, f"{folder} is a file, not an experiment folder", name)
     return folder

@@ -119,9 +119,9 @@ def load_text(text: str) -> Any:
         raise YamlProblem(f"{_at(mark)}YAML syntax error: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise YamlProblem(f"YAML error: {_first_line(e)}") from None
-    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as e:
-        # constructor errors of explicit tags: !!int x, !!float y, a too long integer, !!binary
-        raise YamlProblem(f"YAML value error: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - PyYAML's constructors raise what they meet: !!int x (ValueError),
+        # a bare !!int (IndexError), a 5,000-digit integer, !!binary of bad base64 ...
+        raise YamlProblem(f"YAML value error: {type(e).__name__}: {_first_line(e)}") from None
     finally:
         if loader is not None:
             loader.dispose()
