@@ -227,6 +227,7 @@ SET_CASES = [
     Case("set bad yaml", V(str(QUICK), "--set", "optim.lr=[1"), "optim.lr", "[1"),
     Case("set space itself", V(str(QUICK), "--set", "space=1"), "--set", "space=1"),
     Case("set unknown key", V(str(QUICK), "--set", "optim.lrr=0.1"), "optim.lrr", None),
+    Case("key with a newline", V(str(QUICK), "--set", 'optim={"a\\nb": 1}'), "optim.a\\nb", None),  # fuzzer
     Case("set wrong type", V(str(QUICK), "--set", "optim.lr=fast"), "optim.lr", "fast"),
     Case("set method name", V(str(QUICK), "--set", "method.name=nosuch"), "method.name", "nosuch"),
     Case("set model name", V(str(QUICK), "--set", "model.name=resnet_nosuch"), "model.name", "resnet_nosuch"),

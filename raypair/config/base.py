@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str, value: Any = ...) -> None:
         message = " ".join(str(message).split())  # one line, whatever an exception's text held
+        field = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(field))  # a key "a\nb" -> a\\nb
         self.field, self.message, self.value = field, message, value
         self.cross = False  # set by from_validation: a cross-field rule, not the field's own range
         got = "" if value is ... else f" (got {_short(value)})"
