@@ -4,7 +4,8 @@ whatever a ``--set`` says, only ``ConfigError`` may escape (a result is fine too
 Three kinds of input per loader: raw bytes and YAML-looking text; a valid file with random
 fields replaced by random values (numbers at and past every limit, NaN, huge integers, dates,
 nested lists and maps, aliases); and random ``--set`` lines. The CI profile runs 150 examples
-per test; ``RAYPAIR_FUZZ_EXAMPLES=2000`` runs more."""
+per test, the same examples every time; ``RAYPAIR_FUZZ_EXAMPLES=2000`` runs more, and with
+``RAYPAIR_FUZZ_SEED`` set (to anything) they are drawn afresh at random."""
 from __future__ import annotations
 
 import os
@@ -25,7 +26,8 @@ from raypair.experiments.sweep import load_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("RAYPAIR_FUZZ_EXAMPLES", "150"))
-settings.register_profile("raypair", max_examples=EXAMPLES, deadline=None, derandomize="RAYPAIR_FUZZ_SEED" not in os.environ,
+settings.register_profile("raypair", max_examples=EXAMPLES, deadline=None, database=None,  # nothing written here
+                          derandomize="RAYPAIR_FUZZ_SEED" not in os.environ,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                  HealthCheck.filter_too_much])
 FUZZ = settings.get_profile("raypair")
