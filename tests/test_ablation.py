@@ -120,7 +120,7 @@ BAD = [
     (_set("variants/base+", {"seed": 3}), "variants.base+.seed: seeds come from seeds:"),
     (_set("reference", "nope"), "reference: no such variant"),
     (_set("paper/values/nope", 1.0), "paper.values.nope: no such variant"),
-    (_set("paper/values/base", "about 80"), "paper.values: expected a number or 'mean±ci' (got 'about 80')"),
+    (_set("paper/values/base", "about 80"), "paper.values.base: expected a number or 'mean±ci' (got 'about 80')"),
     (_set("factors", {"a": {"x": {}}}), "give exactly one of variants: or factors:"),
     (_set("exclude", ["nope"]), "exclude: no such variant"),
     (_set("seeds", [0, 0]), "seeds: repeated seed"),
@@ -146,7 +146,7 @@ def test_bad_ablation_input_exits_2_before_anything_starts(tmp_path, capsys, mon
 @pytest.mark.parametrize("argv,message", [
     (["--quick", "--variants", "base,nope"], "--variants: no such variant (have: base, base+, cutmix) (got 'nope')"),
     (["--resume"], "--resume: no ablation to resume"),
-    (["--max-concurrent", "0"], "--max-concurrent: must be >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent: must lie in [1, 10000] (got 0)"),
     (["--set", "epochs=0"], "epochs: "),
 ])
 def test_bad_ablate_arguments(tmp_path, capsys, argv, message):

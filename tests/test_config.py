@@ -101,14 +101,16 @@ def test_wrong_type(tmp_path, capsys):
 
 def test_missing_file(tmp_path, capsys):
     code, err = run_cli(capsys, "tune", str(tmp_path / "nope.yaml"))
-    assert code == 2 and "nope.yaml: no such file" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("raypair: error: space: no such file") and "nope.yaml" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_yaml_syntax_error_names_line(tmp_path, capsys):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\nrun:\n  epochs: [1, 2\n")
     code, err = run_cli(capsys, "validate", str(p))
-    assert code == 2 and "bad.yaml:" in err and "YAML syntax error" in err
+    assert code == 2 and err.startswith("raypair: error: file:") and "bad.yaml: line " in err
+    assert "YAML syntax error" in err
     assert len(err.strip().splitlines()) == 1
 
 

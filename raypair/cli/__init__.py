@@ -1,49 +1,43 @@
 """``raypair`` command line: tune, ablate, report, train, validate, preview, ui (the commands are in
-``commands.py``; this module parses arguments and turns a ConfigError into one line and exit 2).
+``commands.py``, the checks that run before anything starts in ``checks.py``, the option types in
+``args.py``; this module builds the parser and turns a ConfigError into one line and exit 2).
 
 Heavy modules (torch, Ray, MLflow) are imported inside the commands, so ``--help`` is instant, and
-every input is validated (config, search space, model name, dataset location) before Ray starts.
-Bad input prints one line, ``raypair: error: <dotted.field>: <what> (got <value>)``, and exits 2.
+every input is validated (options, config, search space, model, dataset, storage) before Ray
+starts or any folder is made. Bad input prints one line,
+``raypair: error: <dotted.field or --option>: <what> (got <value>)``, and exits 2.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from raypair.cli import args as A
 from raypair.config import ConfigError
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not out or len(set(out)) != len(out):
-        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got {text!r}")
-    return out
-
-
-def _str_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _common(p: argparse.ArgumentParser, storage: bool = True) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a config field, e.g. --set optim.lr=0.05 (repeatable)")
     if storage:
-        p.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"),
-                       help="folder for results, checkpoints and the default MLflow store (default: ./runs)")
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
-        p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+        _storage(p)
+        p.add_argument("--address", type=A.address, help="Ray cluster address (default: start a local Ray)")
+
+
+def _storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", type=A.folder, default=os.environ.get("RAYPAIR_STORAGE", "runs"),
+                   help="folder for results, checkpoints and the default MLflow store (default: ./runs)")
+    p.add_argument("--tracking-uri", type=A.tracking_uri,
+                   help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
 
 
 def _experiment(p: argparse.ArgumentParser, what: str, resume: str) -> None:
     """Options of every command that runs an experiment on Ray."""
     _common(p)
-    p.add_argument("--name", help=f"override the {what}'s name (its folder under --storage and MLflow experiment)")
+    p.add_argument("--name", type=A.name, help=f"override the {what}'s name (its folder under --storage and "
+                   "MLflow experiment; letters, digits, '_', '-', '.')")
     p.add_argument("--resume", action="store_true", help=resume)
     p.add_argument("--verbose", action="store_true",
                    help="a line per trial per epoch (default: a line per ended trial and a status block every 10 s "
@@ -51,21 +45,21 @@ def _experiment(p: argparse.ArgumentParser, what: str, resume: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="raypair", description="Tune and ablate image-pair training methods "
-                                 "on Ray, with Optuna and MLflow.")
+    ap = A.Parser(prog="raypair", description="Tune and ablate image-pair training methods "
+                  "on Ray, with Optuna and MLflow.")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tune", help="run an Optuna sweep of Ray Train trials (one MLflow child run per trial)")
     t.add_argument("space", help="search-space YAML, e.g. search_spaces/quickstart.yaml")
     _experiment(t, "sweep", "finish an interrupted sweep of the same name")
-    t.add_argument("--num-samples", type=int, help="override tune.num_samples")
+    t.add_argument("--num-samples", type=A.int_in(1, 100_000), help="override tune.num_samples")
     a = sub.add_parser("ablate", help="run an ablation's variants x seeds (one MLflow child run per pair)")
     a.add_argument("ablation", help="ablation YAML, e.g. ablations/p3_table1_c10.yaml")
     _experiment(a, "ablation", "finish an interrupted ablation: finished pairs are skipped, cut-off ones "
                 "continue from their last checkpoint; new seeds are added")
     a.add_argument("--quick", action="store_true", help="the file's quick profile (small, for a CPU)")
-    a.add_argument("--seeds", type=_int_list, help="comma-separated seeds instead of the file's, e.g. 0,1,2")
-    a.add_argument("--variants", type=_str_list, help="comma-separated subset of the variants")
-    a.add_argument("--max-concurrent", type=int, help="pairs running at once (default: the file's)")
+    a.add_argument("--seeds", type=A.seeds, help="comma-separated seeds instead of the file's, e.g. 0,1,2")
+    a.add_argument("--variants", type=A.names, help="comma-separated subset of the variants")
+    a.add_argument("--max-concurrent", type=A.int_in(1, 10_000), help="pairs running at once (default: the file's)")
     r = sub.add_parser("train", help="one run, no search (one trial of the same runner)")
     r.add_argument("run", help="run YAML, or a search-space YAML (trains its base run)")
     _experiment(r, "run", "finish an interrupted run of the same --name")
@@ -76,11 +70,11 @@ def parser() -> argparse.ArgumentParser:
 def _tools(sub: Any) -> None:
     """The commands that start no experiment: report, validate, preview, ui."""
     rp = sub.add_parser("report", help="tables and figures of an ablation or sweep from MLflow")
-    rp.add_argument("experiment", help="MLflow experiment: the ablation's or sweep's name")
-    rp.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
-    rp.add_argument("--tracking-uri", help="any MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
-    rp.add_argument("--out", help="output folder (default: <storage>/<experiment>/report)")
-    rp.add_argument("--top", type=int, default=10, help="sweeps: how many best trials to list (default 10)")
+    rp.add_argument("experiment", type=A.name, help="MLflow experiment: the ablation's or sweep's name")
+    _storage(rp)
+    rp.add_argument("--out", type=A.folder, help="output folder (default: <storage>/<experiment>/report)")
+    rp.add_argument("--top", type=A.int_in(1, 10_000), default=10,
+                    help="sweeps: how many best trials to list (default 10)")
     rp.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
     v = sub.add_parser("validate", help="print the resolved config or trial space; starts nothing")
     v.add_argument("file")
@@ -88,26 +82,32 @@ def _tools(sub: Any) -> None:
     p = sub.add_parser("preview", help="write a PNG grid of real images after a method's transform")
     p.add_argument("method", help="method name, e.g. cutmix")
     _common(p, storage=False)
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("--epoch", type=int, help="call the method's epoch hook for this 0-based epoch first")
-    p.add_argument("--epochs", type=int, default=100, help="run length the epoch hook assumes (default 100)")
-    p.add_argument("--beta", type=float, help="previous epoch's train accuracy given to the epoch hook "
+    p.add_argument("--out", type=A.out_file, required=True, help="PNG file to write (in an existing folder)")
+    p.add_argument("--n", type=A.int_in(1, 256), default=16, help="number of images (default 16)")
+    p.add_argument("--epoch", type=A.int_in(0, 9999), help="call the method's epoch hook for this 0-based epoch first")
+    p.add_argument("--epochs", type=A.int_in(1, 10000), default=100,
+                   help="run length the epoch hook assumes (default 100)")
+    p.add_argument("--beta", type=A.fraction, help="previous epoch's train accuracy given to the epoch hook "
                    "(PairTraining's stages); implies --epoch 1 unless --epoch is given")
     p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
     st = sub.add_parser("status", help="where an experiment stands, from its trial store (no Ray, no MLflow)")
-    st.add_argument("name", nargs="?", help="experiment name (default: list every experiment under --storage)")
-    st.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
+    st.add_argument("name", nargs="?", type=A.name,
+                    help="experiment name (default: list every experiment under --storage)")
+    st.add_argument("--storage", type=A.folder, default=os.environ.get("RAYPAIR_STORAGE", "runs"))
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
-    u.add_argument("--storage", default=os.environ.get("RAYPAIR_STORAGE", "runs"))
-    u.add_argument("--tracking-uri")
-    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    u.add_argument("--port", type=int, default=5000, help="MLflow UI port; the Optuna dashboard takes the next one")
-    u.add_argument("--study", help="the sweep whose Optuna study to show (default: the newest sweep's)")
+    _storage(u)
+    u.add_argument("--host", type=A.host, default="127.0.0.1",
+                   help="bind address (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=A.int_in(1, 65535), default=5000,
+                   help="MLflow UI port; the Optuna dashboard takes the next one")
+    u.add_argument("--study", type=A.name, help="the sweep whose Optuna study to show (default: the newest sweep's)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # a bad option (its one line is printed), or --help
+        return e.code if isinstance(e.code, int) else 2
     from raypair.cli import commands
 
     try:

@@ -1,6 +1,6 @@
 """The commands. Heavy modules (torch, Ray, MLflow) are imported inside them, and every input is
-validated (config, search space, model name, dataset location, resume state) before Ray starts.
-``tune``, ``ablate`` and ``train`` load an experiment and hand it to the one runner."""
+validated (options, config, search space, model, data, storage, resume state) before Ray starts
+(``checks.py``). ``tune``, ``ablate`` and ``train`` load an experiment and hand it to the one runner."""
 from __future__ import annotations
 
 import argparse
@@ -10,40 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from raypair.cli.checks import check_data, check_local_resources, file_kind, inside, preflight, preflight_all
 from raypair.config import ConfigError
-
-
-# ----------------------------------------------------------------------------- validation
-def preflight(run: Any, prefix: str = "") -> None:
-    """Checks that need the model registry or the file system, still before any compute."""
-    from raypair.data import resolve
-    from raypair.models import check_model_name
-
-    try:
-        check_model_name(run.model.name)
-        resolve(run.data)
-    except ConfigError as e:
-        raise ConfigError(prefix + e.field, e.message, e.value) from None
-
-
-def preflight_all(exp: Any) -> None:
-    """The model and data of every distinct run an experiment trains (each ablation variant)."""
-    runs = {f"variants.{n}.": r for n, r in exp.runs.items()} if exp.kind == "ablation" else {"": exp.base_run}
-    seen: set[str] = set()
-    for prefix, run in runs.items():
-        key = repr((run.model.name, run.data))
-        if key not in seen:
-            seen.add(key)
-            preflight(run, prefix)
-
-
-def _kind(path: str) -> str:
-    from raypair.config import read_yaml
-
-    raw = read_yaml(path)
-    if "variants" in raw or "factors" in raw:
-        return "ablation"
-    return "space" if "space" in raw or "tune" in raw else "run"
 
 
 def _load(kind: str, args: argparse.Namespace, path: str) -> Any:
@@ -63,7 +31,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from raypair.config import load_run, to_plain
 
-    kind = _kind(args.file)
+    kind = file_kind(args.file, "file", ("run", "space", "ablation"))
     if kind == "run":
         run = load_run(args.file, args.overrides)
         preflight(run)
@@ -97,9 +65,10 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
     the records of every trial and the storage folder."""
     from raypair.runner.store import prepare
 
+    storage = args.storage
+    exp_dir = inside(storage, exp.name, "--name" if args.name else "name")
     preflight_all(exp)
-    storage = Path(args.storage).resolve()
-    exp_dir = storage / exp.name
+    check_local_resources(exp, args.address)
     known = prepare(exp, exp_dir, args.resume)
     tracker = _tracker(args, storage, exp.experiment_name)
     from raypair.runner.run import run_experiment
@@ -110,6 +79,7 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    file_kind(args.space, "space", ("space",))
     sweep = _load("space", args, args.space)
     tracker, records, storage = launch(sweep, args)
     code = print_trials(sweep, records)
@@ -118,6 +88,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    file_kind(args.ablation, "ablation", ("ablation",))
     ab = _load("ablation", args, args.ablation)
     tracker, records, storage = launch(ab, args)
     tags, _ = ab.summary(records)
@@ -129,16 +100,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from raypair.config import load_run, to_plain
+    from raypair.config import check_name, load_run, to_plain
     from raypair.experiments.single import SingleRun
 
-    if _kind(args.run) == "space":  # a search-space file trains its base run
+    if file_kind(args.run, "run", ("run", "space")) == "space":  # a search-space file trains its base run
         from raypair.experiments.sweep import load_sweep
 
         raw = load_sweep(args.run, args.overrides, check=False).run_raw
     else:
         raw = to_plain(load_run(args.run, args.overrides))
-    exp = SingleRun(args.name or f"{raw.get('name', 'run')}-{uuid.uuid4().hex[:8]}", raw)
+    name = args.name or f"{check_name('name', raw.get('name', 'run'))[:90]}-{uuid.uuid4().hex[:8]}"
+    exp = SingleRun(name, raw)
     tracker, records, _ = launch(exp, args)
     rec = records[0]
     shown = {k: round(v, 4) for k, v in (rec.rows[-1] if rec.rows else {}).items()
@@ -185,9 +157,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from raypair.report import report
 
     storage, uri = _store(args)
-    if args.top < 1:
-        raise ConfigError("--top", "must be >= 1", args.top)
-    out = Path(args.out) if args.out else storage / args.experiment / "report"
+    out = args.out or inside(storage, args.experiment, "experiment") / "report"
     files = report(uri, args.experiment, out, top=args.top, log=not args.no_log)
     for f in files:
         print(f"wrote {f}")
@@ -197,22 +167,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from raypair.config import build_run, parse_override, set_path
 
-    if args.n < 1:
-        raise ConfigError("--n", "must be >= 1", args.n)
     raw: dict[str, Any] = {"method": {"name": args.method}, "data": {"name": args.data}, "epochs": args.epochs}
     for text in args.overrides:
         raw = set_path(raw, *parse_override(text))
     run = build_run(raw)
-    from raypair.data import resolve
-
-    resolve(run.data)
+    if args.epoch is not None and args.epoch >= run.epochs:
+        raise ConfigError("--epoch", f"must be below the run's epochs={run.epochs} (0-based)", args.epoch)
+    check_data(run.data)
     from raypair.preview import preview
 
-    if args.beta is not None and not 0.0 <= args.beta <= 1.0:
-        raise ConfigError("--beta", "must lie in [0, 1]", args.beta)
     stats = None if args.beta is None else {"train_acc": args.beta}
     epoch = args.epoch if args.epoch is not None or stats is None else 1
-    out = preview(run, Path(args.out), n=args.n, epoch=epoch, stats=stats)
+    out = preview(run, args.out, n=args.n, epoch=epoch, stats=stats)
     print(f"wrote {out}")
     return 0
 
@@ -221,8 +187,8 @@ def _store(args: argparse.Namespace) -> tuple[Path, str]:
     """``--storage`` as an absolute path and the tracking URI: ``--tracking-uri``, or the store there."""
     from raypair.tracking import default_uri
 
-    storage = Path(args.storage).resolve()
-    if not args.tracking_uri and not (storage / "mlflow.db").exists():
+    storage = args.storage
+    if not args.tracking_uri and not (storage / "mlflow.db").is_file():
         raise ConfigError("--storage", f"no MLflow store at {storage / 'mlflow.db'}; run raypair tune or ablate first",
                           str(storage))
     return storage, args.tracking_uri or default_uri(storage)

@@ -33,23 +33,38 @@ def _dashboard() -> Optional[str]:
     return str(exe) if exe.exists() else None
 
 
+def check_port(host: str, port: int) -> None:
+    """A port taken, or not this machine's address: one line now, not the server's traceback later."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError("--port", f"cannot listen on {host}:{port}: {e.strerror or e}", port) from None
+
+
 def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
+    db = study_db(storage, args.study)
+    exe = _dashboard() if db is not None else None
+    dash_port = args.port + 1 if args.port < 65535 else args.port - 1
+    check_port(args.host, args.port)
+    if exe is not None:
+        check_port(args.host, dash_port)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # browsing needs no job runners
     servers: list[tuple[str, subprocess.Popen]] = []
     mlflow = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
               "--port", str(args.port)]
     servers.append((f"MLflow UI on http://{args.host}:{args.port} for {uri}",
                     subprocess.Popen(mlflow, env=env, start_new_session=True)))
-    db = study_db(storage, args.study)
     if db is not None:
-        exe = _dashboard()
         if exe is None:
             print(f"Optuna study {db}: pip install 'raypair[dashboard]' (optuna-dashboard) to browse it here",
                   flush=True)
         else:
-            port = args.port + 1
-            cmd = [exe, f"sqlite:///{db}", "--host", args.host, "--port", str(port)]
-            servers.append((f"Optuna dashboard on http://{args.host}:{port} for the study of sweep "
+            cmd = [exe, f"sqlite:///{db}", "--host", args.host, "--port", str(dash_port)]
+            servers.append((f"Optuna dashboard on http://{args.host}:{dash_port} for the study of sweep "
                             f"{db.parent.name!r}", subprocess.Popen(cmd, env=env, start_new_session=True)))
     for what, _ in servers:
         print(what, flush=True)

@@ -4,17 +4,19 @@ dotted field and the received value.
 
 - :mod:`raypair.config.base`: the error, the ``Strict`` base, YAML, dicts and dotted paths;
 - :mod:`raypair.config.run`: the run config and its parts (``data``, ``model``, ``optim`` ...);
-- :mod:`raypair.config.space`: search-space files.
+- :mod:`raypair.config.space`: search-space files;
+- :mod:`raypair.config.yamlio`: YAML with limits (no timestamps, depth, alias expansion, duplicate keys).
 
 Importing this package imports neither torch nor the methods; :func:`run_model` does, lazily.
 """
-from raypair.config.base import (ConfigError, Strict, deep_merge, field_at, flatten, from_validation, parse_override,
-                                 read_yaml, set_path, to_plain)
-from raypair.config.run import (METRICS, DataConfig, DivergenceConfig, MethodConfig, ModelConfig, OptimConfig, RunConfigBase,
-                                ScaleConfig, ScheduleConfig, build_run, load_run, run_model)
+from raypair.config.base import (NAME_RULE, ConfigError, Name, Strict, check_name, deep_merge, field_at, flatten,
+                                 from_validation, parse_override, read_text, read_yaml, set_path, to_plain)
+from raypair.config.run import (METRICS, NOT_SEARCHABLE, DataConfig, DivergenceConfig, MethodConfig, ModelConfig,
+                                OptimConfig, RunConfigBase, ScaleConfig, ScheduleConfig, build_run, load_run, run_model)
 from raypair.config.space import SPACE_KINDS, ParamSpace, SchedulerConfig, SearcherConfig, SpaceFile, TuneSettings
 
-__all__ = ["METRICS", "SPACE_KINDS", "ConfigError", "DataConfig", "DivergenceConfig", "MethodConfig", "ModelConfig", "OptimConfig",
-           "ParamSpace", "RunConfigBase", "ScaleConfig", "ScheduleConfig", "SchedulerConfig", "SearcherConfig",
-           "SpaceFile", "Strict", "TuneSettings", "build_run", "deep_merge", "field_at", "flatten",
-           "from_validation", "load_run", "parse_override", "read_yaml", "run_model", "set_path", "to_plain"]
+__all__ = ["METRICS", "NAME_RULE", "NOT_SEARCHABLE", "SPACE_KINDS", "ConfigError", "DataConfig", "DivergenceConfig",
+           "MethodConfig", "ModelConfig", "Name", "OptimConfig", "ParamSpace", "RunConfigBase", "ScaleConfig",
+           "ScheduleConfig", "SchedulerConfig", "SearcherConfig", "SpaceFile", "Strict", "TuneSettings", "build_run",
+           "check_name", "deep_merge", "field_at", "flatten", "from_validation", "load_run", "parse_override",
+           "read_text", "read_yaml", "run_model", "set_path", "to_plain"]

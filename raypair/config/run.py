@@ -15,23 +15,34 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from raypair.config.base import Strict, from_validation, parse_override, read_yaml, set_path
+from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
 
 METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_acc")
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and every generator's range
+# how a run is computed or stored, not what it computes: searching or ablating one changes no result
+NOT_SEARCHABLE = {"name": "names the run", "eval_batch_size": "only splits the evaluation into batches",
+                  "checkpoint_every": "only sets how often a checkpoint is written",
+                  "data.root": "only says where the files are", "data.cache_dir": "only says where the cache is",
+                  "data.download": "only fetches the files", "scale.threads": "only sets CPU threads",
+                  "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs"}
+# model.kwargs keys that the data or the other model fields decide
+_RESERVED_KWARGS = {"num_classes": "set by the data", "in_chans": "set by the data and the method",
+                    "pretrained": "raypair trains from scratch", "pretrained_cfg": "raypair trains from scratch",
+                    "pretrained_cfg_overlay": "raypair trains from scratch", "checkpoint_path": "use --resume"}
 
 
 class DataConfig(Strict):
     """Where the images come from and how they are split. See ``raypair/data/``."""
 
-    name: str = "digits"
+    name: Name = "digits"  # one folder under the data root
     source: str = "auto"  # "auto" or a registered source (raypair/data/sources/)
     root: Optional[str] = None  # default: $RAYPAIR_DATA, else ./data
     download: bool = False  # torchvision CIFAR download, only when allowed and online
     image_size: Optional[int] = Field(None, ge=8, le=1024)  # resize (digits, ImageFolder)
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out of train; 0 = evaluate on test
-    train_subset: Optional[int] = Field(None, ge=1)  # class-balanced subset, by split_seed
-    test_subset: Optional[int] = Field(None, ge=1)
-    split_seed: int = 0
+    train_subset: Optional[int] = Field(None, ge=1, le=10**9)  # class-balanced subset, by split_seed
+    test_subset: Optional[int] = Field(None, ge=1, le=10**9)
+    split_seed: Seed = 0
     normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
     pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
     cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
@@ -52,7 +63,18 @@ class ModelConfig(Strict):
 
     name: str = "resnet18_cifar"
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # more keyword arguments of the timm model
+
+    @field_validator("kwargs")
+    @classmethod
+    def _own_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in _RESERVED_KWARGS:
+                raise ValueError(f"{key}: not a model.kwargs key: {_RESERVED_KWARGS[key]}")
+        return value
+
+    def inactive(self) -> set[str]:
+        return {"drop_rate"} if "drop_rate" in self.kwargs else set()  # kwargs.drop_rate wins
 
 
 class OptimConfig(Strict):
@@ -82,12 +104,14 @@ class ScheduleConfig(Strict):
     milestones: list[float] = Field(default_factory=lambda: [60, 120, 160])
     milestone_unit: Literal["epoch", "fraction"] = "epoch"
     gamma: float = Field(0.2, gt=0.0, le=1.0)
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    min_lr: float = Field(0.0, ge=0.0)  # cosine floor
+    warmup_epochs: float = Field(0.0, ge=0.0, le=10000)
+    min_lr: float = Field(0.0, ge=0.0, le=10.0)  # cosine floor
 
     @model_validator(mode="after")
     def _check(self) -> "ScheduleConfig":
         m = self.milestones
+        if any(v <= 0 for v in m):
+            raise ValueError(f"milestones: must be > 0, got {m}")
         if any(b <= a for a, b in zip(m, m[1:])):
             raise ValueError(f"milestones: must increase strictly, got {m}")
         if self.milestone_unit == "fraction" and any(not 0 < v < 1 for v in m):
@@ -107,14 +131,14 @@ class ScaleConfig(Strict):
     """How one trial runs. Per-trial resources = workers x (cpus_per_worker, gpus_per_worker)."""
 
     workers: int = Field(1, ge=1, le=1024)
-    cpus_per_worker: float = Field(1.0, gt=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
     gpus_per_worker: Union[float, Literal["auto"]] = "auto"  # fractional GPUs share a device
     # train: the loop under a Ray Train TorchTrainer; direct: in the Tune trial process (1 worker);
     # auto: direct for a 1-worker CPU trial (Train's ~20 s start-up per trial dwarfs a CPU quick
     # sweep: measured 144 s vs 52 s for search_spaces/quickstart.yaml), Train otherwise
     trainer: Literal["auto", "train", "direct"] = "auto"
     compile: bool = False  # torch.compile (mode reduce-overhead on CUDA)
-    threads: Optional[int] = Field(None, ge=1)  # torch threads per worker; default cpus_per_worker
+    threads: Optional[int] = Field(None, ge=1, le=1024)  # torch threads per worker; default cpus_per_worker
 
     def resources(self) -> dict[str, float]:
         """CPUs and GPUs one run's workers hold together (``gpus_per_worker: auto`` counts 0 until pinned)."""
@@ -163,7 +187,7 @@ class DivergenceConfig(Strict):
     diverged in MLflow and as a failed point in Optuna). A NaN or infinite loss always is."""
 
     loss_factor: Optional[float] = Field(1000.0, gt=1.0)  # train_loss above this x epoch 1's; null: off
-    chance_after: Optional[int] = Field(None, ge=1)  # from this epoch on, val_acc near chance diverges
+    chance_after: Optional[int] = Field(None, ge=1, le=10000)  # from this epoch on, val_acc near chance diverges
     chance_margin: float = Field(0.01, ge=0.0, lt=1.0)  # "near chance": val_acc < 1/classes + margin
 
     def inactive(self) -> set[str]:
@@ -178,10 +202,10 @@ class RunConfigBase(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
     epochs: int = Field(1, ge=1, le=10000)
-    batch_size: int = Field(128, ge=1)  # global batch: split evenly across Train workers
-    eval_batch_size: int = Field(512, ge=1)
-    seed: int = 0
-    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (the last is always kept)
+    batch_size: int = Field(128, ge=1, le=65536)  # global batch: split evenly across Train workers
+    eval_batch_size: int = Field(512, ge=1, le=65536)
+    seed: Seed = 0
+    checkpoint_every: int = Field(1, ge=1, le=10000)  # epochs between checkpoints (the last is always kept)
     diverge: DivergenceConfig = Field(default_factory=DivergenceConfig)
 
     @property
@@ -198,10 +222,30 @@ class RunConfigBase(Strict):
                 method.check_run(self)
             except ValueError as e:
                 raise ValueError(f"method.{e}") from None
+        if self.schedule.warmup_epochs > self.epochs:
+            raise ValueError(f"schedule.warmup_epochs: longer than the run's epochs={self.epochs}, got "
+                             f"{self.schedule.warmup_epochs}")
         if self.batch_size % self.scale.workers:
             raise ValueError(f"batch_size: {self.batch_size} does not split evenly across "
                              f"scale.workers={self.scale.workers}")
         return self
+
+    def unread(self) -> dict[str, str]:
+        """Dotted paths no code reads under the current settings (or that change no result), each
+        with the reason ("" for a section's own ``inactive``): sweeping or ablating one is an error."""
+        out = dict(NOT_SEARCHABLE)
+        for section in ("data", "model", "optim", "schedule", "scale", "diverge"):
+            for key in getattr(self, section).inactive():
+                out[f"{section}.{key}"] = ""
+        method = getattr(self, "method", None)
+        if method is not None:
+            out |= {f"method.{k}": "" for k in method.inactive()}
+            out |= {k: f"method {method.name} replaces it with its own settings" for k in method.unread_run_fields()}
+            if method.aug == "base":
+                out["data.pad"] = "only method.aug: base+ pads"
+        if "drop_rate" in self.model.kwargs:
+            out["model.drop_rate"] = "model.kwargs.drop_rate replaces it"
+        return out
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from raypair.config.base import Strict
+from raypair.config.base import Name, Strict
 
 SPACE_KINDS = ("uniform", "loguniform", "int", "choice", "grid")
 
@@ -19,8 +19,8 @@ class ParamSpace(Strict):
     uniform: Optional[tuple[float, float]] = None
     loguniform: Optional[tuple[float, float]] = None
     int: Optional[tuple[builtins.int, builtins.int]] = None  # noqa: A003 - the YAML word
-    choice: Optional[list[Any]] = None
-    grid: Optional[list[Any]] = None
+    choice: Optional[list[Any]] = Field(None, max_length=1000)
+    grid: Optional[list[Any]] = Field(None, max_length=1000)
 
     @model_validator(mode="after")
     def _one(self) -> "ParamSpace":
@@ -29,6 +29,8 @@ class ParamSpace(Strict):
             raise ValueError(f"give exactly one of {', '.join(SPACE_KINDS)}; got {given or 'none'}")
         kind = given[0]
         args = getattr(self, kind)
+        if kind in ("uniform", "loguniform", "int") and not all(abs(a) <= 1e18 for a in args):
+            raise ValueError(f"{kind} bounds must lie within ±1e18")
         if kind in ("uniform", "loguniform", "int") and not args[0] < args[1]:
             raise ValueError(f"{kind} needs low < high, got {list(args)}")
         if kind == "loguniform" and args[0] <= 0:
@@ -53,29 +55,29 @@ class ParamSpace(Strict):
 class SearcherConfig(Strict):
     name: Literal["optuna", "random"] = "optuna"  # random = Ray's variant generator (grid allowed)
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: Optional[int] = 0
-    n_startup_trials: int = Field(4, ge=1)  # TPE's random start
+    seed: Optional[int] = Field(0, ge=0, le=2**32 - 1)
+    n_startup_trials: int = Field(4, ge=1, le=100_000)  # TPE's random start
 
 
 class SchedulerConfig(Strict):
     name: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)  # epochs before ASHA may stop a trial
-    reduction_factor: float = Field(2.0, gt=1.0)
-    max_t: Optional[int] = Field(None, ge=1)  # default: the run's epochs
+    grace_period: int = Field(1, ge=1, le=10000)  # epochs before ASHA may stop a trial
+    reduction_factor: float = Field(2.0, gt=1.0, le=1000)
+    max_t: Optional[int] = Field(None, ge=1, le=10000)  # default: the run's epochs
 
 
 class TuneSettings(Strict):
     metric: str = "val_acc"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(8, ge=1)
-    max_concurrent_trials: int = Field(2, ge=1)
+    num_samples: int = Field(8, ge=1, le=100_000)
+    max_concurrent_trials: int = Field(2, ge=1, le=10_000)
     searcher: SearcherConfig = Field(default_factory=SearcherConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    max_failures: int = Field(0, ge=0)  # retries of a crashed trial (from its last checkpoint)
+    max_failures: int = Field(0, ge=0, le=100)  # retries of a crashed trial (from its last checkpoint)
 
 
 class SpaceFile(Strict):
-    name: str
+    name: Name
     base: Optional[str] = None  # a run YAML, relative to this file; one level only
     run: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, ParamSpace] = Field(default_factory=dict)

@@ -6,11 +6,11 @@
 - :mod:`raypair.data.loader`: :class:`DeviceLoader`, batches gathered and augmented on the device.
 """
 from raypair.data.loader import DeviceLoader, shard_indices
-from raypair.data.sources import SOURCES, Located, Source, cache_dir, data_root, register, resolve
+from raypair.data.sources import SOURCES, Located, Source, cache_dir, data_root, forget, register, resolve
 from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
 from raypair.data.sources.digits import DIGITS_TEST_SEED
 from raypair.data.splits import DataInfo, Splits, load_splits
 
 __all__ = ["CIFAR_MEAN", "CIFAR_NAMES", "CIFAR_STD", "DIGITS_TEST_SEED", "SOURCES", "DataInfo", "DeviceLoader",
-           "Located", "Source", "Splits", "cache_dir", "data_root", "load_splits", "register", "resolve",
+           "Located", "Source", "Splits", "cache_dir", "data_root", "forget", "load_splits", "register", "resolve",
            "shard_indices"]

@@ -29,8 +29,9 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from raypair.config import (ConfigError, RunConfigBase, Strict, build_run, deep_merge, field_at, from_validation,
-                            parse_override, read_yaml, set_path, to_plain)
+from raypair.config import (ConfigError, Name, RunConfigBase, Strict, build_run, check_name, deep_merge, field_at,
+                            from_validation, parse_override, read_yaml, set_path, to_plain)
+from raypair.config.run import Seed
 from raypair.experiments.base import check_metric, read_base_run
 from raypair.experiments.pairs import (Ablation, Overrides, PaperRef, Variant, check_paper_protocol, from_plain,
                                        parse_paper_number, slug)
@@ -41,14 +42,14 @@ __all__ = ["Ablation", "AblationFile", "PaperRef", "Variant", "from_plain", "loa
 
 
 class QuickProfile(Strict):
-    variants: Optional[list[str]] = None  # a subset; default all
-    seeds: Optional[list[int]] = None
+    variants: Optional[list[str]] = Field(None, min_length=1)  # a subset; default all
+    seeds: Optional[list[Seed]] = Field(None, min_length=1, max_length=1000)
     set: Overrides = Field(default_factory=dict)  # over the base run  # noqa: A003 - the YAML word
-    max_concurrent: Optional[int] = Field(None, ge=1)
+    max_concurrent: Optional[int] = Field(None, ge=1, le=10_000)
 
 
 class AblationFile(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     title: str = ""
     base: Optional[str] = None  # a run YAML or a search-space YAML (its run:), relative to this file
     run: dict[str, Any] = Field(default_factory=dict)
@@ -56,10 +57,10 @@ class AblationFile(Strict):
     factors: Optional[dict[str, dict[str, Optional[Overrides]]]] = None
     exclude: list[str] = Field(default_factory=list)  # factor combinations not run
     reference: Union[str, dict[str, str], None] = None  # default: the first level of the first factor
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=1000)
     metrics: list[str] = Field(default_factory=lambda: ["test_acc", "val_acc"], min_length=1)
     mode: Literal["max", "min"] = "max"  # whether larger is better for metrics[0]
-    max_concurrent: int = Field(4, ge=1)
+    max_concurrent: int = Field(4, ge=1, le=10_000)
     paper: Optional[PaperRef] = None
     quick: Optional[QuickProfile] = None
 
@@ -89,9 +90,11 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
     chosen_seeds, chosen, max_conc = spec.seeds, None, spec.max_concurrent
     if quick:
         run_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, run_raw)
+    if name is not None:
+        check_name("--name", name)
     if max_concurrent is not None:
-        if max_concurrent < 1:
-            raise ConfigError("--max-concurrent", "must be >= 1", max_concurrent)
+        if not 1 <= max_concurrent <= 10_000:
+            raise ConfigError("--max-concurrent", "must lie in [1, 10000]", max_concurrent)
         max_conc = max_concurrent
     for text in overrides:
         run_raw = set_path(run_raw, *parse_override(text))
@@ -123,10 +126,12 @@ def _quick(path: Path, spec: AblationFile, run_raw: dict[str, Any]) -> tuple[dic
 
 
 def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
+    if spec.factors is not None and not spec.factors:
+        raise ConfigError("factors", "needs at least one factor", {})
     factors = spec.factors if spec.factors is not None else {"variant": spec.variants or {}}
     for f, levels in factors.items():
         if not levels:
-            raise ConfigError(f"factors.{f}", "needs at least one level")
+            raise ConfigError("variants" if spec.factors is None else f"factors.{f}", "needs at least one level", {})
         for lv in levels:
             if "/" in lv:
                 raise ConfigError(f"factors.{f}.{lv}", "a level name may not contain '/'")
@@ -144,12 +149,14 @@ def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
         if ex not in out:
             raise ConfigError("exclude", "no such variant", ex)
         del out[ex]
+    if not out:
+        raise ConfigError("exclude", "leaves no variant to run", spec.exclude)
     ref = spec.reference
     if ref is None:
         first = next(iter(factors))
         ref = {first: next(iter(factors[first]))}
     elif isinstance(ref, str):
-        if ref not in out:
+        if ref not in out:  # (an excluded variant cannot be the reference)
             raise ConfigError("reference", f"no such variant (have: {', '.join(out)})", ref)
         ref = dict(out[ref].levels) if spec.factors is not None else {"variant": ref}
     for f, lv in ref.items():
@@ -180,7 +187,10 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
                 raise ConfigError(f"paper.values.{n}", f"no such variant (have: {', '.join(all_variants)})")
             value = spec.paper.values[n]
             for v in value.values() if isinstance(value, dict) else [value]:
-                parse_paper_number(v)  # or raises naming the value
+                try:
+                    parse_paper_number(v)
+                except ConfigError as e:
+                    raise ConfigError(f"paper.values.{n}", e.message, e.value) from None
 
 
 def _variant_run(ab: Ablation, v: Variant) -> RunConfigBase:

@@ -193,15 +193,21 @@ def check_metric(field: str, name: str) -> None:
 
 def read_base_run(path: Path, base: str) -> dict[str, Any]:
     """The run a file's ``base:`` names, relative to the file: a run file (one level: it may not
-    have a ``base:`` of its own) or a search-space file, whose resolved base run is taken."""
-    base_path = (path.parent / base).resolve()
-    raw = read_yaml(base_path)
-    if "space" in raw or "tune" in raw:
+    have a ``base:`` of its own) or a search-space file, whose resolved base run is taken.
+    Every error about the file itself names the field ``base``."""
+    try:
+        base_path = (path.parent / base).resolve()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError("base", f"not a usable path: {e}", base) from None
+    raw = read_yaml(base_path, field="base")
+    if "variants" in raw or "factors" in raw:
+        raise ConfigError("base", f"{base_path} is an ablation file; base: names a run or search-space file", base)
+    if "base" in raw:  # (a file naming itself would recurse forever)
+        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
+    if "space" in raw or "tune" in raw or "run" in raw:
         from raypair.experiments.sweep import load_sweep
 
         return load_sweep(base_path, check=False).run_raw
-    if "base" in raw:
-        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
     return raw
 
 

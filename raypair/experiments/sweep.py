@@ -7,6 +7,7 @@ settings (``optim.momentum`` with AdamW is not), and every bound or option must 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import ValidationError
 
-from raypair.config import (ConfigError, ParamSpace, RunConfigBase, SchedulerConfig, SpaceFile, TuneSettings,
+from raypair.config import (NOT_SEARCHABLE, ConfigError, ParamSpace, RunConfigBase, SchedulerConfig, SpaceFile, TuneSettings,
                             build_run, deep_merge, field_at, flatten, from_validation, parse_override, read_yaml,
                             set_path, to_plain)
+from raypair.config.base import short
 from raypair.experiments.base import (Described, Experiment, ListProposer, Proposer, Record, Trial, check_metric,
                                       read_base_run, fmt_value)
 
@@ -100,20 +102,28 @@ class Sweep(Experiment):
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
                name: Optional[str] = None, check: bool = True) -> Sweep:
-    """Read and check a search-space file. ``--set tune.x=v`` reaches the tune settings, any other
-    ``--set`` path the run config. ``check=False`` skips the space checks (to train the base run)."""
+    """Read and check a search-space file. ``--set tune.x=v`` reaches the tune settings,
+    ``--set space.PATH=...`` the space (``null`` drops it), any other ``--set`` path the run config
+    (and its errors name that path, as written). ``check=False`` skips the space checks (to train
+    the base run)."""
     path = Path(path)
     raw = read_yaml(path)
+    for key in ("run", "space", "tune"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(key, "must be a mapping", raw[key])
+    fixed = []
     for text in overrides:
         key, value = parse_override(text)
-        if key.startswith("space."):  # --set space.optim.lr='{uniform: [0.01, 0.1]}'; =null drops it
-            raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != key[6:]}
-            if value is not None:
-                raw["space"][key[6:]] = value
+        if key.split(".")[0] == "space":  # --set space.optim.lr='{uniform: [0.01, 0.1]}'; =null drops it
+            if key == "space":
+                raise ConfigError("--set", "set one searched path: space.PATH=...", text)
+            space = {k: v for k, v in (raw.get("space") or {}).items() if k != key[6:]}
+            raw["space"] = space | ({} if value is None else {key[6:]: value})
         elif key.split(".")[0] == "tune":
             raw = set_path(raw, key, value)
         else:
-            raw = set_path(raw, "run." + key, value)
+            raw["run"] = set_path(raw.get("run") or {}, key, value)
+            fixed.append(key)
     if num_samples is not None:
         raw = set_path(raw, "tune.num_samples", num_samples)
     if name is not None:
@@ -123,12 +133,15 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
     except ValidationError as err:
         e = from_validation(err)
         # run-config errors carry no "run." prefix: users write the same path with --set
-        raise ConfigError(e.field.removeprefix("run."), e.message, e.value) from None
+        field = e.field.removeprefix("run.")
+        field = {"tune.num_samples": "--num-samples" if num_samples is not None else field,
+                 "name": "--name" if name is not None else field}.get(field, field)
+        raise ConfigError(field, e.message, e.value) from None
     run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
     run = build_run(run_raw)
     sweep = Sweep(spec.name, run_raw, run, spec.space, spec.tune, path)
     if check:
-        check_space(sweep, [k for k, _ in map(parse_override, overrides) if not k.startswith("space.")])
+        check_space(sweep, fixed)
     return sweep
 
 
@@ -143,6 +156,9 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
     if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:
         raise ConfigError("tune.scheduler.grace_period", f"exceeds epochs={sweep.run.epochs}",
                           t.scheduler.grace_period)
+    if not sweep.space:
+        raise ConfigError("space", "a search-space file needs at least one searched path (to train its run "
+                          "alone: raypair train)", {})
     for path, ps in sweep.space.items():
         field = f"space.{path}"
         if path in fixed:
@@ -153,16 +169,48 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
             field_at(sweep.run, path)
         except ConfigError as e:
             raise ConfigError(f"space.{e.field}", e.message, e.value) from None
+        runs, errors = [], []
         for value in ps.probe_values():
             try:
-                trial = sweep.trial_run({path: value})
+                runs.append(feasible_run(sweep, path, value))
             except ConfigError as e:
-                raise ConfigError(field, f"value {value!r} is invalid: {e.message}") from None
+                errors.append((value, e))
+        if errors:  # a value outside its own field's range first (θ_max U[0.2, 1.4]: 1.4), then the rest
+            value, e = min(errors, key=lambda t: t[1].cross)
+            where = "" if e.field == path else f"{e.field}: "
+            raise ConfigError(field, f"value {short(value)} is invalid: {where}{e.message}")
+        for trial in runs:
             check_read(trial, path, field)
 
 
+def feasible_run(sweep: Sweep, path: str, value: Any, tries: int = 512) -> RunConfigBase:
+    """A trial run with ``path=value``: over the base, or, when a cross-field rule (t1 < t2, θ_min <=
+    θ_max) refuses that, with some combination of the other searched paths' bounds and options (so
+    θ_min U[0.1, 0.7] with θ_max U[0.7, 0.9] is valid). Raises the base's error when none validates:
+    a bound that no point of the space can use, or a value outside its own field's range."""
+    try:
+        return sweep.trial_run({path: value})
+    except ConfigError as e:
+        if not e.cross:
+            raise
+        first = e
+    others = [p for p in sweep.space if p != path]
+    for combo in itertools.islice(itertools.product(*[sweep.space[p].probe_values() for p in others]), tries):
+        try:
+            return sweep.trial_run({path: value, **dict(zip(others, combo))})
+        except ConfigError:
+            continue
+    raise first
+
+
 def check_read(run: RunConfigBase, path: str, field: str) -> None:
-    """``path`` must be a field that ``run``'s other settings read; else a ConfigError naming ``field``."""
-    owner, key = field_at(run, path)
-    if key in owner.inactive() or path in run.method.unread_run_fields():
-        raise ConfigError(field, "is not read under the other settings, so setting it changes nothing")
+    """``path`` must be a field that ``run``'s other settings read and that changes the result;
+    else a ConfigError naming ``field``."""
+    field_at(run, path)
+    why = run.unread().get(path)
+    if why is None:
+        return
+    if path in NOT_SEARCHABLE:
+        raise ConfigError(field, f"changes no result ({why}), so it cannot be searched or ablated")
+    detail = f" ({why})" if why else ""
+    raise ConfigError(field, f"is not read under the other settings{detail}, so setting it changes nothing")

@@ -15,11 +15,11 @@ Every model keeps timm's interface: ``forward_features``, ``forward_head(pre_log
 ``num_features``, ``get_classifier``.
 """
 from raypair.models import cifar_nets, cifar_resnet, tiny  # noqa: F401  (registers the nets into timm)
-from raypair.models.build import build_model, check_model_name, param_count
+from raypair.models.build import build_model, check_model, check_model_name, param_count
 from raypair.models.cifar_nets import ConvNetBC, DenseNetCifar, LeNetCifar, VggCifar
 from raypair.models.cifar_resnet import CifarResNet
 from raypair.models.head import PooledHead
 from raypair.models.tiny import TinyCnn
 
 __all__ = ["CifarResNet", "ConvNetBC", "DenseNetCifar", "LeNetCifar", "PooledHead", "TinyCnn", "VggCifar",
-           "build_model", "check_model_name", "param_count"]
+           "build_model", "check_model", "check_model_name", "param_count"]

@@ -27,7 +27,29 @@ def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: i
     try:
         return timm.create_model(cfg.name, pretrained=False, **kwargs)
     except TypeError as e:
-        raise ConfigError("model.kwargs", f"{cfg.name} rejects them: {e}", cfg.kwargs) from None
+        text = next((ln for ln in str(e).splitlines() if ln.strip()), "")
+        raise ConfigError("model.kwargs", f"{cfg.name} rejects them: {text[:200]}", cfg.kwargs) from None
+
+
+def check_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int | None = None) -> None:
+    """Build the model on the meta device (no memory, ~10 ms) so that an unknown or bad
+    ``model.kwargs`` key fails here, before any trial, as a ConfigError naming it. A model whose
+    constructor needs real tensors (``.item()`` in its init) is built on the CPU instead."""
+    import torch
+
+    check_model_name(cfg.name)
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device), torch.no_grad():
+                build_model(cfg, num_classes, in_chans, image_size)
+            return
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any constructor failure is the config's fault on the CPU
+            if device == "cpu":
+                field, value = ("model.kwargs", cfg.kwargs) if cfg.kwargs else ("model.name", cfg.name)
+                text = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                raise ConfigError(field, f"{cfg.name} cannot be built: {text[:200]}", value) from None
 
 
 def _takes_img_size(name: str) -> bool:

@@ -46,7 +46,7 @@ from raypair.models.head import PooledHead, drop_timm_args, no_weights
 class LeNetCifar(PooledHead):
     """kuangliu's LeNet; features [B, 16, 5, 5], pre-logits the 84-d output of fc2 + ReLU."""
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, **_: Any) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes, self.num_features = num_classes, 84
         self.features = nn.Sequential(nn.Conv2d(in_chans, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -94,7 +94,7 @@ class DenseNetCifar(PooledHead):
     channels, avg-pool 2) between them, final BN-ReLU in ``forward_features``, global pool, linear."""
 
     def __init__(self, blocks: tuple[int, ...] = (6, 12, 24, 16), growth_rate: int = 12, reduction: float = 0.5,
-                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, **_: Any) -> None:
+                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0) -> None:
         super().__init__()
         c = 2 * growth_rate
         layers: list[nn.Module] = [nn.Conv2d(in_chans, c, 3, padding=1, bias=False)]
@@ -126,7 +126,7 @@ class VggCifar(PooledHead):
     512-d map is pooled globally (1x1 on 32x32 input, where this is the reference's flatten)."""
 
     def __init__(self, cfg: tuple[int | str, ...] = VGG16_CFG, num_classes: int = 10, in_chans: int = 3,
-                 drop_rate: float = 0.0, **_: Any) -> None:
+                 drop_rate: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_chans
@@ -151,7 +151,7 @@ class ConvNetBC(PooledHead):
     fc5 + ReLU + dropout. ``hidden_drop_rate`` is the original's dropout(0.5) after fc4 and fc5."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
-                 hidden_drop_rate: float = 0.5, **_: Any) -> None:
+                 hidden_drop_rate: float = 0.5) -> None:
         super().__init__()
 
         def cbr(cin: int, cout: int) -> list[nn.Module]:

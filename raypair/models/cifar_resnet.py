@@ -70,8 +70,7 @@ class CifarResNet(PooledHead):
     ``(depth - 2) / 6`` BasicBlocks at 16/32/64 channels (stride 2 entering stages 2 and 3), global
     average pool, linear. 32x32 in -> 8x8x64 features. timm interface as TinyCnn."""
 
-    def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
-                 **_: Any) -> None:
+    def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1, got {depth}")

@@ -18,7 +18,7 @@ class TinyCnn(PooledHead):
     """conv(3x3) -> [BN] -> ReLU -> pool, twice; global average pool; linear. For tests and CPU sweeps."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 16, norm: bool = True,
-                 drop_rate: float = 0.0, **_: Any) -> None:
+                 drop_rate: float = 0.0) -> None:
         super().__init__()
 
         def block(cin: int, cout: int) -> list[nn.Module]:

@@ -3,11 +3,12 @@ registers its :class:`Source` in ``SOURCES``: adding a source means adding one f
 import importlib
 import pkgutil
 
-from raypair.data.sources.base import (SOURCES, Located, Raw, Source, cache_dir, data_root, load_raw, register,
-                                       resolve)
+from raypair.data.sources.base import (SOURCES, Located, Raw, Source, cache_dir, data_root, forget, load_raw,
+                                       register, resolve)
 
 for _mod in pkgutil.iter_modules(__path__):
     if not _mod.name.startswith("_") and _mod.name != "base":
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["SOURCES", "Located", "Raw", "Source", "cache_dir", "data_root", "load_raw", "register", "resolve"]
+__all__ = ["SOURCES", "Located", "Raw", "Source", "cache_dir", "data_root", "forget", "load_raw", "register",
+           "resolve"]

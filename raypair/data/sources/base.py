@@ -97,14 +97,23 @@ def register(cls: type[Source]) -> type[Source]:
 
 
 # ---------------------------------------------------------------------------------- finding
+def _absolute(text: str, field: str) -> Path:
+    try:
+        return Path(text).expanduser().resolve()
+    except (RuntimeError, OSError, ValueError) as e:  # ~nosuchuser, a NUL byte, a name too long
+        raise ConfigError(field, f"not a usable path: {e}", text) from None
+
+
 def data_root(cfg: DataConfig) -> Path:
     """``data.root``, else ``$RAYPAIR_DATA``, else ``./data``; absolute."""
-    return Path(cfg.root or os.environ.get("RAYPAIR_DATA") or "data").expanduser().resolve()
+    field = "data.root" if cfg.root else "$RAYPAIR_DATA"
+    return _absolute(cfg.root or os.environ.get("RAYPAIR_DATA") or "data", field)
 
 
 def cache_dir(cfg: DataConfig) -> Path:
     """``data.cache_dir``, else ``$RAYPAIR_CACHE``, else ``~/.cache/raypair``; absolute."""
-    return Path(cfg.cache_dir or os.environ.get("RAYPAIR_CACHE") or "~/.cache/raypair").expanduser().resolve()
+    field = "data.cache_dir" if cfg.cache_dir else "$RAYPAIR_CACHE"
+    return _absolute(cfg.cache_dir or os.environ.get("RAYPAIR_CACHE") or "~/.cache/raypair", field)
 
 
 def _candidates(cfg: DataConfig) -> list[Source]:
@@ -127,7 +136,12 @@ def resolve(cfg: DataConfig) -> Located:
     root = data_root(cfg)
     folder = root / cfg.name
     for src in tried:
-        if (loc := src.find(folder, cfg)) is not None:
+        try:
+            loc = src.find(folder, cfg)
+        except OSError as e:  # a name too long, a folder that cannot be listed
+            field, value = ("data.root", cfg.root) if cfg.root else ("data.name", cfg.name)
+            raise ConfigError(field, f"cannot look in {folder}: {e.strerror or e}", value) from None
+        if loc is not None:
             return loc
     origin = "data.root" if cfg.root else "$RAYPAIR_DATA" if os.environ.get("RAYPAIR_DATA") else "default ./data"
     fix = f"set RAYPAIR_DATA=DIR where DIR contains {cfg.name}/, or set data.root=DIR"
@@ -161,10 +175,12 @@ def _memo(key: str, loc: Located, size: Optional[int], cache_root: Path) -> Raw:
 
     folder = cache_root / key
     if (folder / "meta.json").is_file():
-        # copy-on-write maps: no read until load_splits gathers its indices (one pass, ~0.1 s for CIFAR)
-        arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False))
-                  for n in _ARRAYS}
-        return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]))
+        try:  # copy-on-write maps: no read until load_splits gathers its indices (one pass, ~0.1 s for CIFAR)
+            arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False))
+                      for n in _ARRAYS}
+            return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry: decode again and replace it
     raw = SOURCES.get(loc.kind)().read(loc, size)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -185,14 +201,29 @@ def load_raw(cfg: DataConfig, loc: Located) -> Raw:
         if loc.download:
             raise ConfigError("data.download", f"fetched {cfg.name} into {loc.path} but found no files there", True)
     src = SOURCES.get(loc.kind)()
-    files = src.key_files(loc)
-    if files is None:
-        raw = src.read(loc, cfg.image_size)
-    else:
-        raw = _memo(_cache_key(loc, files, cfg.image_size), loc, cfg.image_size, cache_dir(cfg))
+    try:
+        files = src.key_files(loc)
+        if files is None:
+            raw = src.read(loc, cfg.image_size)
+        else:
+            raw = _memo(_cache_key(loc, files, cfg.image_size), loc, cfg.image_size, cache_dir(cfg))
+    except OSError as e:  # a file that vanished or cannot be read
+        raise ConfigError("data.name", f"cannot read {e.filename or loc.path}: {e.strerror or e}", cfg.name) from None
     if raw.train_y.min() < 0 or raw.test_y.min() < 0:
         raise ConfigError("data.name", f"labels in {loc.path} must be 0..K-1, found a negative one")
     k = max(len(raw.classes), int(raw.train_y.max()) + 1, int(raw.test_y.max()) + 1)
     if len(raw.classes) != k:
         raw = Raw(raw.train_x, raw.train_y, raw.test_x, raw.test_y, tuple(str(i) for i in range(k)))
+    import torch
+
+    empty = (torch.bincount(raw.train_y, minlength=k) == 0).nonzero()[:, 0].tolist()
+    if empty:  # a class no training image shows: the net would learn a class it never sees
+        names = ", ".join(repr(raw.classes[i]) for i in empty[:5])
+        raise ConfigError("data.name", f"{loc.path}: class {names} has no training image"
+                                       f"{'' if len(empty) == 1 else f' ({len(empty)} classes)'}", cfg.name)
     return raw
+
+
+def forget() -> None:
+    """Drop the decoded splits this process keeps (after a check that decoded them)."""
+    _memo.cache_clear()

@@ -1,11 +1,15 @@
 """torchvision's pickled CIFAR-10/100 batches under ``<root>/<name>/`` (``cifar-10-batches-py/``
 or ``cifar-100-python/``), fetched with torchvision only when ``data.download: true``. Images stay
-32x32 unless ``data.image_size`` is set; CIFAR-100 uses its 100 fine labels."""
+32x32 unless ``data.image_size`` is set; CIFAR-100 uses its 100 fine labels.
+
+The batches are pickles. They are read by an unpickler that builds only what a CIFAR batch holds
+(dicts, lists, bytes, numbers and numpy arrays) and refuses every other class, so a planted file
+cannot run code through ``pickle``'s ``__reduce__``."""
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -24,13 +28,43 @@ _LAYOUTS = {  # folder -> (train files, test files, meta file)
 }
 
 
+# what numpy arrays need to be rebuilt, under numpy 1 and 2 module names; nothing else is allowed
+_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (a CIFAR batch holds numpy arrays only)")
+        return super().find_class(module, name)
+
+
+def load_batch(f: Path) -> dict:
+    """One pickled CIFAR batch as a dict (bytes keys); ConfigError naming the file if it is not one."""
+    try:
+        with open(f, "rb") as fh:
+            d = _BatchUnpickler(fh, encoding="bytes").load()
+    except Exception as e:  # noqa: BLE001 - a truncated, foreign or malicious file reads the same
+        text = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ConfigError("data.name", f"{f}: not a CIFAR batch: {text[:200]}") from None
+    if not isinstance(d, dict):
+        raise ConfigError("data.name", f"{f}: not a CIFAR batch (holds a {type(d).__name__})")
+    return d
+
+
 def _batches(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for f in files:
-        with open(f, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
-        xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[b"fine_labels"] if b"fine_labels" in d else d[b"labels"], np.int64))
+        d = load_batch(f)
+        try:
+            xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[b"fine_labels"] if b"fine_labels" in d else d[b"labels"], np.int64))
+            if len(xs[-1]) != len(ys[-1]):
+                raise ValueError(f"{len(xs[-1])} images but {len(ys[-1])} labels")
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError("data.name", f"{f}: not a CIFAR batch: {e}") from None
     x = torch.from_numpy(np.concatenate(xs))
     return torch.cat([fit(c, size) for c in x.split(4096)]), torch.from_numpy(np.concatenate(ys))
 
@@ -54,8 +88,7 @@ class Cifar(Source):
     def read(self, loc: Located, size: Optional[int]) -> Raw:
         meta, names = loc.path / _LAYOUTS[loc.path.name][2], []
         if meta.is_file():
-            with open(meta, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
+            d = load_batch(meta)
             names = [n.decode() for n in d.get(b"fine_label_names", d.get(b"label_names", []))]
         return Raw(*_batches(loc.train, size), *_batches(loc.test, size), tuple(names))
 

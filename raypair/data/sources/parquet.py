@@ -53,22 +53,45 @@ def _split(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(files[0])
+    try:
+        schema = pq.read_schema(files[0])
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise _unreadable(files[0], e) from None
     img = next((f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0), None)
     lab = next((n for n in ("label", "fine_label", "labels") if n in schema.names), None)
     if img is None or lab is None:
         raise ConfigError("data.name", f"{files[0]} needs an image column (a struct with 'bytes') and a label "
                                        f"column (label, fine_label or labels); it has {schema.names}")
-    blobs, labels, paths = [], [], []
+    blobs: list[Tensor] = []
+    labels, paths, rows = [], [], []  # rows: (first blob index, file) per file, to name a bad image
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=[img, lab]):
-            col = batch.column(img)
-            blobs += _blobs(col.field("bytes"))
-            labels.append(batch.column(lab).to_numpy(zero_copy_only=False).astype(np.int64))
-            if col.type.get_field_index("path") >= 0:
-                paths.append(col.field("path"))
+        rows.append((len(blobs), f))
+        try:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=[img, lab]):
+                col, y = batch.column(img), batch.column(lab)
+                if y.null_count or not pa.types.is_integer(y.type):
+                    raise ConfigError("data.name", f"{f}: column {lab!r} must hold integer labels, no nulls "
+                                      f"(type {y.type}, {y.null_count} nulls)")
+                blobs += _blobs(col.field("bytes"))
+                labels.append(y.to_numpy(zero_copy_only=False).astype(np.int64))
+                if col.type.get_field_index("path") >= 0:
+                    paths.append(col.field("path"))
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
+            raise _unreadable(f, e) from None
     y = torch.from_numpy(np.concatenate(labels))
-    return decode(blobs, size, str(files[0].parent)), y, _class_names(schema, lab, y, paths)
+
+    def describe(i: int) -> str:
+        start, f = max((r for r in rows if r[0] <= i), key=lambda r: r[0])
+        return f"{f} row {i - start}"
+
+    return decode(blobs, size, str(files[0].parent), describe), y, _class_names(schema, lab, y, paths)
+
+
+def _unreadable(f: Path, e: BaseException) -> ConfigError:
+    if isinstance(e, ConfigError):
+        return e
+    text = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return ConfigError("data.name", f"{f}: not a readable Parquet image file: {text[:200]}")
 
 
 @register

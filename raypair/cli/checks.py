@@ -1,0 +1,101 @@
+"""What the commands check before anything starts (no Ray, no folder, no MLflow store): the kind
+of file given, the model and the data of every run an experiment trains (the data decoded
+through its cache, so a corrupt file or an empty class is found here, naming the file), the
+resources a local Ray can hold, and that every folder written stays inside ``--storage``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from raypair.config import ConfigError, check_name, read_yaml
+
+KINDS = {"ablation": "an ablation file (variants: or factors:)", "space": "a search-space file (space:, run: or tune:)",
+         "run": "a run file"}
+COMMAND_OF = {"ablation": "raypair ablate", "space": "raypair tune", "run": "raypair train"}
+
+
+def file_kind(path: str, field: str, allowed: tuple[str, ...]) -> str:
+    """``ablation``, ``space`` or ``run``, read from the file's top-level keys; a kind the command
+    does not take is a ConfigError naming ``field`` and the command that takes it."""
+    raw = read_yaml(path, field)
+    if "variants" in raw or "factors" in raw:
+        kind = "ablation"
+    elif any(k in raw for k in ("space", "tune", "run", "base")):
+        kind = "space"
+    else:
+        kind = "run"
+    if kind not in allowed:
+        raise ConfigError(field, f"is {KINDS[kind]}, not {' or '.join(KINDS[k] for k in allowed)}; "
+                          f"use {COMMAND_OF[kind]}", path)
+    return kind
+
+
+def check_data(data: Any) -> Any:
+    """Load the splits as a trial will (decoding through the cache, holding out, sub-setting) and
+    return their ``DataInfo``; ConfigError naming the file or field at fault. The first check of
+    CIFAR-10 decodes its 60,000 JPEGs (~6 s on 2 cores) into the cache the trials then read."""
+    from raypair.data import forget, load_splits
+
+    try:
+        return load_splits(data).info
+    finally:
+        forget()  # the decoded arrays stay in the cache on disk, not in this process
+
+
+def preflight(run: Any, prefix: str = "") -> None:
+    """The data and the model of one run (its ``model.kwargs`` included), still before any compute."""
+    from raypair.models import check_model
+
+    try:
+        info = check_data(run.data)
+        c, size = info.image_shape[:2]
+        check_model(run.model, info.num_classes, c * run.method.images_per_input, size)
+    except ConfigError as e:
+        field = e.field if e.field.startswith(("$", "-")) else prefix + e.field
+        raise ConfigError(field, e.message, e.value) from None
+
+
+def preflight_all(exp: Any) -> None:
+    """The model and data of every distinct run an experiment trains (each ablation variant)."""
+    runs = {f"variants.{n}.": r for n, r in exp.runs.items()} if exp.kind == "ablation" else {"": exp.base_run}
+    seen: set[str] = set()
+    for prefix, run in runs.items():
+        key = repr((run.model, run.data, run.method.images_per_input))
+        if key not in seen:
+            seen.add(key)
+            preflight(run, prefix)
+
+
+def check_local_resources(exp: Any, address: Any) -> None:
+    """A trial that needs more CPUs or GPUs than this machine has can never start on a local Ray."""
+    if address:
+        return  # a cluster says what it holds once Ray is up
+    cpus, gpus = os.cpu_count() or 1, None
+    for run in exp.resource_runs():
+        need = run.scale.resources()
+        if need["cpu"] > cpus:
+            raise ConfigError("scale", f"one trial needs {need['cpu']:g} CPUs (scale.workers x scale.cpus_per_worker);"
+                              f" this machine has {cpus}; use --address for a cluster", need["cpu"])
+        if need["gpu"]:
+            if gpus is None:
+                import torch
+
+                gpus = torch.cuda.device_count()
+            if need["gpu"] > gpus:
+                raise ConfigError("scale.gpus_per_worker", f"one trial needs {need['gpu']:g} GPUs; this machine has "
+                                  f"{gpus}; use --address for a cluster", run.scale.gpus_per_worker)
+
+
+def inside(storage: Path, name: str, field: str = "name") -> Path:
+    """``<storage>/<name>``, checked to be a folder directly inside ``storage`` once every link is
+    resolved: an experiment name never writes elsewhere."""
+    check_name(field, name)
+    root = Path(storage).resolve()
+    folder = root / name
+    real = folder.resolve()
+    if real.parent != root:
+        raise ConfigError(field, f"{folder} resolves to {real}, outside --storage {root}", name)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(field, f"{folder} is a file, not an experiment folder", name)
+    return folder
