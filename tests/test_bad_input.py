@@ -496,10 +496,10 @@ CROSS_CASES = [
          "method.teacher_checkpoint", "None"),
     Case("vpl vit model", V("{w}/run.yaml", "--set", "method={name: vpl, vit_model: nosuch_vit}"),
          "method.vit_model", "nosuch_vit"),
-    Case("mixup ft epochs", V("{w}/run.yaml", "--set", "method={name: mixup, ft_epochs: 2}"), "method.ft_epochs",
-         "epochs=2"),
-    Case("mixup_c ft epochs", V("{w}/run.yaml", "--set", "method={name: mixup_c, ft_epochs: 5}"), "method.ft_epochs",
-         "epochs=2"),
+    Case("mixup ft epochs", V("{w}/run.yaml", "--set", "method={name: mixup, ft_epochs: 1001}"), "method.ft_epochs",
+         "1001"),
+    Case("mixup_c ft epochs", V("{w}/run.yaml", "--set", "method={name: mixup_c, ft_epochs: -1}"), "method.ft_epochs",
+         "-1"),
     Case("method key of another method", V("{w}/run.yaml", "--set", "method.alpha=0.5"), "method.alpha", None),
 ]
 
