@@ -67,8 +67,10 @@ def build_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """Multiplier of the base lr at optimiser step ``step`` (0-based): warm-up, then the schedule."""
+def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int, base_lr: float = 1.0) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based): warm-up, then the schedule.
+    Cosine decays from 1 to ``min_lr / base_lr`` (timm's and PyTorch's ``eta_min``: the base lr ends
+    at ``min_lr``; a group with another initial lr ends at the same fraction of it)."""
     epoch = step / steps_per_epoch  # fractional epochs done
     if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
         return (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
@@ -78,16 +80,17 @@ def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int)
         scale = epochs if cfg.milestone_unit == "fraction" else 1
         return cfg.gamma ** sum(epoch >= m * scale for m in cfg.milestones)
     t = (epoch - cfg.warmup_epochs) / max(epochs - cfg.warmup_epochs, 1e-9)
-    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    floor = cfg.min_lr / base_lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 def group_lr(cfg: ScheduleConfig, steps_per_epoch: int, epochs: int,
-             fixed: Optional[float]) -> Callable[[float, int], float]:
+             fixed: Optional[float], base_lr: float = 1.0) -> Callable[[float, int], float]:
     """``lr(initial_lr, step)`` of a parameter group during one epoch: the schedule scales every
     group's own initial lr, unless the method's ``on_epoch_start`` returned a constant ``fixed``."""
     if fixed is not None:
         return lambda initial, step: fixed
-    return lambda initial, step: initial * lr_factor(cfg, step, steps_per_epoch, epochs)
+    return lambda initial, step: initial * lr_factor(cfg, step, steps_per_epoch, epochs, base_lr)
 
 
 # --------------------------------------------------------------------------------- reduction
@@ -244,7 +247,7 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     spe = len(train)
     metrics: dict[str, float] = {}
     for epoch in range(start, cfg.total_epochs):
-        lr = group_lr(cfg.schedule, spe, cfg.epochs, method.on_epoch_start(epoch, cfg.epochs, stats))
+        lr = group_lr(cfg.schedule, spe, cfg.epochs, method.on_epoch_start(epoch, cfg.epochs, stats), cfg.optim.lr)
         t0 = time.perf_counter()
         stats, step = train_epoch(net, method, train.epoch(epoch), opt, lr, step, amp, dist)
         if device.type == "cuda":

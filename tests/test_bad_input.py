@@ -275,6 +275,7 @@ SET_CASES = [
                                   "schedule.milestones=[0.5, 2]"), "schedule.milestones", "2"),
     Case("gamma", V(str(QUICK), "--set", "schedule.gamma=0"), "schedule.gamma", "0"),
     Case("schedule name", V(str(QUICK), "--set", "schedule.name=step"), "schedule.name", "step"),
+    Case("cosine floor above the lr", V(str(QUICK), "--set", "schedule.min_lr=5.0"), "schedule.min_lr", "5.0"),
     Case("warmup longer than run", V(str(QUICK), "--set", "schedule.warmup_epochs=100"), "schedule.warmup_epochs",
          "100"),
     Case("workers split batch", V(str(QUICK), "--set", "scale.workers=3"), "batch_size", "scale.workers=3"),

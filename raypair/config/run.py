@@ -105,7 +105,7 @@ class ScheduleConfig(Strict):
     milestone_unit: Literal["epoch", "fraction"] = "epoch"
     gamma: float = Field(0.2, gt=0.0, le=1.0)
     warmup_epochs: float = Field(0.0, ge=0.0, le=10000)
-    min_lr: float = Field(0.0, ge=0.0, le=10.0)  # cosine floor
+    min_lr: float = Field(0.0, ge=0.0, le=10.0)  # cosine floor: the lr it ends at (other groups: in proportion)
 
     @model_validator(mode="after")
     def _check(self) -> "ScheduleConfig":
@@ -225,6 +225,9 @@ class RunConfigBase(Strict):
         if self.schedule.warmup_epochs > self.epochs:
             raise ValueError(f"schedule.warmup_epochs: longer than the run's epochs={self.epochs}, got "
                              f"{self.schedule.warmup_epochs}")
+        if self.schedule.name == "cosine" and self.schedule.min_lr >= self.optim.lr:
+            raise ValueError(f"schedule.min_lr: the cosine floor must lie below optim.lr={self.optim.lr}, got "
+                             f"{self.schedule.min_lr}")
         if self.batch_size % self.scale.workers:
             raise ValueError(f"batch_size: {self.batch_size} does not split evenly across "
                              f"scale.workers={self.scale.workers}")
