@@ -140,7 +140,9 @@ class MethodConfig(Strict):
 
     images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
     name: str
-    aug: Literal["base", "base+"] = "base+"  # base: normalise only; base+: pad-crop-flip first
+    # base: normalise only; base+: pad-crop-flip first; base+aa_<policy>: then AutoAugment with
+    # torchvision's CIFAR10 or ImageNet policy, each sample its own sub-policy (raypair/ops/autoaugment.py)
+    aug: Literal["base", "base+", "base+aa_cifar10", "base+aa_imagenet"] = "base+"
 
     def unread_run_fields(self) -> set[str]:
         """Dotted run-config paths this method overrides, so no code reads them (VPL's per-branch
@@ -151,6 +153,11 @@ class MethodConfig(Strict):
         """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
         raise ``ValueError("<field>: ...")`` naming this config's field."""
         return None
+
+
+def aug_parts(aug: str) -> tuple[bool, Optional[str]]:
+    """``method.aug`` as the loader's (pad-crop-flip?, AutoAugment policy or None)."""
+    return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else None)
 
 
 class DivergenceConfig(Strict):
