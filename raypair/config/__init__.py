@@ -11,10 +11,11 @@ Importing this package imports neither torch nor the methods; :func:`run_model` 
 from raypair.config.base import (ConfigError, Strict, deep_merge, field_at, flatten, from_validation, parse_override,
                                  read_yaml, set_path, to_plain)
 from raypair.config.run import (METRICS, DataConfig, DivergenceConfig, MethodConfig, ModelConfig, OptimConfig, RunConfigBase,
-                                ScaleConfig, ScheduleConfig, aug_parts, build_run, load_run, run_model)
+                                ScaleConfig, ScheduleConfig, aug_parts, build_run, load_run, reported_metrics,
+                                run_model)
 from raypair.config.space import SPACE_KINDS, ParamSpace, SchedulerConfig, SearcherConfig, SpaceFile, TuneSettings
 
 __all__ = ["METRICS", "SPACE_KINDS", "ConfigError", "DataConfig", "DivergenceConfig", "MethodConfig", "ModelConfig", "OptimConfig",
            "ParamSpace", "RunConfigBase", "ScaleConfig", "ScheduleConfig", "SchedulerConfig", "SearcherConfig",
            "SpaceFile", "Strict", "TuneSettings", "aug_parts", "build_run", "deep_merge", "field_at", "flatten",
-           "from_validation", "load_run", "parse_override", "read_yaml", "run_model", "set_path", "to_plain"]
+           "from_validation", "load_run", "parse_override", "read_yaml", "reported_metrics", "run_model", "set_path", "to_plain"]

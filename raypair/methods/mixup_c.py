@@ -57,6 +57,9 @@ class MixupCConfig(MethodConfig):
     def check_run(self, run: Any) -> None:
         check_finetune(self.ft_epochs, run.epochs, "mixup-C")
 
+    def eval_heads(self) -> tuple[str, ...]:
+        return ("", "head2") if self.heads == 2 else ("",)  # head2: before the fine-tuning conversion only
+
     def inactive(self) -> set[str]:
         off = {"r"} if self.lam == "beta" else {"alpha"}
         return off | ({"ft_lr"} if self.ft_epochs == 0 else set())
