@@ -30,7 +30,14 @@ ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
   before the loss, i.e. from the weights of the previous optimiser step (they lag by one step);
   distill's frozen teacher has no EMA copy.
 - Random Erasing p = 0.25 on the shared batch (``random_erasing``), per-pixel N(0, 1) fill (``erase_mode``).
-- every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]}; cnn is val_acc.
+- every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]} (declared by
+  ``VplConfig.eval_heads``); cnn is val_acc, the others val_acc_<head>. Which weights P4 reports is
+  UNKNOWN (methods.md §6.3). Search on val_acc_vit: tau and cl_normalize act only through L_CL, which
+  reaches only the transformer, the branch of P4's main gains (Table 2, ViT-B 77.15 -> 80.95 at 100 ep).
+- recipe "AutoAugment + Random Erasing", "EMA" (P4 §4, methods.md §6.1): ``aug: base+aa_cifar10`` (or
+  ``base+aa_imagenet``), ``random_erasing``, ``ema`` in search_spaces/vpl.yaml and ablations/vpl_*.yaml.
+- tau's scale follows the similarity: ``search_range`` keeps a searched tau in [0.01, 10] for cosine
+  similarities, [1, 1000] for raw dot products (~160 at init). L_CL is computed in fp32, autocast off.
 - the transformer's init: the torch RNG after the CNN's (None) or its own seed (``vit_seed``).
 Invariants tested (tests/test_vpl.py): L_CL leaves exactly zero gradient on the CNN and L_KL on the
 transformer (both non-zero with bidirectional); L_CL and L_KL match hand values; stages; modes; teacher

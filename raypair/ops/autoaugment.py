@@ -84,6 +84,13 @@ def policy_table(policy: str) -> tuple[Tensor, Tensor, Tensor]:
     return op, p, b
 
 
+@lru_cache(maxsize=64)
+def _tables(policy: str, height: int, width: int, device: torch.device) -> tuple[Tensor, ...]:
+    """The policy table, magnitudes and signed mask on ``device``, copied there once (no per-batch copy)."""
+    signed = torch.tensor([o in SIGNED for o in OPS])
+    return tuple(t.to(device) for t in (*policy_table(policy), magnitudes(height, width), signed))
+
+
 def draw(n: int, n_policies: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """``(sub-policy [n], u [n, 2], sign [n, 2])`` on the generator's device, in that order."""
     g, dev = generator, generator.device
@@ -105,9 +112,7 @@ def apply_subpolicies(x: Tensor, policy: str, sub: Tensor, u: Tensor, sign: Tens
     I._check(x)
     if x.shape[1] not in (1, 3) or min(x.shape[-2:]) <= 2:
         raise ValueError(f"AutoAugment needs 1 or 3 channels and H, W > 2, got {tuple(x.shape)}")
-    op_t, p_t, bin_t = (t.to(x.device) for t in policy_table(policy))
-    mags = magnitudes(*x.shape[-2:]).to(x.device)
-    signed = torch.tensor([o in SIGNED for o in OPS], device=x.device)
+    op_t, p_t, bin_t, mags, signed = _tables(policy, x.shape[-2], x.shape[-1], x.device)
     for k in range(2):
         op, p, b = op_t[sub, k], p_t[sub, k], bin_t[sub, k]
         mag = mags[op, b]
