@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig
+from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, aug_parts
 from raypair.data import DeviceLoader, load_splits
 from raypair.methods import Method, build_method
 from raypair.ops.pairing import cycle_partners
@@ -204,8 +204,9 @@ def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     cl = device.type == "cuda"
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=cl)
-    train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True,
-                         augment=cfg.method.aug == "base+", pad=cfg.data.pad, seed=cfg.seed, **norm)
+    crop_flip, policy = aug_parts(cfg.method.aug)
+    train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True, augment=crop_flip,
+                         autoaugment=policy, pad=cfg.data.pad, seed=cfg.seed, **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=cfg.eval_batch_size, train=False, **norm)
     test = None
     if splits.test_x is not None:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from raypair.config import ModelConfig, RunConfigBase
+from raypair.config import ModelConfig, RunConfigBase, aug_parts
 from raypair.data import DeviceLoader, load_splits
 from raypair.methods import build_method
 
@@ -25,8 +25,9 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     data = run.data.model_copy(update={"train_subset": n, "val_fraction": 0.0, "test_subset": None})
     splits = load_splits(data)
     info = splits.info
+    crop_flip, policy = aug_parts(run.method.aug)
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
-                          train=True, augment=run.method.aug == "base+", pad=run.data.pad, seed=run.seed)
+                          train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed)
     torch.manual_seed(run.seed)
     # mix never runs the network: the tiny one stands in for run.model; the stream is seeded
     # run.seed itself (not the loop's per-worker run.seed * 1000), as the grids in docs/ were drawn

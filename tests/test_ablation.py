@@ -124,7 +124,7 @@ BAD = [
     (_set("factors", {"a": {"x": {}}}), "give exactly one of variants: or factors:"),
     (_set("exclude", ["nope"]), "exclude: no such variant"),
     (_set("seeds", [0, 0]), "seeds: repeated seed"),
-    (_set("metrics", ["accuracy"]), "metrics: not a reported metric (e.g. val_acc, val_acc5, val_loss, train_loss, train_acc, test_acc) (got 'accuracy')"),
+    (_set("metrics", ["accuracy"]), "metrics: not a metric that methods cutmix, erm report (e.g. test_acc, train_loss, val_acc) (got 'accuracy')"),
     (_set("variants/base+", {"model.name": "resnet_nope"}), "variants.base+.model.name: "),
     (_set("run/data/name", "cifar10"), "data"),  # RAYPAIR_DATA points to an empty folder
     (_set("tyop", 1), "tyop: unknown key"),

@@ -127,12 +127,15 @@ def test_the_cosine_floor_is_the_lr_a_run_ends_at():
 def test_method_aug_reaches_the_loader():
     from raypair.loop import Dist, setup
 
-    first = {}
-    for aug in ("base", "base+"):
+    first, policies = {}, {}
+    for aug in ("base", "base+", "base+aa_cifar10", "base+aa_imagenet"):
         _, _, train, _, _ = setup(digits_run(method={"name": "erm", "aug": aug}), torch.device("cpu"), Dist())
-        first[aug] = next(iter(train.epoch(0)))
+        first[aug], policies[aug] = next(iter(train.epoch(0))), train.autoaugment
     assert torch.equal(first["base"][1], first["base+"][1])  # same samples
     assert not torch.equal(first["base"][0], first["base+"][0])  # padded, cropped, flipped
+    assert policies == {"base": None, "base+": None, "base+aa_cifar10": "cifar10", "base+aa_imagenet": "imagenet"}
+    for aa in ("base+aa_cifar10", "base+aa_imagenet"):  # the same crop and flip, then AutoAugment
+        assert torch.equal(first[aa][1], first["base+"][1]) and not torch.equal(first[aa][0], first["base+"][0])
 
 
 def test_finetuning_follows_the_runs_epochs_and_records_the_state_it_starts_from():

@@ -171,3 +171,20 @@ def test_reader_returns_plain_runs_from_a_real_store(tmp_path):
     (tmp_path / "report.md").write_text("# r")
     reader.log_files(new, [tmp_path / "report.md"], "report")
     assert [a.path for a in client.list_artifacts(new, "report")] == ["report/report.md"]
+
+
+def test_sweep_report_shows_every_branch_beside_the_metric(tmp_path):
+    """A VPL sweep searched on val_acc_vit: the best-trials table and the CSV also hold the CNN's accuracy."""
+    from raypair.report.sweep import sweep_report
+
+    kids = [Child(f"t{i}", "FINISHED", {"raypair.trial_id": f"t{i}", "raypair.search.method.rho": str(rho)},
+                  {"val_acc": cnn, "val_acc_cnn": cnn, "val_acc_vit": vit, "val_acc5": 0.99},
+                  {"val_acc_vit": {1: vit}}) for i, (rho, cnn, vit) in enumerate([(1.0, 0.61, 0.52), (2.0, 0.58, 0.55)])]
+    sweep = {"tune": {"metric": "val_acc_vit", "mode": "max"}, "space": {"method.rho": {"choice": [1.0, 2.0]}}}
+    sweep_report(sweep, Parent("p"), kids, tmp_path, top=5)
+    md = (tmp_path / "report.md").read_text()
+    assert "| rank | trial | epochs | best val_acc_vit | last val_acc_vit | last val_acc | last val_acc_cnn | " in md
+    assert "| 1 | t1 | ? | 0.5500 | 0.55 | 0.58 | 0.58 | 2 |" in md
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert [(r["trial"], r["last_val_acc_cnn"], r["last_val_acc_vit"]) for r in rows] == [("t0", "0.61", "0.52"),
+                                                                                          ("t1", "0.58", "0.55")]

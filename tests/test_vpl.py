@@ -135,7 +135,7 @@ def test_x_plus_y_over_100_is_rejected_naming_y():
 
 def test_inactive_knobs_per_mode():
     cfg = lambda **kw: run_model().model_validate({"method": {"name": "vpl", **kw}}).method  # noqa: E731
-    assert cfg().inactive() == {"teacher_checkpoint", "ema_decay"}
+    assert cfg().inactive() == {"teacher_checkpoint", "student", "ema_decay"}
     assert {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "rho"} <= cfg(mode="independent").inactive()
     assert "rho" not in cfg(mode="dml").inactive() and "tau" in cfg(mode="dml").inactive()
     assert "erase_mode" in cfg(random_erasing=0.0).inactive() and "ema_decay" not in cfg(ema=True).inactive()
@@ -285,3 +285,109 @@ def test_both_branches_see_the_same_erased_batch():
     assert erased.all()
     expect = F.cross_entropy(m.model(xe), y) + F.cross_entropy(m.vit(xe), y)
     assert torch.allclose(out.loss, expect, atol=1e-6)
+
+
+# ------------------------------------------------------------------ metrics, space, fp32 (issue 12)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _space(tmp_path, method: dict, space: dict, metric: str = "val_acc_vit"):
+    import yaml
+
+    spec = {"name": "t", "run": {"method": method, "model": {"name": "tiny_cnn"}, "epochs": 4},
+            "space": space, "tune": {"metric": metric, "scheduler": {"name": "none"}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    return tmp_path / "s.yaml"
+
+
+def test_the_vpl_spaces_search_and_stop_on_the_transformer_with_the_papers_recipe():
+    from raypair.experiments.sweep import load_sweep
+
+    for name in ("vpl.yaml", "vpl_raw.yaml"):
+        sw = load_sweep(ROOT / "search_spaces" / name)
+        m = sw.run.method
+        assert sw.metric == "val_acc_vit" and sw.scheduler().name == "asha"  # ASHA stops on the same metric
+        assert (m.aug, m.random_erasing, m.ema) == ("base+aa_cifar10", 0.25, True)  # AutoAugment + RE + EMA
+        assert "method.cl_normalize" not in sw.space
+    assert load_sweep(ROOT / "search_spaces" / "vpl_raw.yaml").run.method.cl_normalize is False
+
+
+def test_tune_metric_must_be_one_the_method_reports(tmp_path):
+    from raypair.experiments.sweep import load_sweep
+
+    load_sweep(_space(tmp_path, {"name": "vpl"}, {"method.rho": {"choice": [1.0, 2.0]}}))
+    load_sweep(_space(tmp_path, {"name": "vpl", "ema": True}, {"method.rho": {"choice": [1.0]}}, "val_acc_vit_ema"))
+    bad = [({"name": "vpl"}, "val_acc_vitt"), ({"name": "vpl"}, "val_acc_vit_ema"),  # no EMA without ema: true
+           ({"name": "erm"}, "val_acc_vit")]
+    for method, metric in bad:
+        with pytest.raises(ConfigError, match=rf"^tune.metric: not a metric that method {method['name']} reports "
+                                              rf".*\(got '{metric}'\)$"):
+            load_sweep(_space(tmp_path, method, {}, metric))
+
+
+@pytest.mark.parametrize("kw", [{}, {"ema": True}, {"mode": "independent", "ema": True}])
+def test_declared_metrics_are_what_the_loop_reports(kw):
+    from raypair.config import reported_metrics
+    from raypair.data import DeviceLoader
+    from raypair.loop import Dist, divergence, evaluate
+
+    m = make(**kw)
+    assert tuple(m.eval().eval_logits(batch(2)[0])) == m.cfg.eval_heads()
+    x = torch.randint(0, 256, (24, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    loader = DeviceLoader(x, torch.arange(24) % 10, batch_size=8, mean=INFO.mean, std=INFO.std, train=False)
+    got = evaluate(m, loader, False, Dist())
+    declared = reported_metrics(m.cfg)
+    assert set(got) <= declared and {f"val_acc_{h}" for h in m.cfg.eval_heads()} <= set(got)
+    assert set(m.train()(*batch()).logs) >= m.cfg.train_metrics()
+    rule = run_model().model_validate({"method": {"name": "vpl"}, "diverge": {"chance_after": 1}}).diverge
+    at_chance = {**got, "train_loss": 1.0, "epoch": 1, "val_acc": 0.1}  # the loop's chance rule still reads val_acc
+    assert "at chance" in divergence(rule, 1.0, at_chance, 10)
+
+
+def test_tau_range_depends_on_normalised_or_raw_similarities(tmp_path):
+    from raypair.experiments.sweep import load_sweep
+
+    load_sweep(_space(tmp_path, {"name": "vpl"}, {"method.tau": {"loguniform": [0.03, 1.0]}}))
+    load_sweep(_space(tmp_path, {"name": "vpl", "cl_normalize": False, "tau": 30.0},
+                      {"method.tau": {"loguniform": [3.0, 300.0]}}))
+    with pytest.raises(ConfigError, match=r"^space.method.tau: must lie within \[1, 1000\] with "
+                                          r"method.cl_normalize=False \(raw dot products"):
+        load_sweep(_space(tmp_path, {"name": "vpl"}, {"method.tau": {"loguniform": [0.03, 1.0]},
+                                                      "method.cl_normalize": {"choice": [True, False]}}))
+    with pytest.raises(ConfigError, match=r"^space.method.tau: must lie within \[0.01, 10\] \(cosine"):
+        load_sweep(_space(tmp_path, {"name": "vpl"}, {"method.tau": {"loguniform": [3.0, 300.0]}}))
+
+
+def test_contrastive_similarities_are_fp32_under_autocast():
+    g = torch.Generator().manual_seed(0)
+    hc, ht = torch.randn(16, 64, generator=g) * 3, torch.randn(16, 64, generator=g) * 3  # raw s ~ 1e2
+    ref = V.contrastive_loss(hc, ht, 0.5, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert V.contrastive_loss(hc, ht, 0.5, False).item() == ref.item()
+        assert V.contrastive_loss(hc.bfloat16(), ht.bfloat16(), 0.5, False).dtype == torch.float32
+
+
+def test_distill_into_a_transformer_student(tmp_path):
+    """P4 Table 4's DIS ViT-B row: the CNN (the checkpoint's ``model.`` weights) is the frozen teacher,
+    the transformer learns CE + KL toward it; only the transformer trains."""
+    src = _trained_vit_checkpoint(tmp_path)
+    m = make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path), random_erasing=0.0, rho=2.0, ema=True)
+    for k, v in src.model.state_dict().items():
+        assert torch.equal(m.model.state_dict()[k], v), k
+    assert not any(torch.equal(a, b) for a, b in zip(m.vit.parameters(), src.vit.parameters()) if a.numel() > 1)
+    m.train()
+    assert not m.model.training and m.vit.training and all(not p.requires_grad for p in m.model.parameters())
+    x, y = batch()
+    out = m(x, y)
+    zc, zt = m.model(x), m.vit(x)
+    assert torch.allclose(out.loss, F.cross_entropy(zt, y) + V.kl_toward(zt, zc, 2.0), atol=1e-6)
+    assert torch.equal(out.logits, zt)
+    out.loss.backward()
+    assert all(p.grad is None for p in m.model.parameters()) and some_nonzero(grads(m.vit))
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert [ids(g["params"]) for g in m.optim_groups()] == [ids(m.vit.parameters())]
+    assert m.cfg.eval_heads() == ("cnn", "vit", "vit_ema") == tuple(m.eval().eval_logits(x))
+    assert m.cnn_ema is None and {"lr_cnn", "weight_decay_cnn"} <= m.cfg.inactive() and "lr_vit" not in m.cfg.inactive()
+    with pytest.raises(ValueError, match="teacher_checkpoint: .* has no 'model.' weights"):
+        torch.save({"method": {"vit.w": torch.zeros(1)}}, tmp_path / "vit_only.pt")
+        make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path / "vit_only.pt"))

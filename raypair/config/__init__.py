@@ -12,11 +12,12 @@ Importing this package imports neither torch nor the methods; :func:`run_model` 
 from raypair.config.base import (NAME_RULE, ConfigError, Name, Strict, check_name, deep_merge, field_at, flatten,
                                  from_validation, parse_override, read_text, read_yaml, set_path, to_plain)
 from raypair.config.run import (METRICS, NOT_SEARCHABLE, DataConfig, DivergenceConfig, MethodConfig, ModelConfig,
-                                OptimConfig, RunConfigBase, ScaleConfig, ScheduleConfig, build_run, load_run, run_model)
+                                OptimConfig, RunConfigBase, ScaleConfig, ScheduleConfig, aug_parts, build_run, load_run,
+                                reported_metrics, run_model)
 from raypair.config.space import SPACE_KINDS, ParamSpace, SchedulerConfig, SearcherConfig, SpaceFile, TuneSettings
 
 __all__ = ["METRICS", "NAME_RULE", "NOT_SEARCHABLE", "SPACE_KINDS", "ConfigError", "DataConfig", "DivergenceConfig",
            "MethodConfig", "ModelConfig", "Name", "OptimConfig", "ParamSpace", "RunConfigBase", "ScaleConfig",
-           "ScheduleConfig", "SchedulerConfig", "SearcherConfig", "SpaceFile", "Strict", "TuneSettings", "build_run",
-           "check_name", "deep_merge", "field_at", "flatten", "from_validation", "load_run", "parse_override",
-           "read_text", "read_yaml", "run_model", "set_path", "to_plain"]
+           "ScheduleConfig", "SchedulerConfig", "SearcherConfig", "SpaceFile", "Strict", "TuneSettings", "aug_parts",
+           "build_run", "check_name", "deep_merge", "field_at", "flatten", "from_validation", "load_run",
+           "parse_override", "read_text", "read_yaml", "reported_metrics", "run_model", "set_path", "to_plain"]

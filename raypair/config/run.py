@@ -164,7 +164,26 @@ class MethodConfig(Strict):
 
     images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
     name: str
-    aug: Literal["base", "base+"] = "base+"  # base: normalise only; base+: pad-crop-flip first
+    # base: normalise only; base+: pad-crop-flip first; base+aa_<policy>: then AutoAugment with
+    # torchvision's CIFAR10 or ImageNet policy, each sample its own sub-policy (raypair/ops/autoaugment.py)
+    aug: Literal["base", "base+", "base+aa_cifar10", "base+aa_imagenet"] = "base+"
+
+    def eval_heads(self) -> tuple[str, ...]:
+        """The names of the method's ``eval_logits`` entries under these settings, the primary one
+        first (VPL: ``cnn``, ``vit``...). Head ``k`` is reported as ``val_acc_k``, ``val_loss_k``,
+        ``val_acc5_k`` (and ``test_*``); the primary also untagged (``val_acc``)."""
+        return ("",)
+
+    def train_metrics(self) -> set[str]:
+        """Per-epoch training metrics the method logs beyond ``train_loss`` / ``train_acc``
+        (VPL: each branch's ``train_acc_cnn``, ``train_acc_vit``)."""
+        return set()
+
+    def search_range(self, field: str) -> Optional[tuple[float, float, str]]:
+        """``(low, high, why)``: where a search over ``field`` must stay under these settings (VPL's
+        tau: a normalised or a raw-similarity scale), or None. A space whose range leaves it, under
+        any value of the space's other searched choices, is refused before any trial starts."""
+        return None
 
     def unread_run_fields(self) -> set[str]:
         """Dotted run-config paths this method overrides, so no code reads them (VPL's per-branch
@@ -180,6 +199,20 @@ class MethodConfig(Strict):
         """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
         raise ``ValueError("<field>: ...")`` naming this config's field."""
         return None
+
+
+def reported_metrics(method: MethodConfig) -> set[str]:
+    """Every metric name a run of ``method`` reports (what ``tune.metric`` and an ablation's
+    ``metrics`` may name): the loop's train metrics, the method's own, and per evaluation head
+    ``{val,test}_{acc,acc5,loss}`` (the primary head untagged too)."""
+    tags = {f"_{h}" if h else "" for h in method.eval_heads()} | {""}
+    return ({"train_loss", "train_acc"} | method.train_metrics()
+            | {f"{p}_{m}{t}" for p in ("val", "test") for m in ("acc", "acc5", "loss") for t in tags})
+
+
+def aug_parts(aug: str) -> tuple[bool, Optional[str]]:
+    """``method.aug`` as the loader's (pad-crop-flip?, AutoAugment policy or None)."""
+    return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else None)
 
 
 class DivergenceConfig(Strict):

@@ -1,5 +1,6 @@
-"""A loader that keeps a whole split on the device and gathers, augments (pad-crop-flip) and
-normalises its batches there as batched tensor ops. Anchor: airbench ``CifarLoader``."""
+"""A loader that keeps a whole split on the device and gathers, augments (pad-crop-flip, then
+optionally AutoAugment) and normalises its batches there as batched tensor ops. Anchor: airbench
+``CifarLoader``."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor
 
 from raypair.ops.augment import pad_crop_flip
+from raypair.ops.autoaugment import POLICIES, autoaugment
 from raypair.ops.sampling import seeded_generator
 
 
@@ -31,15 +33,21 @@ class DeviceLoader:
     rank r takes ``shard_indices(B, r, world_size)`` of it. eval: rank r takes the samples
     ``[r*N//W, (r+1)*N//W)`` in order, in batches of at most ``batch_size`` (per rank); the ranks'
     parts cover the split exactly once, and may differ by one batch in count.
+    ``augment``: pad-crop-flip each training batch; ``autoaugment`` (a policy of
+    ``raypair.ops.autoaugment``): then AutoAugment it, each sample its own sub-policy.
     Batches: x float32 ``[b, C, H, W]`` = ``(x / 255 - mean) / std``, y int64 ``[b]``.
     """
 
     def __init__(self, x: Tensor, y: Tensor, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  device: Union[torch.device, str] = "cpu", train: bool, augment: bool = False, pad: int = 4,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 autoaugment: Optional[str] = None) -> None:
         if x.dtype != torch.uint8 or x.dim() != 4 or y.shape != x.shape[:1]:
             raise ValueError(f"need x uint8 [N, C, H, W] and y [N], got x {x.dtype} {tuple(x.shape)}, "
                              f"y {tuple(y.shape)}")
+        if autoaugment is not None and (autoaugment not in POLICIES or not augment):
+            raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)}, "
+                             f"got {autoaugment!r} with augment={augment}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(x)
@@ -57,6 +65,7 @@ class DeviceLoader:
             raise ValueError(f"mean and std need {x.shape[1]} channels, got {tuple(mean)} and {tuple(std)}")
         self.batch_size, self.train, self.augment, self.pad, self.seed = batch_size, train, augment, pad, seed
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.autoaugment = autoaugment
         self._global = batch_size if n >= batch_size else n // world_size * world_size
         self._part = (rank * n // world_size, (rank + 1) * n // world_size)
 
@@ -78,6 +87,8 @@ class DeviceLoader:
         x = self.x[idx]
         if gen is not None:
             x = pad_crop_flip(x, self.pad, gen)
+            if self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision / timm order)
+                x = autoaugment(x, self.autoaugment, gen)
         x = (x.float() / 255 - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

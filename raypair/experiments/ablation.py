@@ -166,8 +166,6 @@ def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
 
 
 def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -> None:
-    for m in ab.metrics:
-        check_metric("metrics", m)
     seen: dict[str, str] = {}
     for v in ab.variants.values():
         if "seed" in v.overrides or "name" in v.overrides:
@@ -181,6 +179,8 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
             raise ConfigError(f"variants.{v.name}", f"trains the same run as variant {seen[key]!r}")
         seen[key] = v.name
         ab.runs[v.name] = run
+    for m in ab.metrics:
+        check_metric("metrics", m, list(ab.runs.values()))
     if spec.paper:
         for n in spec.paper.values:
             if n not in all_variants:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from raypair.config import METRICS, ConfigError, RunConfigBase, SchedulerConfig, read_yaml, set_path, to_plain
+from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, read_yaml, reported_metrics, set_path, to_plain
 
 
 STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
@@ -185,10 +185,16 @@ def fmt_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def check_metric(field: str, name: str) -> None:
-    """``name`` must be a metric the loop reports (a known one, or a ``val_`` / ``train_`` / ``test_`` one)."""
-    if not (name in METRICS or name.startswith(("val_", "train_", "test_"))):
-        raise ConfigError(field, f"not a reported metric (e.g. {', '.join(METRICS)})", name)
+def check_metric(field: str, name: str, runs: list[RunConfigBase]) -> None:
+    """``name`` must be a metric that (at least one of) ``runs`` report, as their methods declare
+    (``MethodConfig.eval_heads`` / ``train_metrics``): else a one-line ConfigError naming ``field``."""
+    reported = set().union(*(reported_metrics(r.method) for r in runs))
+    if name not in reported:
+        names = sorted({r.method.name for r in runs})
+        who = f"method {names[0]} reports" if len(names) == 1 else f"methods {', '.join(names)} report"
+        shown = sorted(m for m in reported if m.startswith("val_acc") and not m.startswith("val_acc5")
+                       or m in ("train_loss", "test_acc"))
+        raise ConfigError(field, f"not a metric that {who} (e.g. {', '.join(shown)})", name)
 
 
 def read_base_run(path: Path, base: str) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
 
 def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
     t = sweep.tune
-    check_metric("tune.metric", t.metric)
+    check_metric("tune.metric", t.metric, [sweep.run])
     if t.scheduler.name == "asha" and t.metric.startswith("test_"):
         raise ConfigError("tune.metric", "test_ metrics come with the last epoch only, so ASHA cannot stop on "
                           "them; use a val_ metric or tune.scheduler.name=none", t.metric)
@@ -181,6 +181,28 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
             raise ConfigError(field, f"value {short(value)} is invalid: {where}{e.message}")
         for trial in runs:
             check_read(trial, path, field)
+    check_ranges(sweep)
+
+
+def check_ranges(sweep: Sweep) -> None:
+    """Each searched method knob stays within ``MethodConfig.search_range`` under the base settings
+    and under every value of the space's other searched choices (VPL's tau: normalised similarities
+    and raw dot products need different ranges, so one range cannot serve a space over both)."""
+    choices = [{p: v} for p, ps in sweep.space.items() if ps.kind in ("choice", "grid") for v in ps.args]
+    for path, ps in sweep.space.items():
+        values = [v for v in ps.probe_values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not path.startswith("method.") or not values:
+            continue
+        for extra in [{}] + [c for c in choices if path not in c]:
+            try:
+                run = sweep.trial_run(extra)
+            except ConfigError:
+                continue  # an infeasible combination: recorded as such when proposed
+            rng = run.method.search_range(path.split(".", 1)[1])
+            if rng is not None and not rng[0] <= min(values) <= max(values) <= rng[1]:
+                under = "".join(f" with {k}={fmt_value(v)}" for k, v in extra.items())
+                raise ConfigError(f"space.{path}", f"must lie within [{rng[0]:g}, {rng[1]:g}]{under} ({rng[2]})",
+                                  list(ps.args))
 
 
 def feasible_run(sweep: Sweep, path: str, value: Any, tries: int = 512) -> RunConfigBase:

@@ -76,6 +76,9 @@ class MixupCConfig(MethodConfig):
     def extra_epochs(self) -> int:
         return self.ft_epochs
 
+    def eval_heads(self) -> tuple[str, ...]:
+        return ("", "head2") if self.heads == 2 else ("",)  # head2: before the fine-tuning conversion only
+
     def inactive(self) -> set[str]:
         off = {"r"} if self.lam == "beta" else {"alpha"}
         off |= {"dual_loss"} if self.heads == 1 else set()

@@ -11,8 +11,11 @@ h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the b
   reaches only the transformer (+ A) and L_KL only the CNN; ``bidirectional`` drops both sg (Table 7 "Bi").
   Both terms are computed in every stage (logged; DDP needs the affine layer in every graph), gated by w.
 Other modes: ``independent`` CE only; ``dml`` CE + KL of each branch toward the other's sg softmax
-(no CL); ``distill`` CE(z_c) + KL into the CNN from a frozen transformer: the ``vit.`` weights of
-``teacher_checkpoint`` (a raypair checkpoint folder or state.pt), else its ``model.`` weights.
+(no CL); ``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other,
+frozen branch. ``student: cnn``: the teacher is the transformer, the ``vit.`` weights of
+``teacher_checkpoint`` (a raypair checkpoint folder or state.pt), else its ``model.`` weights;
+``student: vit`` (DIS's ViT-B row): the teacher is the CNN, the checkpoint's ``model.`` weights (an
+ERM run of the CNN, or a VPL run's CNN branch).
 Negatives of L_CL are the worker's own N images (no all-gather across DDP ranks).
 Affine layer A (only when the widths differ, and only in mode vpl): ``affine: vit`` (default,
 ASSUMPTION §6.2) maps h_t to the CNN width; ``affine: cnn`` maps sg(h_c) to the transformer width,
@@ -27,7 +30,14 @@ ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
   before the loss, i.e. from the weights of the previous optimiser step (they lag by one step);
   distill's frozen teacher has no EMA copy.
 - Random Erasing p = 0.25 on the shared batch (``random_erasing``), per-pixel N(0, 1) fill (``erase_mode``).
-- every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]}; cnn is val_acc.
+- every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]} (declared by
+  ``VplConfig.eval_heads``); cnn is val_acc, the others val_acc_<head>. Which weights P4 reports is
+  UNKNOWN (methods.md §6.3). Search on val_acc_vit: tau and cl_normalize act only through L_CL, which
+  reaches only the transformer, the branch of P4's main gains (Table 2, ViT-B 77.15 -> 80.95 at 100 ep).
+- recipe "AutoAugment + Random Erasing", "EMA" (P4 §4, methods.md §6.1): ``aug: base+aa_cifar10`` (or
+  ``base+aa_imagenet``), ``random_erasing``, ``ema`` in search_spaces/vpl.yaml and ablations/vpl_*.yaml.
+- tau's scale follows the similarity: ``search_range`` keeps a searched tau in [0.01, 10] for cosine
+  similarities, [1, 1000] for raw dot products (~160 at init). L_CL is computed in fp32, autocast off.
 - the transformer's init: the torch RNG after the CNN's (None) or its own seed (``vit_seed``).
 Invariants tested (tests/test_vpl.py): L_CL leaves exactly zero gradient on the CNN and L_KL on the
 transformer (both non-zero with bidirectional); L_CL and L_KL match hand values; stages; modes; teacher
@@ -60,7 +70,7 @@ class VplConfig(MethodConfig):
     affine: Literal["vit", "cnn"] = "vit"
     x: int = Field(20, ge=0, le=100)  # % of epochs of stage 1 (CL only)
     y: int = Field(20, ge=0, le=100)  # % of epochs of stage 3 (KL only)
-    tau: float = Field(0.1, gt=0.0, le=100.0)
+    tau: float = Field(0.1, gt=0.0, le=1000.0)
     cl_normalize: bool = True
     rho: float = Field(1.0, gt=0.0, le=100.0)
     bidirectional: bool = False
@@ -72,6 +82,8 @@ class VplConfig(MethodConfig):
     ema_decay: float = Field(0.9999, gt=0.0, lt=1.0)
     random_erasing: float = Field(0.25, ge=0.0, le=1.0)
     erase_mode: Literal["pixel", "rand", "const"] = "pixel"
+    student: Literal["cnn", "vit"] = Field(  # distill only, which needs a checkpoint: tested by hand
+        "cnn", json_schema_extra={"tested_in": "tests/test_vpl.py::test_distill_into_a_transformer_student"})
     teacher_checkpoint: Optional[str] = Field(  # a path: the generic knob test cannot make one
         None, json_schema_extra={"tested_in": "tests/test_vpl.py::test_distill_loads_the_teacher_and_keeps_it_frozen"})
 
@@ -80,14 +92,32 @@ class VplConfig(MethodConfig):
         if self.x + self.y > 100:
             raise ValueError(f"y: x + y must be <= 100, got x={self.x}, y={self.y}")
         if self.mode == "distill" and not self.teacher_checkpoint:
-            raise ValueError("teacher_checkpoint: mode distill needs a trained transformer's checkpoint, got None")
+            raise ValueError(f"teacher_checkpoint: mode distill needs a trained {'CNN' if self.student == 'vit' else 'transformer'}"
+                             "'s checkpoint, got None")
         if not timm.is_model(self.vit_model):
             raise ValueError(f"vit_model: unknown timm model, got {self.vit_model!r}")
         return self
 
+    def eval_heads(self) -> tuple[str, ...]:
+        """eval_logits' keys: both branches, raw then EMA (distill's frozen teacher has no EMA copy)."""
+        trained = (self.student,) if self.mode == "distill" else ("cnn", "vit")
+        ema = tuple(f"{b}_ema" for b in ("cnn", "vit") if b in trained) if self.ema else ()
+        return ("cnn", "vit", *ema)
+
+    def search_range(self, field: str) -> Optional[tuple[float, float, str]]:
+        if field != "tau":
+            return None
+        if self.cl_normalize:
+            return 0.01, 10.0, "cosine similarities lie in [-1, 1]"
+        return 1.0, 1000.0, "raw dot products reach ~160 at init (resnet18_cifar + tiny_vit): tau < 1 saturates"
+
+    def train_metrics(self) -> set[str]:
+        return {"train_acc_cnn", "train_acc_vit"}
+
     def unread_run_fields(self) -> set[str]:
         unread = {"optim.lr"}  # lr_cnn / lr_vit are the groups' absolute learning rates
-        if self.weight_decay_cnn is not None and (self.weight_decay_vit is not None or self.mode == "distill"):
+        trained = (self.student,) if self.mode == "distill" else ("cnn", "vit")
+        if all(getattr(self, f"weight_decay_{b}") is not None for b in trained):
             unread.add("optim.weight_decay")
         return unread
 
@@ -95,7 +125,10 @@ class VplConfig(MethodConfig):
         off = set() if self.mode == "vpl" else {"x", "y", "tau", "cl_normalize", "bidirectional", "affine"}
         if self.mode == "independent":
             off.add("rho")
-        off |= {"vit_seed", "lr_vit", "weight_decay_vit"} if self.mode == "distill" else {"teacher_checkpoint"}
+        if self.mode != "distill":
+            off |= {"teacher_checkpoint", "student"}
+        else:  # the frozen teacher's branch trains nothing (a ViT teacher's init is overwritten)
+            off |= {"vit_seed", "lr_vit", "weight_decay_vit"} if self.student == "cnn" else {"lr_cnn", "weight_decay_cnn"}
         off |= set() if self.ema else {"ema_decay"}
         return off | ({"erase_mode"} if self.random_erasing == 0 else set())
 
@@ -122,24 +155,31 @@ class Vpl(Method):
                 torch.manual_seed(cfg.vit_seed)
             self.vit = build_model(vcfg, info.num_classes, c, image_size=h)
         if distill:
+            to_vit = cfg.student == "cnn"
+            prefixes, fit = (("vit.", "model."), f"vit_model={cfg.vit_model}") if to_vit else (("model.",), "model")
             try:
-                self.vit.load_state_dict(V.teacher_state(cfg.teacher_checkpoint))
-            except RuntimeError as e:  # a teacher of another architecture than vit_model
-                raise ValueError(f"teacher_checkpoint: its weights do not fit vit_model={cfg.vit_model}: {e}") from None
-            self.vit.requires_grad_(False).eval()
+                self._teacher().load_state_dict(V.teacher_state(cfg.teacher_checkpoint, prefixes))
+            except RuntimeError as e:  # a teacher of another architecture than its branch
+                raise ValueError(f"teacher_checkpoint: its weights do not fit {fit}: {e}") from None
+            self._teacher().requires_grad_(False).eval()
         dc, dt = model.num_features, self.vit.num_features
         need = cfg.mode == "vpl" and dc != dt
         self.affine = (nn.Linear(dt, dc) if cfg.affine == "vit" else nn.Linear(dc, dt)) if need else None
-        self.cnn_ema = _frozen_copy(model) if cfg.ema else None
-        self.vit_ema = _frozen_copy(self.vit) if cfg.ema and not distill else None
+        heads = cfg.eval_heads()
+        self.cnn_ema = _frozen_copy(model) if "cnn_ema" in heads else None
+        self.vit_ema = _frozen_copy(self.vit) if "vit_ema" in heads else None
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
         self.stage = 2  # until on_epoch_start sets it
 
     def train(self, mode: bool = True) -> "Vpl":
         super().train(mode)
         if self.cfg.mode == "distill":
-            self.vit.eval()  # a frozen teacher: no dropout, no BatchNorm statistics update
+            self._teacher().eval()  # a frozen teacher: no dropout, no BatchNorm statistics update
         return self
+
+    def _teacher(self) -> nn.Module:
+        """distill's frozen branch: the transformer for a CNN student, the CNN for a transformer one."""
+        return self.vit if self.cfg.student == "cnn" else self.model
 
     def optim_groups(self) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -149,7 +189,9 @@ class Vpl(Method):
         for g, wd in ((cnn, cfg.weight_decay_cnn), (vit, cfg.weight_decay_vit)):
             if wd is not None:
                 g["weight_decay"] = wd
-        return [cnn] if cfg.mode == "distill" else [cnn, vit]
+        if cfg.mode == "distill":
+            return [cnn] if cfg.student == "cnn" else [vit]
+        return [cnn, vit]
 
     def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
         self.stage = V.vpl_stage(epoch, epochs, self.cfg.x, self.cfg.y)
@@ -174,17 +216,20 @@ class Vpl(Method):
         if cfg.ema and self.training:
             self._update_ema()
         m = self.mix(x, y)
-        hc, zc = _branch(self.model, m.x)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.mode != "distill"):
+        grad, distill = torch.is_grad_enabled(), cfg.mode == "distill"
+        with torch.set_grad_enabled(grad and not (distill and cfg.student == "vit")):
+            hc, zc = _branch(self.model, m.x)
+        with torch.set_grad_enabled(grad and not (distill and cfg.student == "cnn")):
             ht, zt = _branch(self.vit, m.x)
         ce_c = F.cross_entropy(zc.float(), y)
         logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(),
                                 "train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
                                 "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
-        if cfg.mode == "distill":
-            kl = V.kl_toward(zc, zt.detach(), cfg.rho)
-            return StepOut(ce_c + kl, zc, {**logs, "loss_kl": kl.detach()})
         ce_t = F.cross_entropy(zt.float(), y)
+        if distill:  # CE + KL of the student toward the frozen teacher
+            (z_s, z_t, ce) = (zc, zt, ce_c) if cfg.student == "cnn" else (zt, zc, ce_t)
+            kl = V.kl_toward(z_s, z_t.detach(), cfg.rho)
+            return StepOut(ce + kl, z_s, {**logs, "loss_ce_vit": ce_t.detach(), "loss_kl": kl.detach()})
         loss = ce_c + ce_t
         logs["loss_ce_vit"] = ce_t.detach()
         if cfg.mode == "dml":

@@ -48,18 +48,21 @@ def contrastive_loss(hc: Tensor, ht: Tensor, tau: float, normalize: bool) -> Ten
     """L_CL of §6.1 over ``hc, ht [N, D]`` (row i of each is the same image): ``E = [hc; ht]``
     (rows L2-normalised if ``normalize``), ``S = E E^T / tau`` with the diagonal masked, a (2N-1)-way
     cross-entropy whose target for row i is its other view (i + N, resp. i - N), mean over 2N rows.
-    Detaching is the caller's job (VPL passes ``hc.detach()``)."""
+    Computed in fp32 with autocast off. Detaching is the caller's job (VPL passes ``hc.detach()``)."""
     if hc.shape != ht.shape or hc.dim() != 2:
         raise ValueError(f"need two [N, D] embeddings of one shape, got {tuple(hc.shape)} and {tuple(ht.shape)}")
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     n = hc.shape[0]
-    e = torch.cat([hc, ht]).float()
-    if normalize:
-        e = F.normalize(e, dim=1)
-    s = (e @ e.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=e.device), float("-inf"))
-    idx = torch.arange(n, device=e.device)
-    return F.cross_entropy(s, torch.cat([idx + n, idx]))
+    # fp32 under autocast too: bf16 keeps 8 bits of mantissa, so raw dot products of ~1e2 divided by
+    # a small tau would be rounded by whole logits (autocast would run the matmul in bf16)
+    with torch.autocast(hc.device.type, enabled=False):
+        e = torch.cat([hc, ht]).float()
+        if normalize:
+            e = F.normalize(e, dim=1)
+        s = (e @ e.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=e.device), float("-inf"))
+        idx = torch.arange(n, device=e.device)
+        return F.cross_entropy(s, torch.cat([idx + n, idx]))
 
 
 def kl_toward(student: Tensor, teacher: Tensor, rho: float) -> Tensor:
@@ -95,11 +98,12 @@ def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
 
 
 # ------------------------------------------------------------------------------------ teacher
-def teacher_state(path: str | Path) -> dict[str, Tensor]:
-    """A transformer's weights from a raypair checkpoint (its folder or its ``state.pt``), loaded with
-    ``weights_only=True``: the keys under ``vit.`` of ``state["method"]`` (a VPL run's transformer
-    branch) or, in a run without them, the keys under ``model.`` (a run whose ``model`` was the
-    transformer, e.g. ERM); the prefix is stripped."""
+def teacher_state(path: str | Path, prefixes: tuple[str, ...] = ("vit.", "model.")) -> dict[str, Tensor]:
+    """A teacher's weights from a raypair checkpoint (its folder or its ``state.pt``), loaded with
+    ``weights_only=True``: the keys of ``state["method"]`` under the first of ``prefixes`` present,
+    prefix stripped. Default, a transformer: ``vit.`` (a VPL run's transformer branch), else
+    ``model.`` (a run whose ``model`` was the transformer, e.g. ERM); ``("model.",)``: a CNN (an ERM
+    run's model, or a VPL run's CNN branch)."""
     p = Path(path)
     p = p / CKPT_FILE if p.is_dir() else p
     if not p.is_file():
@@ -108,8 +112,9 @@ def teacher_state(path: str | Path) -> dict[str, Tensor]:
     method = state.get("method") if isinstance(state, dict) else None
     if not isinstance(method, dict):
         raise ValueError(f"teacher_checkpoint: {p} is no raypair checkpoint (no 'method' state dict)")
-    for prefix in ("vit.", "model."):
+    for prefix in prefixes:
         picked = {k[len(prefix):]: v for k, v in method.items() if k.startswith(prefix)}
         if picked:
             return picked
-    raise ValueError(f"teacher_checkpoint: {p} has no 'vit.' or 'model.' weights, got keys {sorted(method)[:5]}")
+    raise ValueError(f"teacher_checkpoint: {p} has no {' or '.join(map(repr, prefixes))} weights, "
+                     f"got keys {sorted(method)[:5]}")

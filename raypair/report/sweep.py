@@ -1,5 +1,6 @@
-"""The report of a sweep: the best trials and their parameters, and each parameter's importance by
-Optuna's fANOVA over the finished trials. Written as ``report.md``, ``report.csv``,
+"""The report of a sweep: the best trials and their parameters (and, beside the sweep's metric, the
+last accuracy of every other evaluation head the trials report: both VPL branches), and each
+parameter's importance by Optuna's fANOVA over the finished trials. Written as ``report.md``, ``report.csv``,
 ``importance.png`` (when there is an estimate) and ``curves.png`` (the best trials' learning curves)."""
 from __future__ import annotations
 
@@ -51,17 +52,26 @@ def trials_of(children: list[Child], metric: str, mode: str) -> list[Trial]:
     return trials
 
 
+def head_metrics(children: list[Child], metric: str) -> list[str]:
+    """The per-head accuracies the trials report besides ``metric`` (``val_acc``, ``val_acc_cnn``,
+    ``val_acc_vit`` ...; top-5 left out), so a two-branch method's report shows both branches."""
+    found = {k for c in children for k in c.final if k.startswith("val_acc") and not k.startswith("val_acc5")}
+    return sorted(found - {metric}) if len(found) > 1 else []
+
+
 def _best_table(trials: list[Trial], ranked: list[Trial], parent: Parent, names: list[str], metric: str,
-                mode: str, top: int) -> list[str]:
+                mode: str, top: int, heads: list[str]) -> list[str]:
     lines = [f"# Sweep `{parent.tags.get('mlflow.runName', '')}`", "",
              f"Parent run `{parent.run_id}`: {len(trials)} trials, {len(ranked)} with a {metric}. "
              f"Ranked by the best {metric} over each trial's epochs ({mode}).", "",
              f"## Best {min(top, len(ranked))} trials", "",
-             f"| rank | trial | epochs | best {metric} | last {metric} | " + " | ".join(names) + " |",
-             "|---" * (5 + len(names)) + "|"]
+             f"| rank | trial | epochs | best {metric} | last {metric} | "
+             + "".join(f"last {h} | " for h in heads) + " | ".join(names) + " |",
+             "|---" * (5 + len(heads) + len(names)) + "|"]
     for i, t in enumerate(ranked[:top], 1):
         vals = " | ".join(short(t.params.get(n)) for n in names)
-        lines.append(f"| {i} | {t.trial} | {t.epochs} | {t.best:.4f} | {short(t.last)} | {vals} |")
+        other = "".join(f"{short(t.child.final.get(h))} | " for h in heads)
+        lines.append(f"| {i} | {t.trial} | {t.epochs} | {t.best:.4f} | {short(t.last)} | {other}{vals} |")
     return lines
 
 
@@ -74,12 +84,14 @@ def _importance_table(importance: dict[str, float], metric: str) -> list[str]:
                     "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in importance.items()]
 
 
-def _write_csv(path: Path, trials: list[Trial], names: list[str], metric: str) -> None:
+def _write_csv(path: Path, trials: list[Trial], names: list[str], metric: str, heads: list[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial", "status", "epochs", f"best_{metric}", f"last_{metric}", *names])
+        w.writerow(["trial", "status", "epochs", f"best_{metric}", f"last_{metric}", *(f"last_{h}" for h in heads),
+                    *names])
         for t in trials:
-            w.writerow([t.trial, t.status, t.epochs, num(t.best), num(t.last), *(t.params.get(n, "") for n in names)])
+            w.writerow([t.trial, t.status, t.epochs, num(t.best), num(t.last),
+                        *(num(t.child.final.get(h)) for h in heads), *(t.params.get(n, "") for n in names)])
 
 
 def sweep_report(sweep: dict[str, Any], parent: Parent, children: list[Child], out: Path, top: int) -> list[Path]:
@@ -88,14 +100,14 @@ def sweep_report(sweep: dict[str, Any], parent: Parent, children: list[Child], o
     trials = trials_of(children, metric, mode)
     ranked = sorted([t for t in trials if t.best is not None], key=lambda t: t.best, reverse=mode == "max")
     importance = param_importance(sweep, trials)
-    names = list(sweep.get("space", {}))
-    lines = _best_table(trials, ranked, parent, names, metric, mode, top) + _importance_table(importance, metric)
+    names, heads = list(sweep.get("space", {})), head_metrics(children, metric)
+    lines = _best_table(trials, ranked, parent, names, metric, mode, top, heads) + _importance_table(importance, metric)
     files = [out / "report.md", out / "report.csv"]
     figures = [plots.importance(importance, out / "importance.png")] if importance else []
     figures.append(plots.sweep_curves([t.child for t in ranked[:5]], metric, out / "curves.png"))
     lines += [""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     files[0].write_text("\n".join(lines))
-    _write_csv(files[1], trials, names, metric)
+    _write_csv(files[1], trials, names, metric, heads)
     return files + figures
 
 
