@@ -190,6 +190,11 @@ class MethodConfig(Strict):
         learning rates replace ``optim.lr``); sweeping one is refused."""
         return set()
 
+    def eval_pair_metrics(self) -> set[str]:
+        """Metrics of the method's ``eval_pairs`` (P1's fixed test pairs), reported as ``val_<name>``
+        and ``test_<name>``."""
+        return set()
+
     def extra_epochs(self) -> int:
         """Epochs this method trains after the run's ``epochs`` (P1's fine-tuning phase, from the
         state the run's own epochs end in); the loop trains ``RunConfigBase.total_epochs``."""
@@ -204,10 +209,14 @@ class MethodConfig(Strict):
 def reported_metrics(method: MethodConfig) -> set[str]:
     """Every metric name a run of ``method`` reports (what ``tune.metric`` and an ablation's
     ``metrics`` may name): the loop's train metrics, the method's own, and per evaluation head
-    ``{val,test}_{acc,acc5,loss}`` (the primary head untagged too)."""
+    ``{val,test}_{acc,acc5,loss}`` (the primary head untagged too), its pair metrics, and with extra
+    epochs each of those at their start (``*_pre_ft``)."""
     tags = {f"_{h}" if h else "" for h in method.eval_heads()} | {""}
-    return ({"train_loss", "train_acc"} | method.train_metrics()
-            | {f"{p}_{m}{t}" for p in ("val", "test") for m in ("acc", "acc5", "loss") for t in tags})
+    evals = ({f"{p}_{m}{t}" for p in ("val", "test") for m in ("acc", "acc5", "loss") for t in tags}
+             | {f"{p}_{m}" for p in ("val", "test") for m in method.eval_pair_metrics()})
+    if method.extra_epochs():  # the state the extra epochs start from, recorded as *_pre_ft
+        evals |= {f"{m}_pre_ft" for m in evals}
+    return {"train_loss", "train_acc"} | method.train_metrics() | evals
 
 
 def aug_parts(aug: str) -> tuple[bool, Optional[str]]:

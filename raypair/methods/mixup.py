@@ -67,6 +67,9 @@ class MixupConfig(MethodConfig):
     def extra_epochs(self) -> int:
         return self.ft_epochs
 
+    def eval_pair_metrics(self) -> set[str]:
+        return {"top2", "top2_all"}
+
     def inactive(self) -> set[str]:
         off = {"r_x", "r_l", "shared"} if self.lam == "beta" else {"alpha"}
         if self.lam == "range" and (self.r_x == 0 or self.r_l == 0):

@@ -77,7 +77,11 @@ class MixupCConfig(MethodConfig):
         return self.ft_epochs
 
     def eval_heads(self) -> tuple[str, ...]:
-        return ("", "head2") if self.heads == 2 else ("",)  # head2: before the fine-tuning conversion only
+        # before the fine-tuning conversion only: both heads on one image (P1's pairs: eval_pair_metrics)
+        return ("", "single_head1", "single_head2") if self.heads == 2 else ("",)
+
+    def eval_pair_metrics(self) -> set[str]:
+        return {"acc_head1", "acc_head2"} if self.heads == 2 else {"top2", "top2_all"}
 
     def inactive(self) -> set[str]:
         off = {"r"} if self.lam == "beta" else {"alpha"}
