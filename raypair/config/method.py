@@ -1,0 +1,76 @@
+"""The base of every method's config (each method file subclasses it), what a method declares about
+its runs (the metrics it reports, its extra epochs, where a search over a knob must stay), and the
+loader settings an ``aug`` value stands for."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal, Optional
+
+from raypair.config.base import Strict
+
+if TYPE_CHECKING:
+    from raypair.config.run import RunConfigBase
+
+
+class MethodConfig(Strict):
+    """Base of every method's config; each method file subclasses it with ``name: Literal[...]``."""
+
+    images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
+    name: str
+    # base: normalise only; base+: pad-crop-flip first; base+aa_<policy>: then AutoAugment with
+    # torchvision's CIFAR10 or ImageNet policy, each sample its own sub-policy (raypair/ops/autoaugment.py)
+    aug: Literal["base", "base+", "base+aa_cifar10", "base+aa_imagenet"] = "base+"
+
+    def eval_heads(self) -> tuple[str, ...]:
+        """The names of the method's ``eval_logits`` entries under these settings, the primary one
+        first (VPL: ``cnn``, ``vit``...). Head ``k`` is reported as ``val_acc_k``, ``val_loss_k``,
+        ``val_acc5_k`` (and ``test_*``); the primary also untagged (``val_acc``)."""
+        return ("",)
+
+    def train_metrics(self) -> set[str]:
+        """Per-epoch training metrics the method logs beyond ``train_loss`` / ``train_acc``
+        (VPL: each branch's ``train_acc_cnn``, ``train_acc_vit``)."""
+        return set()
+
+    def search_range(self, field: str) -> Optional[tuple[float, float, str]]:
+        """``(low, high, why)``: where a search over ``field`` must stay under these settings (VPL's
+        tau: a normalised or a raw-similarity scale), or None. A space whose range leaves it, under
+        any value of the space's other searched choices, is refused before any trial starts."""
+        return None
+
+    def unread_run_fields(self) -> set[str]:
+        """Dotted run-config paths this method overrides, so no code reads them (VPL's per-branch
+        learning rates replace ``optim.lr``); sweeping one is refused."""
+        return set()
+
+    def eval_pair_metrics(self) -> set[str]:
+        """Metrics of the method's ``eval_pairs`` (P1's fixed test pairs), reported as ``val_<name>``
+        and ``test_<name>``."""
+        return set()
+
+    def extra_epochs(self) -> int:
+        """Epochs this method trains after the run's ``epochs`` (P1's fine-tuning phase, from the
+        state the run's own epochs end in); the loop trains ``RunConfigBase.total_epochs``."""
+        return 0
+
+    def check_run(self, run: "RunConfigBase") -> None:
+        """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
+        raise ``ValueError("<field>: ...")`` naming this config's field."""
+        return None
+
+
+def reported_metrics(method: MethodConfig) -> set[str]:
+    """Every metric name a run of ``method`` reports (what ``tune.metric`` and an ablation's
+    ``metrics`` may name): the loop's train metrics, the method's own, and per evaluation head
+    ``{val,test}_{acc,acc5,loss}`` (the primary head untagged too), its pair metrics, and with extra
+    epochs each of those at their start (``*_pre_ft``)."""
+    tags = {f"_{h}" if h else "" for h in method.eval_heads()} | {""}
+    evals = ({f"{p}_{m}{t}" for p in ("val", "test") for m in ("acc", "acc5", "loss") for t in tags}
+             | {f"{p}_{m}" for p in ("val", "test") for m in method.eval_pair_metrics()})
+    if method.extra_epochs():  # the state the extra epochs start from, recorded as *_pre_ft
+        evals |= {f"{m}_pre_ft" for m in evals}
+    return {"train_loss", "train_acc"} | method.train_metrics() | evals
+
+
+def aug_parts(aug: str) -> tuple[bool, Optional[str]]:
+    """``method.aug`` as the loader's (pad-crop-flip?, AutoAugment policy or None)."""
+    return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else None)
