@@ -75,8 +75,10 @@ def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
         stop.append(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    died: list[str] = []
     try:
-        while not stop and all(p.poll() is None for _, p in servers):
+        while not stop and not died:
+            died = [what for what, p in servers if p.poll() is not None]
             time.sleep(0.2)
     finally:
         for s, h in old.items():
@@ -85,8 +87,7 @@ def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
             _stop_group(p)
     if stop:
         return 0
-    died = next(what for what, p in servers if p.returncode not in (None, 0, -15))
-    print(f"raypair: error: ui: a server stopped: {died.split(' on ')[0]} (is the port taken?)", file=sys.stderr)
+    print(f"raypair: error: ui: a server stopped: {died[0].split(' on ')[0]} (is the port taken?)", file=sys.stderr)
     return 1
 
 
