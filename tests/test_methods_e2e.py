@@ -34,7 +34,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="warning",
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="warning",
              log_to_driver=False)
     yield
     ray.shutdown()

@@ -72,6 +72,21 @@ def test_verbose_keeps_the_per_epoch_lines(tmp_path):
     assert len([ln for ln in text.splitlines() if ": val_acc=" in ln and " epoch " in ln]) == 15 * 8 + 2
 
 
+def test_the_view_pickles_as_tune_saves_its_callbacks(tmp_path):
+    import sys
+
+    from ray import cloudpickle as pickle  # what Tune uses
+
+    sweep = load_sweep(QUICK, ["epochs=2"], num_samples=2)
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]
+    old, sys.stdout = sys.stdout, io.TextIOWrapper(io.BytesIO())  # does not pickle, like pytest's capture
+    try:
+        prog = Progress(book)
+        assert pickle.loads(pickle.dumps(prog)).every_s == 60.0
+    finally:
+        sys.stdout = old
+
+
 def test_a_status_block_shows_the_running_trials_and_an_eta(tmp_path):
     sweep = load_sweep(QUICK, ["epochs=10"], num_samples=4)
     book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]

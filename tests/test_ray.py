@@ -20,7 +20,7 @@ QUICK = ROOT / "search_spaces" / "quickstart.yaml"
 @pytest.fixture(scope="module")
 def local_ray():
     # dashboard on: its state API lets Ray Train clean up trials that ASHA stops
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
              logging_level="warning", log_to_driver=False)
     yield
     ray.shutdown()

@@ -23,7 +23,8 @@ def _common(p: argparse.ArgumentParser, storage: bool = True) -> None:
                    help="override a config field, e.g. --set optim.lr=0.05 (repeatable)")
     if storage:
         _storage(p)
-        p.add_argument("--address", type=A.address, help="Ray cluster address (default: start a local Ray)")
+        p.add_argument("--address", type=A.address, default=os.environ.get("RAY_ADDRESS") or None,
+                       help="Ray cluster address, or auto (default: $RAY_ADDRESS if set, else a local Ray of its own)")
 
 
 def _storage(p: argparse.ArgumentParser) -> None:

@@ -80,7 +80,9 @@ def _init(address: Optional[str]) -> None:
         port = _free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         os.environ.update(api)
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+        # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
+        # ray.init() joins)
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": api}, **quiet)
 
 

@@ -31,8 +31,8 @@ class Progress(tune.Callback):
     def __init__(self, book: Book, known: Iterable[Record] = (), verbose: bool = False,
                  every_s: Optional[float] = None, out: Optional[TextIO] = None, clock: Any = time.monotonic) -> None:
         self.book, self.verbose, self.clock = book, verbose, clock
-        self.out = out or sys.stdout
-        tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self._out = out  # None: sys.stdout when printing (Tune pickles its callbacks; a stream would not pickle)
+        tty = bool(getattr(out or sys.stdout, "isatty", lambda: False)())
         self.every_s = every_s if every_s is not None else (10.0 if tty else 60.0)
         exp = book.exp
         planned = exp.planned_trials()
@@ -50,7 +50,7 @@ class Progress(tune.Callback):
             self.epochs_done += len(rec.rows)
 
     def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(text, file=self._out or sys.stdout, flush=True)
 
     def _label(self, trial: TuneTrial) -> str:
         return self.book.describe(key_of(trial)).label
