@@ -42,7 +42,7 @@ ASSUMPTIONs (methods.md §5.3) and their switches (default first):
   strategy 1 (``stage_ops: S1``) is ERM with base+. Under base+ the stage ops disturb the already
   cropped x_z, so RF's shift compounds with the loader's (up to 2 x pad, per axis).
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
-  under DDP) | per_sample (Bernoulli(alpha) rows; the whole batch is disturbed, so the partner comes
+  under DDP, on a host stream seeded by the method's seed and the epoch: no device sync) | per_sample (Bernoulli(alpha) rows; the whole batch is disturbed, so the partner comes
   from all rows, only paired rows are forwarded, and their loss is SUMMED over the paired rows and
   divided by the batch size B). Both gates give the pair loss the same expected weight alpha omega
   (per_batch: omega with probability alpha; per_sample: omega k / B with E[k] = alpha B); a mean
@@ -60,6 +60,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
@@ -71,6 +72,7 @@ from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.masks import cutout_mask
 from raypair.ops.mixing import cutmix_beta
+from raypair.ops.sampling import host_to_device
 
 Op = Literal["none", "rf", "cutout", "cutmix", "dmask", "dmix"]
 Preset = Literal["S8", "S1", "rf", "cutout", "cutmix", "dmask", "dmix", "rf_dmask_dmask"]
@@ -138,11 +140,13 @@ class PairTraining(Method):
     def __init__(self, cfg: PairTrainingConfig, model: torch.nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         self.ops = pt.resolve_ops(cfg.stage_ops)
-        self.black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
+        black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
+        self.register_buffer("black", black, persistent=False)  # on the device: no copy per step
         self.on_epoch_start(0, 1, {})
 
     def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
         c = self.cfg
+        self._epoch, self._gate_rng, self._holes = epoch, None, {}
         self.beta = float(stats.get("train_acc", 0.0))
         self.stage, self.q = pt.stage_of(self.beta, c.t1, c.t2)
         self.op = self.ops[self.stage - 1]
@@ -150,6 +154,8 @@ class PairTraining(Method):
         self.omega = c.omega * (self.beta if c.omega_mode == "beta" else 1.0)
         self.logs = {"beta": self.beta, "stage": float(self.stage), "q": self.q, "alpha": self.alpha,
                      "omega": self.omega}
+        if self.op == "dmask":  # the holes at the data's size, computed here rather than in a step
+            self._dmask_holes(min(self.info.image_shape[1:3]))
         if self.op == "dmix":
             self.logs["theta"] = pt.lerp(c.theta_min, c.theta_max, self.q)
         elif self.op == "dmask":
@@ -163,7 +169,7 @@ class PairTraining(Method):
         if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):
             x = pt.rf(x, g, self.black.to(x.device, x.dtype))
         if op == "dmask":
-            n, side, _ = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, min(h, w))
+            n, side = self._dmask_holes(min(h, w))
             x = x * cutout_mask(b, h, w, n, side, g, trim_odd=False).to(x.device, x.dtype)
         elif op == "dmix":
             x, target, _ = pt.dmix(x, y, logs["theta"], k, g, soft=c.dmix_label == "soft")
@@ -173,15 +179,31 @@ class PairTraining(Method):
             x, target, _ = cutmix_beta(x, target, y, 1.0, "perm", g)
         return Mixed(x, target, logs)
 
-    def _pair_rows(self, b: int, device: torch.device) -> tuple[Optional[Tensor], Union[float, Tensor]]:
-        """Which rows are paired: ``(None, 0.0)`` none, ``(all-True, 1.0)`` a pair batch, or a
-        per_sample Bernoulli(alpha) mask with the paired fraction. Always one draw on the generator."""
-        g = self.generator
+    def _dmask_holes(self, size: int) -> tuple[int, int]:
+        """D-Mask's (n, L) this epoch at image side ``size``, computed once per epoch and size."""
+        if size not in self._holes:
+            c = self.cfg
+            self._holes[size] = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, size)[:2]
+        return self._holes[size]
+
+    def _gate(self) -> np.random.Generator:
+        """The gate's host stream, seeded by (the method's seed, the epoch): it decides how much to
+        compute, so it is drawn where that is decided; a resumed run re-seeds it at the epoch start."""
+        if self._gate_rng is None:
+            self._gate_rng = np.random.default_rng([self.generator.initial_seed(), self._epoch])
+        return self._gate_rng
+
+    def _pair_rows(self, b: int, device: torch.device) -> tuple[Union[None, slice, Tensor], float]:
+        """Which rows are paired: ``(None, 0.0)`` none; per_batch (one U[0, 1) < alpha draw) ``(all
+        rows, 1.0)``; per_sample (Bernoulli(alpha) rows) ``(row index [k] int64, k / B)``. Drawn on
+        the host (:meth:`_gate`): a draw on the device would make the step wait to read it."""
+        u = self._gate().random(1 if self.cfg.gate == "per_batch" else b) < self.alpha
+        if not u.any():
+            return None, 0.0
         if self.cfg.gate == "per_batch":
-            paired = torch.rand((), generator=g, device=g.device).item() < self.alpha
-            return (torch.ones(b, dtype=torch.bool, device=device), 1.0) if paired else (None, 0.0)
-        m = (torch.rand(b, generator=g, device=g.device) < self.alpha).to(device)
-        return (m, m.float().mean()) if bool(m.any()) else (None, 0.0)
+            return slice(None), 1.0
+        rows = np.flatnonzero(u)
+        return host_to_device(rows, device), len(rows) / b
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
         rows, frac = self._pair_rows(y.shape[0], x.device)
@@ -190,7 +212,7 @@ class PairTraining(Method):
             logits = self.model(x)
             return StepOut(F.cross_entropy(logits.float(), y), logits, logs)
         p = self.mix(x, y)
-        xp, tp = (p.x, p.target) if self.cfg.gate == "per_batch" else (p.x[rows], p.target[rows])
+        xp, tp = p.x[rows], p.target[rows]  # the k paired rows
         if self.cfg.forward == "joint":
             both = self.model(torch.cat([x, xp]))
             logits, logits_p = both[: x.shape[0]], both[x.shape[0]:]

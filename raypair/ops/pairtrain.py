@@ -101,5 +101,6 @@ def dmix(x: Tensor, y: Tensor, theta: float, num_classes: int, generator: torch.
         raise ValueError(f"theta must lie in [0, 1], got {theta}")
     j, ok = partner(y, "diffclass", generator)
     target = one_hot(y, num_classes)
-    x_p, mixed, lam = cutmix(x, target, j, ok.to(x.device, torch.float64) * theta, generator, inside=True)
+    x_p, mixed, lam = cutmix(x, target, j, ok.to(x.device, torch.float64) * theta, generator, inside=True,
+                             check=False)  # theta checked above
     return x_p, mixed if soft else target, lam
