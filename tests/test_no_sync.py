@@ -6,7 +6,8 @@ the host wait for the device on CUDA: reading a value (``item``, ``bool``, ``flo
 ``__index__``, ``tolist``, ``cpu``, ``numpy``: ``_local_scalar_dense``), an output whose shape
 depends on values (``nonzero``, ``masked_select``, boolean-mask indexing, ``unique``) and a tensor
 made from Python data (``torch.tensor(0.5, device=...)``: ``lift_fresh``, a blocking host-to-device
-copy; ``ops.sampling.host_to_device``, a pinned non-blocking copy, is the one allowed). Epoch hooks and the end-of-epoch reduction sync once per epoch and are outside the guard.
+copy; ``ops.sampling.host_to_device``, a pinned non-blocking copy, is the one allowed). Epoch hooks
+and the end-of-epoch reduction sync once per epoch and are outside the guard.
 Everything runs on the CPU: the guard sees the same operations the CUDA run would issue.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ SYNCS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_sel
 class SyncError(AssertionError):
     def __init__(self, what: str) -> None:
         frames = [f for f in traceback.extract_stack()[:-2] if "/raypair/" in f.filename]
-        where = f" at {frames[-1].filename.split('/raypair/')[-1]}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
+        f = frames[-1] if frames else None
+        where = f" at {f.filename.split('/raypair/')[-1]}:{f.lineno} ({f.line})" if f else ""
         super().__init__(what + where)
 
 

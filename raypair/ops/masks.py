@@ -91,13 +91,14 @@ def inside_box(size: tuple[Tensor, Tensor], height: int, width: int, generator: 
     return top, left, h, w
 
 
-def cutout_mask(batch: int, height: int, width: int, n_holes: int, length: int, generator: torch.Generator,
-                trim_odd: bool = True) -> Tensor:
+def cutout_mask(batch: int, height: int, width: int, n_holes: int, length: Union[int, Tensor],
+                generator: torch.Generator, trim_odd: bool = True) -> Tensor:
     """Cutout (uoguelph-mlrg) holes, float ``[B, 1, H, W]`` (1 = keep): per hole a centre, ``cy [B, n]``
     then ``cx [B, n]`` uniform over the image, and the square ``centred_box`` of side ``length``
     around it, clipped. ``trim_odd`` (Cutout's reference): an odd length cuts ``length - 1``; D-Mask
-    passes False to keep the side ``length``. Both give the same mask for an even length."""
-    if n_holes < 0 or length < 0:
+    passes False to keep the side ``length``. Both give the same mask for an even length. ``length``
+    may be a 0-d int64 tensor (D-Mask's scheduled side, so a compiled step does not specialise on it)."""
+    if n_holes < 0 or (not isinstance(length, Tensor) and length < 0):  # a 0-d tensor length: unchecked
         raise ValueError(f"need n_holes >= 0 and length >= 0, got n_holes={n_holes} length={length}")
     dev = generator.device
     cy = torch.randint(height, (batch, n_holes), generator=generator, device=dev)
