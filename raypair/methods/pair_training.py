@@ -126,6 +126,8 @@ class PairTrainingConfig(MethodConfig):
     def inactive(self) -> set[str]:
         ops = set(pt.resolve_ops(self.stage_ops))
         off = set() if ops - {"none"} else set(PAIR_KNOBS)
+        if self.alpha_mode == "one":
+            off.add("gate")  # alpha 1: both gates pair every row of every batch
         if not ops & {"dmask", "dmix"}:
             off.add("cumulative_rf")
         if "dmask" not in ops:
