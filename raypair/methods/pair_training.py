@@ -172,6 +172,9 @@ class PairTraining(Method):
     def _logs(self) -> dict[str, Tensor]:
         return {k: self.sched[i] for i, k in enumerate(LOGS) if k in self.logs}
 
+    def _omega(self) -> Tensor:
+        return self.sched[LOGS.index("omega")].float()  # float32: the weight a Python float gave the loss
+
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
         c, g, op = self.cfg, self.generator, self.op
@@ -228,7 +231,7 @@ class PairTraining(Method):
             logits, logits_p = both[: x.shape[0]], both[x.shape[0]:]
         else:
             logits, logits_p = self.model(x), self.model(xp)
-        lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self.sched[4].float()
+        lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self._omega()
         if self.cfg.gate == "per_sample":  # the sum over paired rows / B: E[weight] = alpha omega, as per_batch
             logs["pair"] = torch.ones_like(rows, dtype=torch.float32).sum() / x.shape[0]  # k / B
             lp = lp * logs["pair"]
