@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, aug_parts
 from raypair.data import DeviceLoader, load_splits
-from raypair.methods import Method, build_method
+from raypair.methods import Method, StepOut, build_method
 from raypair.ops.pairing import cycle_partners
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
@@ -101,32 +101,47 @@ def all_reduce(values: Tensor, dist: Dist) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------- epochs
+def train_step(net: nn.Module, x: Tensor, y: Tensor, opt: torch.optim.Optimizer, amp: bool) -> tuple[Tensor, StepOut]:
+    """One optimiser step: ``(float64 [2] loss * n and correct, on the device; the output)``, no host sync."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = net(x, y)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    opt.step()
+    hits = out.logits.detach().argmax(1) == (y if out.labels is None else out.labels)
+    return torch.stack([out.loss.detach().double() * y.shape[0], hits.sum().double()]), out
+
+
+def add_logs(on_device: dict[str, Tensor], on_host: dict[str, float], logs: Any) -> None:
+    """Sum a step's logs: tensors on the device, numbers on the host (no blocking copy per step)."""
+    for k, v in logs.items():
+        if not isinstance(v, Tensor):
+            on_host[k] = on_host.get(k, 0.0) + float(v)
+        else:
+            on_device[k] = on_device[k] + v.detach().double() if k in on_device else v.detach().double()
+
+
 def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.optim.Optimizer,
                 lr: Callable[[float, int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
     """One pass over ``batches_it``; ``lr(initial_lr, step)`` is each group's lr at that step."""
     net.train()
     dev = next(method.parameters()).device
     sums = torch.zeros(2, device=dev, dtype=torch.float64)  # loss * n, correct (no host sync per step)
-    log_sums: dict[str, Tensor] = {}
+    dev_logs: dict[str, Tensor] = {}
+    host_logs: dict[str, float] = {}
     batches = seen = 0
     for x, y in batches_it:
         for g in opt.param_groups:
             g["lr"] = lr(g["initial_lr"], step)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(x, y)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        step_sums, out = train_step(net, x, y, opt, amp)
+        sums += step_sums
+        add_logs(dev_logs, host_logs, out.logs)
         step, batches, seen = step + 1, batches + 1, seen + y.shape[0]
-        labels = y if out.labels is None else out.labels
-        sums += torch.stack([out.loss.detach().double() * y.shape[0],
-                             (out.logits.detach().argmax(1) == labels).sum().double()])
-        for k, v in out.logs.items():
-            log_sums[k] = log_sums.get(k, 0.0) + torch.as_tensor(v, device=dev, dtype=torch.float64)
-    keys = sorted(log_sums)  # every method logs the same keys on every batch and every rank
-    counts = torch.tensor([float(seen), float(batches)], device=dev, dtype=torch.float64)
+    keys = sorted({*dev_logs, *host_logs})  # every method logs the same keys on every batch and every rank
     local = [*sums.tolist(), float(seen)]
-    flat = torch.cat([sums, counts, torch.stack([log_sums[k] for k in keys]) if keys else sums[:0]])
+    logs = [dev_logs.get(k, sums.new_zeros(())) + host_logs.get(k, 0.0) for k in keys]  # a log may be either
+    counts = torch.tensor([float(seen), float(batches)], device=dev, dtype=torch.float64)
+    flat = torch.cat([sums, counts, torch.stack(logs) if keys else sums[:0]])
     flat = all_reduce(flat, dist).tolist()
     loss_sum, correct, n, total_batches = flat[:4]
     metrics = {"train_loss": loss_sum / n, "train_acc": correct / n, "train_samples": n}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,14 @@ def make(beta: float = 0.0, seed: int = 0, norm: bool = True, **knobs):
 
 
 def replay(m, x, y, seed: int):
-    """The pair batch a per_batch pair step with generator ``seed`` builds: the gate draw, then mix."""
-    torch.rand((), generator=m.generator.manual_seed(seed))
+    """The pair batch a pair step with generator ``seed`` builds (the gate draws on its host stream)."""
+    m.generator.manual_seed(seed)
     return m.mix(x, y)
+
+
+def gate_rows(seed: int, epoch: int, b: int, alpha: float) -> np.ndarray:
+    """The rows the per_sample gate pairs in the first step of an epoch: its host stream's first draw."""
+    return np.random.default_rng([seed, epoch]).random(b) < alpha
 
 
 @pytest.mark.parametrize("beta, stage, q", [(0.0, 1, 0.0), (0.2499, 1, 0.9996), (0.25, 2, 0.0), (0.5, 2, 0.5),
@@ -162,9 +168,9 @@ def test_omega_scales_the_pair_loss_exactly(knobs):
     m1 = make(0.9, seed=5, omega=0.7, **base)  # the same network as m0's
     l0, l1 = m0(x, y).loss, m1(x, y).loss
     if knobs:  # per_sample: the mask, then the whole batch disturbed; the sum over paired rows / B
-        rows = torch.rand(8, generator=m1.generator.manual_seed(5)) < m1.alpha  # alpha = q = 0.6
+        rows = torch.from_numpy(gate_rows(5, 1, 8, m1.alpha))  # alpha = q = 0.6; make() starts epoch 1
         assert 0 < rows.sum() < 8
-        p = m1.mix(x, y)
+        p = replay(m1, x, y, 5)
         lp = soft_cross_entropy(m1.model(p.x[rows]), p.target[rows]) * rows.sum() / 8
     else:
         p = replay(m1, x, y, 5)
@@ -191,8 +197,8 @@ def test_both_gates_weigh_the_pair_loss_alpha_omega():
                 m.generator.manual_seed(seed)
                 out = m(x, y)
                 w = (float(out.loss) - log_k) / log_k
-                if gate == "per_sample":  # the same draw the gate made: k rows of b
-                    k = int((torch.rand(b, generator=torch.Generator().manual_seed(seed)) < m.alpha).sum())
+                if gate == "per_sample":  # the gate's own draw (its host stream): k rows of b
+                    k = int(gate_rows(0, 1, b * n, m.alpha)[seed * b:(seed + 1) * b].sum())
                     assert w == pytest.approx(omega * k / b, abs=1e-6) and float(out.logs["pair"]) == pytest.approx(k / b)
                 else:
                     assert w == pytest.approx(omega, abs=1e-6) or w == pytest.approx(0.0, abs=1e-6)

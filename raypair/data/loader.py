@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from raypair.ops.augment import pad_crop_flip
-from raypair.ops.autoaugment import POLICIES, autoaugment
+from raypair.ops.autoaugment import POLICIES, autoaugment, warm
+from raypair.ops.pairing import draw_avoiding
 from raypair.ops.sampling import seeded_generator
 
 
@@ -66,6 +67,8 @@ class DeviceLoader:
         self.batch_size, self.train, self.augment, self.pad, self.seed = batch_size, train, augment, pad, seed
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
         self.autoaugment = autoaugment
+        if autoaugment is not None:
+            warm(autoaugment, x.shape[2], x.shape[3], self.device)
         self._global = batch_size if n >= batch_size else n // world_size * world_size
         self._part = (rank * n // world_size, (rank + 1) * n // world_size)
 
@@ -118,11 +121,5 @@ class DeviceLoader:
         ``avoid [n]``: sample i is re-drawn until its label differs from ``avoid[i]`` (rows still
         equal after ``max_rounds`` keep their last draw; with K >= 2 balanced classes the chance is
         below (1/2)^64). The generator must live on the data's device."""
-        idx = torch.randint(len(self.y), (n,), generator=generator, device=self.device)
-        for _ in range(max_rounds if avoid is not None else 0):
-            same = self.y[idx] == avoid
-            if not bool(same.any()):
-                break
-            redraw = torch.randint(len(self.y), (n,), generator=generator, device=self.device)
-            idx = torch.where(same, redraw, idx)
+        idx = draw_avoiding(self.y, n, generator, avoid, max_rounds)  # no value read on the host
         return self._prepare(idx, generator if self.augment else None)

@@ -6,7 +6,8 @@ the partner ``x_j``: ``x~ = M x + (1 - M) x_j``; ``lam`` is recomputed from the 
 ``L = sce(f(x~), lam Y + (1 - lam) Y_j)`` (the mixup loss). Otherwise plain CE on ``x``.
 - One op does it all (``ops.mixing.cutmix_beta``: lam, partner, box, paste, area-corrected lam), the same
   that PairTraining's ``cutmix`` control calls; D-Mix calls its composed core ``ops.mixing.cutmix``.
-- The gate is one ``U[0, 1) < cutmix_prob`` draw on the method's generator, so 1.0 always mixes, 0.0 never.
+- The gate is one ``U[0, 1) < cutmix_prob`` draw on the method's generator, so 1.0 always mixes, 0.0 never;
+  every batch is mixed and the gate picks the mixed or the plain batch on the device (no host sync).
 - Partner ``perm`` as CutMix-PyTorch and P3 (``partner``: flip = timm, roll = torchvision).
 - Logs ``cutmix_frac`` (the fraction of batches mixed) and ``lam`` (the mean kept-area ratio, 1 on
   unmixed batches: the mean over mixed batches is ``1 - (1 - lam) / cutmix_frac``).
@@ -45,7 +46,7 @@ class Cutmix(Method):
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         g, target = self.generator, one_hot(y, self.info.num_classes)
-        if not torch.rand((), generator=g, device=g.device).item() < self.cfg.cutmix_prob:
-            return Mixed(x, target, {"cutmix_frac": 0.0, "lam": 1.0})
-        x, target, lam = cutmix_beta(x, target, y, self.cfg.alpha, self.cfg.partner, g)  # one box per batch
-        return Mixed(x, target, {"cutmix_frac": 1.0, "lam": lam[0]})
+        on = (torch.rand((), generator=g, device=g.device) < self.cfg.cutmix_prob).to(x.device)
+        xm, tm, lam = cutmix_beta(x, target, y, self.cfg.alpha, self.cfg.partner, g)  # one box per batch
+        return Mixed(torch.where(on, xm, x), torch.where(on, tm, target),
+                     {"cutmix_frac": on.float(), "lam": torch.where(on, lam[0], 1.0)})

@@ -42,11 +42,12 @@ ASSUMPTIONs (methods.md §5.3) and their switches (default first):
   strategy 1 (``stage_ops: S1``) is ERM with base+. Under base+ the stage ops disturb the already
   cropped x_z, so RF's shift compounds with the loader's (up to 2 x pad, per axis).
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
-  under DDP) | per_sample (Bernoulli(alpha) rows; the whole batch is disturbed, so the partner comes
-  from all rows, only paired rows are forwarded, and their loss is SUMMED over the paired rows and
-  divided by the batch size B). Both gates give the pair loss the same expected weight alpha omega
-  (per_batch: omega with probability alpha; per_sample: omega k / B with E[k] = alpha B); a mean
-  over the paired rows alone would weigh it omega whatever alpha (10x per_batch's at alpha 0.1).
+  under DDP, on a host stream seeded by the method's seed and the epoch: no device sync) | per_sample
+  (Bernoulli(alpha) rows, on that stream; the whole batch is disturbed, so the partner comes from all
+  rows, only paired rows are forwarded, and their loss is SUMMED over the paired rows and divided
+  by the batch size B). Both gates give the pair loss the same expected weight alpha omega
+  (per_batch: omega with probability alpha; per_sample: omega k / B with E[k] = alpha B); a mean over
+  the paired rows alone would weigh it omega whatever alpha (10x per_batch's at alpha 0.1).
 - RF before D-Mask / D-Mix: ``cumulative_rf`` (True).
 - D-Mask: ``a_min`` 0.0625, ``a_max`` 0.25, ``n_max`` 1; a hole keeps side L when L is odd.
 - D-Mix theta range 0.3-0.6 (FACT): ``theta_min``, ``theta_max``; label ``dmix_label`` soft | hard.
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
@@ -71,9 +73,11 @@ from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.masks import cutout_mask
 from raypair.ops.mixing import cutmix_beta
+from raypair.ops.sampling import host_to_device
 
 Op = Literal["none", "rf", "cutout", "cutmix", "dmask", "dmix"]
 Preset = Literal["S8", "S1", "rf", "cutout", "cutmix", "dmask", "dmix", "rf_dmask_dmask"]
+LOGS = ("beta", "stage", "q", "alpha", "omega", "theta", "mask_area")  # the per-epoch logs
 PAIR_KNOBS = {"t1", "t2", "alpha_mode", "gate", "omega", "omega_mode", "omega_convex", "forward"}
 
 
@@ -122,6 +126,8 @@ class PairTrainingConfig(MethodConfig):
     def inactive(self) -> set[str]:
         ops = set(pt.resolve_ops(self.stage_ops))
         off = set() if ops - {"none"} else set(PAIR_KNOBS)
+        if self.alpha_mode == "one":
+            off.add("gate")  # alpha 1: both gates pair every row of every batch
         if not ops & {"dmask", "dmix"}:
             off.add("cumulative_rf")
         if "dmask" not in ops:
@@ -138,11 +144,17 @@ class PairTraining(Method):
     def __init__(self, cfg: PairTrainingConfig, model: torch.nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         self.ops = pt.resolve_ops(cfg.stage_ops)
-        self.black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
+        black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
+        self.register_buffer("black", black, persistent=False)  # on the device: no copy per step
+        # this epoch's LOGS values and D-Mask side as device tensors: a compiled step reads them as
+        # inputs, where Python numbers would be constants it recompiles for every epoch
+        self.register_buffer("sched", torch.zeros(len(LOGS), dtype=torch.float64), persistent=False)
+        self.register_buffer("side", torch.zeros((), dtype=torch.long), persistent=False)
         self.on_epoch_start(0, 1, {})
 
     def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
         c = self.cfg
+        self._epoch, self._gate_rng, self._holes = epoch, None, {}
         self.beta = float(stats.get("train_acc", 0.0))
         self.stage, self.q = pt.stage_of(self.beta, c.t1, c.t2)
         self.op = self.ops[self.stage - 1]
@@ -154,16 +166,25 @@ class PairTraining(Method):
             self.logs["theta"] = pt.lerp(c.theta_min, c.theta_max, self.q)
         elif self.op == "dmask":
             self.logs["mask_area"] = pt.lerp(c.a_min, c.a_max, self.q)
+            self.side.fill_(self._dmask_holes(min(self.info.image_shape[1:3]))[1])  # once per epoch
+        self.sched.copy_(torch.tensor([self.logs.get(k, 0.0) for k in LOGS], dtype=torch.float64))
+
+    def _logs(self) -> dict[str, Tensor]:
+        return {k: self.sched[i] for i, k in enumerate(LOGS) if k in self.logs}
+
+    def _omega(self) -> Tensor:
+        return self.sched[LOGS.index("omega")].float()  # float32: the weight a Python float gave the loss
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
         c, g, op = self.cfg, self.generator, self.op
         (b, _, h, w), k = x.shape, self.info.num_classes
-        target, logs = one_hot(y, k), {n: self.logs[n] for n in ("theta", "mask_area") if n in self.logs}
+        target, logs = one_hot(y, k), {n: v for n, v in self._logs().items() if n in ("theta", "mask_area")}
         if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):
             x = pt.rf(x, g, self.black.to(x.device, x.dtype))
         if op == "dmask":
-            n, side, _ = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, min(h, w))
+            n, side = self._dmask_holes(min(h, w))
+            side = self.side if min(h, w) == min(self.info.image_shape[1:3]) else side  # the same value
             x = x * cutout_mask(b, h, w, n, side, g, trim_odd=False).to(x.device, x.dtype)
         elif op == "dmix":
             x, target, _ = pt.dmix(x, y, logs["theta"], k, g, soft=c.dmix_label == "soft")
@@ -173,31 +194,46 @@ class PairTraining(Method):
             x, target, _ = cutmix_beta(x, target, y, 1.0, "perm", g)
         return Mixed(x, target, logs)
 
-    def _pair_rows(self, b: int, device: torch.device) -> tuple[Optional[Tensor], Union[float, Tensor]]:
-        """Which rows are paired: ``(None, 0.0)`` none, ``(all-True, 1.0)`` a pair batch, or a
-        per_sample Bernoulli(alpha) mask with the paired fraction. Always one draw on the generator."""
-        g = self.generator
-        if self.cfg.gate == "per_batch":
-            paired = torch.rand((), generator=g, device=g.device).item() < self.alpha
-            return (torch.ones(b, dtype=torch.bool, device=device), 1.0) if paired else (None, 0.0)
-        m = (torch.rand(b, generator=g, device=g.device) < self.alpha).to(device)
-        return (m, m.float().mean()) if bool(m.any()) else (None, 0.0)
+    def _dmask_holes(self, size: int) -> tuple[int, int]:
+        """D-Mask's (n, L) this epoch at image side ``size``, computed once per epoch and size."""
+        if size not in self._holes:
+            c = self.cfg
+            self._holes[size] = pt.dmask_schedule(self.q, c.a_min, c.a_max, c.n_max, size)[:2]
+        return self._holes[size]
+
+    def _gate(self) -> np.random.Generator:
+        """The gate's host stream, seeded by (the method's seed, the epoch): it decides how much to
+        compute, so it is drawn where that is decided; a resumed run re-seeds it at the epoch start."""
+        if self._gate_rng is None:
+            self._gate_rng = np.random.default_rng([self.generator.initial_seed(), self._epoch])
+        return self._gate_rng
+
+    @torch.compiler.disable  # host logic: a compiled step calls it as it is
+    def _pair_rows(self, b: int, device: torch.device) -> Union[None, slice, Tensor]:
+        """Which rows are paired: None; per_batch (one U[0, 1) < alpha draw) all rows; per_sample
+        (Bernoulli(alpha) rows) a row index ``[k]`` int64. Drawn on the host (:meth:`_gate`): a draw
+        on the device would make the step wait to read it."""
+        u = self._gate().random(1 if self.cfg.gate == "per_batch" else b) < self.alpha
+        if not u.any():
+            return None
+        return slice(None) if self.cfg.gate == "per_batch" else host_to_device(np.flatnonzero(u), device)
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
-        rows, frac = self._pair_rows(y.shape[0], x.device)
-        logs = {**self.logs, "pair": frac}
+        rows = self._pair_rows(y.shape[0], x.device)
+        logs: dict[str, Any] = {**self._logs(), "pair": 0.0 if rows is None else 1.0}
         if rows is None:
             logits = self.model(x)
             return StepOut(F.cross_entropy(logits.float(), y), logits, logs)
         p = self.mix(x, y)
-        xp, tp = (p.x, p.target) if self.cfg.gate == "per_batch" else (p.x[rows], p.target[rows])
+        xp, tp = p.x[rows], p.target[rows]  # the k paired rows
         if self.cfg.forward == "joint":
             both = self.model(torch.cat([x, xp]))
             logits, logits_p = both[: x.shape[0]], both[x.shape[0]:]
         else:
             logits, logits_p = self.model(x), self.model(xp)
-        lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self.omega
+        lz, lp, w = F.cross_entropy(logits.float(), y), soft_cross_entropy(logits_p, tp), self._omega()
         if self.cfg.gate == "per_sample":  # the sum over paired rows / B: E[weight] = alpha omega, as per_batch
-            lp = lp * (xp.shape[0] / x.shape[0])
+            logs["pair"] = torch.ones_like(rows, dtype=torch.float32).sum() / x.shape[0]  # k / B
+            lp = lp * logs["pair"]
         loss = (1.0 - w) * lz + w * lp if self.cfg.omega_convex else lz + w * lp
         return StepOut(loss, logits, logs)

@@ -169,6 +169,8 @@ class Vpl(Method):
         self.cnn_ema = _frozen_copy(model) if "cnn_ema" in heads else None
         self.vit_ema = _frozen_copy(self.vit) if "vit_ema" in heads else None
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+        # (w_cl, w_kl, stage) on the device: a compiled step reads them, so a new stage recompiles nothing
+        self.register_buffer("stage_w", torch.tensor([1.0, 1.0, 2.0]), persistent=False)
         self.stage = 2  # until on_epoch_start sets it
 
     def train(self, mode: bool = True) -> "Vpl":
@@ -195,6 +197,7 @@ class Vpl(Method):
 
     def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
         self.stage = V.vpl_stage(epoch, epochs, self.cfg.x, self.cfg.y)
+        self.stage_w.copy_(torch.tensor([*V.stage_weights(self.stage), float(self.stage)]))
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         target = one_hot(y, self.info.num_classes)
@@ -238,8 +241,8 @@ class Vpl(Method):
             loss = loss + kl_c + kl_t
         elif cfg.mode == "vpl":
             cl, kl = self._pair_losses(hc, ht, zc, zt)
-            w_cl, w_kl = V.stage_weights(self.stage)
-            logs.update(stage=float(self.stage), loss_cl=cl.detach(), loss_kl=kl.detach())
+            w_cl, w_kl, stage = self.stage_w.unbind()
+            logs.update(stage=stage, loss_cl=cl.detach(), loss_kl=kl.detach())
             loss = loss + w_cl * cl + w_kl * kl
         return StepOut(loss, zc, logs)
 

@@ -15,7 +15,7 @@ def pad_crop_flip(x: Tensor, pad: int, generator: torch.Generator, fill: Union[f
     """Pad by ``pad`` pixels with ``fill``, crop a random ``H x W`` window, flip it left-right with p=0.5.
 
     ``x``: ``[B, C, H, W]`` of any dtype -> ``[B, C, H, W]``, same dtype and device. ``fill`` is a
-    scalar or a per-channel ``[C]`` tensor in ``x``'s units (0 = black for uint8 pixels).
+    number or a per-channel ``[C]`` (or 0-d) tensor in ``x``'s units (0 = black for uint8 pixels).
     Per sample ``i``: ``oy[i], ox[i] ~ U{0..2*pad}`` then ``flip[i] ~ Bernoulli(0.5)``, drawn in that
     order on ``generator``'s device, so that
     ``out[i] == padded[i, :, oy:oy+H, ox:ox+W]`` (columns reversed where ``flip[i]``).
@@ -30,9 +30,10 @@ def pad_crop_flip(x: Tensor, pad: int, generator: torch.Generator, fill: Union[f
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=g_dev).to(x.device)
     flip = (torch.rand(b, generator=generator, device=g_dev) < 0.5).to(x.device)
 
-    padded = x.new_empty((b, c, h + 2 * pad, w + 2 * pad))
-    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    padded[:] = fill_t.reshape(1, -1, 1, 1) if fill_t.dim() == 1 else fill_t
+    if isinstance(fill, Tensor):  # on x's device already (a copy here would wait for the device)
+        padded = fill.to(x.device, x.dtype).reshape(1, -1, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    else:  # a number: a fill kernel, no tensor made from host data
+        padded = x.new_full((b, c, h + 2 * pad, w + 2 * pad), fill)
     padded[:, :, pad:pad + h, pad:pad + w] = x
 
     rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]

@@ -91,6 +91,12 @@ def _tables(policy: str, height: int, width: int, device: torch.device) -> tuple
     return tuple(t.to(device) for t in (*policy_table(policy), magnitudes(height, width), signed))
 
 
+def warm(policy: str, height: int, width: int, device: torch.device) -> None:
+    """Copy the tables of ``policy`` at that size to ``device`` now (a loader's construction), not in
+    its first training step."""
+    _tables(policy, height, width, torch.device(device))
+
+
 def draw(n: int, n_policies: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """``(sub-policy [n], u [n, 2], sign [n, 2])`` on the generator's device, in that order."""
     g, dev = generator, generator.device

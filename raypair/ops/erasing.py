@@ -53,7 +53,8 @@ def random_erasing(x: Tensor, p: float, generator: torch.Generator, mode: str = 
     h, w = hh.gather(1, first)[:, 0], ww.gather(1, first)[:, 0]
     erased = do & fits.any(1)
     size = (torch.where(erased, h, 0), torch.where(erased, w, 0))  # an image left alone: an empty box
-    keep = box_mask(*inside_box(size, height, width, g), height, width, dtype=torch.bool)  # [B, 1, H, W]
+    box = inside_box(size, height, width, g, check=False)  # the sides fit by construction
+    keep = box_mask(*box, height, width, dtype=torch.bool)  # [B, 1, H, W]
     if mode == "pixel":
         fill = torch.randn(b, c, height, width, generator=g, device=dev, dtype=torch.float32)
     elif mode == "rand":

@@ -56,7 +56,8 @@ def affine(x: Tensor, theta: Tensor) -> Tensor:
     base[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=dev))
     base[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=dev).unsqueeze(-1))
     base[..., 2].fill_(1)
-    scaled = theta.to(dev, torch.float32).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=dev)
+    t = theta.to(dev, torch.float32).transpose(1, 2)  # [B, 3, 2]; columns / (w/2, h/2), no tensor from host data
+    scaled = torch.stack([t[..., 0] / (0.5 * w), t[..., 1] / (0.5 * h)], -1)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
     out = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out.round().to(torch.uint8)

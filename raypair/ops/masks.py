@@ -60,12 +60,14 @@ def area_lambda(h: Tensor, w: Tensor, height: int, width: int) -> Tensor:
     return 1.0 - (h * w).float() / (height * width)
 
 
-def cutmix_box(area: Tensor, height: int, width: int, generator: torch.Generator) -> Box:
+def cutmix_box(area: Tensor, height: int, width: int, generator: torch.Generator, check: bool = True) -> Box:
     """CutMix's box per entry of ``area`` (clovaai ``rand_bbox``, whose cut ratio is
     ``sqrt(1 - lam) = sqrt(area)``): sides ``int(W sqrt(area))`` x ``int(H sqrt(area))`` (truncated,
     as the reference), centre ``cx`` then ``cy`` uniform over the image, corners clipped, so the box
-    may be smaller at a border. ``area [B]`` float in [0, 1] -> ``(top, left, h, w)``, int64 ``[B]``."""
-    if ((area < 0) | (area > 1)).any():
+    may be smaller at a border. ``area [B]`` float in [0, 1] -> ``(top, left, h, w)``, int64 ``[B]``.
+    ``check=False`` skips the range check, which reads a value on the host (a training step's areas
+    are valid by construction)."""
+    if check and ((area < 0) | (area > 1)).any():
         raise ValueError(f"area must lie in [0, 1], got min {area.min().item()} max {area.max().item()}")
     dev = area.device
     r = torch.sqrt(area.double())
@@ -75,12 +77,13 @@ def cutmix_box(area: Tensor, height: int, width: int, generator: torch.Generator
     return centred_box(cy, cx, cut_h, cut_w, height, width)
 
 
-def inside_box(size: tuple[Tensor, Tensor], height: int, width: int, generator: torch.Generator) -> Box:
+def inside_box(size: tuple[Tensor, Tensor], height: int, width: int, generator: torch.Generator,
+               check: bool = True) -> Box:
     """A box of ``size = (h [B], w [B])`` placed uniformly fully inside the image (D-Mix; timm's
     Random Erasing): one ``U[0, 1) [2, B]`` draw, ``top = floor(u0 (H - h + 1))``, likewise ``left``.
-    Returns ``(top, left, h, w)``, int64 ``[B]`` each."""
+    Returns ``(top, left, h, w)``, int64 ``[B]`` each. ``check=False``: as ``cutmix_box``."""
     h, w = size
-    if ((h < 0) | (h > height) | (w < 0) | (w > width)).any():
+    if check and ((h < 0) | (h > height) | (w < 0) | (w > width)).any():
         raise ValueError(f"box sides must fit in {height}x{width}, got h {h.tolist()} w {w.tolist()}")
     u = torch.rand(2, h.shape[0], generator=generator, device=generator.device).to(h.device)
     top = (u[0] * (height - h + 1)).long().clamp(max=height - h)  # clamp: u * (n + 1) may round up to n + 1
@@ -88,13 +91,14 @@ def inside_box(size: tuple[Tensor, Tensor], height: int, width: int, generator: 
     return top, left, h, w
 
 
-def cutout_mask(batch: int, height: int, width: int, n_holes: int, length: int, generator: torch.Generator,
-                trim_odd: bool = True) -> Tensor:
+def cutout_mask(batch: int, height: int, width: int, n_holes: int, length: Union[int, Tensor],
+                generator: torch.Generator, trim_odd: bool = True) -> Tensor:
     """Cutout (uoguelph-mlrg) holes, float ``[B, 1, H, W]`` (1 = keep): per hole a centre, ``cy [B, n]``
     then ``cx [B, n]`` uniform over the image, and the square ``centred_box`` of side ``length``
     around it, clipped. ``trim_odd`` (Cutout's reference): an odd length cuts ``length - 1``; D-Mask
-    passes False to keep the side ``length``. Both give the same mask for an even length."""
-    if n_holes < 0 or length < 0:
+    passes False to keep the side ``length``. Both give the same mask for an even length. ``length``
+    may be a 0-d int64 tensor (D-Mask's scheduled side, so a compiled step does not specialise on it)."""
+    if n_holes < 0 or (not isinstance(length, Tensor) and length < 0):  # a 0-d tensor length: unchecked
         raise ValueError(f"need n_holes >= 0 and length >= 0, got n_holes={n_holes} length={length}")
     dev = generator.device
     cy = torch.randint(height, (batch, n_holes), generator=generator, device=dev)

@@ -25,13 +25,13 @@ PARTNER_RULES = ("perm", "flip", "roll", "diffclass")
 def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
     """``n`` draws of Beta(alpha, alpha) as float32 ``[n]`` on the generator's device.
 
-    torch's Beta sampler takes no generator, so numpy draws them from a seed taken off
-    ``generator``: the same generator state gives the same values on every device."""
+    The first coordinate of a Dirichlet(alpha, alpha) draw (``torch.distributions.Beta``'s sampler,
+    which takes a generator here), drawn on the device: no value is read on the host, so a step
+    never waits for the device (a numpy draw needed a seed read off the device every batch)."""
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    values = np.random.default_rng(seed).beta(alpha, alpha, size=n).astype(np.float32)
-    return torch.from_numpy(values).to(generator.device)
+    conc = torch.full((n, 2), float(alpha), dtype=torch.float32, device=generator.device)
+    return torch._sample_dirichlet(conc, generator=generator)[:, 0]
 
 
 def sample_uniform(low: float, high: float, n: int, generator: torch.Generator) -> Tensor:
@@ -42,8 +42,8 @@ def sample_uniform(low: float, high: float, n: int, generator: torch.Generator) 
 
 
 def _per_sample(lam: Ratio, like: Tensor) -> Tensor:
-    """A scalar or ``[B]`` ratio shaped to broadcast against ``like`` ([B, ...])."""
-    lam = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
+    """A 0-d or ``[B]`` ratio tensor shaped to broadcast against ``like`` ([B, ...])."""
+    lam = lam.to(like.dtype)
     if lam.dim() == 0:
         return lam
     if lam.shape != like.shape[:1]:
@@ -81,6 +81,9 @@ def mix(a: Tensor, b: Tensor, lam: Ratio) -> Tensor:
     """``lam a + (1 - lam) b`` for images ``[B, C, H, W]`` or targets ``[B, K]``; ``lam`` scalar or ``[B]``."""
     if a.shape != b.shape:
         raise ValueError(f"cannot mix shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if not isinstance(lam, Tensor):  # a number stays one (a tensor made of it is a copy to the device)
+        lam32 = np.float32(lam)  # the weights a float32 tensor ratio would give
+        return float(lam32) * a + float(np.float32(1) - lam32) * b
     lam = _per_sample(lam, a)
     return lam * a + (1 - lam) * b
 
@@ -91,19 +94,20 @@ def paste(a: Tensor, b: Tensor, keep: Tensor) -> Tensor:
 
 
 def cutmix(x: Tensor, target: Tensor, j: Tensor, area: Tensor, generator: torch.Generator,
-           inside: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+           inside: bool = False, check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """CutMix composed: a box of about ``area`` of the image pasted from partner ``j``, the labels
     mixed by the exact kept fraction. ``x [B, C, H, W]``, ``target [B, K]`` soft rows, ``j [B]``,
     ``area`` float in [0, 1], ``[B]`` (a box per image) or ``[1]`` (one box for the batch, as CutMix's
     reference). Placement: ``cutmix_box`` (sides ``int(W sqrt(area))``, centre uniform, clipped) or,
     with ``inside`` (D-Mix), sides ``round(sqrt(area) H)`` placed fully inside by ``inside_box``.
     Returns ``(M x + (1 - M) x[j] [B, C, H, W], lam T + (1 - lam) T[j] [B, K], lam)``, ``lam = 1 - h w / (H W)``
-    shaped like ``area`` (a row with an empty box keeps its image and target exactly)."""
+    shaped like ``area`` (a row with an empty box keeps its image and target exactly). ``check=False``
+    skips the box checks that read values on the host (callers whose areas are valid by construction)."""
     _, _, height, width = x.shape
     if inside:
-        box = inside_box((side_for_area(area, height), side_for_area(area, width)), height, width, generator)
+        box = inside_box((side_for_area(area, height), side_for_area(area, width)), height, width, generator, check)
     else:
-        box = cutmix_box(area, height, width, generator)
+        box = cutmix_box(area, height, width, generator, check)
     keep = box_mask(*box, height, width).to(x.device, x.dtype)  # [B or 1, 1, H, W]
     lam = area_lambda(box[2], box[3], height, width)
     ratio = lam[0] if lam.shape[0] == 1 else lam  # one box: one ratio for every row
@@ -117,7 +121,7 @@ def cutmix_beta(x: Tensor, target: Tensor, y: Tensor, alpha: float, rule: str,
     batch covering ``1 - lam``. Shapes as :func:`cutmix`; the returned ``lam [1]`` is area-corrected."""
     lam = sample_beta(alpha, 1, generator)
     j, _ = partner(y, rule, generator)
-    return cutmix(x, target, j, 1.0 - lam.double(), generator)
+    return cutmix(x, target, j, 1.0 - lam.double(), generator, check=False)  # lam in [0, 1]
 
 
 def image_std(x: Tensor) -> Tensor:
@@ -125,12 +129,13 @@ def image_std(x: Tensor) -> Tensor:
     return x.flatten(1).std(1, unbiased=False)
 
 
-def bc_mix(x1: Tensor, x2: Tensor, r: Tensor, plus: bool) -> Tensor:
+def bc_mix(x1: Tensor, x2: Tensor, r: Tensor, plus: bool, check: bool = True) -> Tensor:
     """Between-class mixing (P2). BC: ``r x1 + (1-r) x2``. BC+: ``p = 1 / (1 + s1/s2 (1-r)/r)``,
     ``(p x1 + (1-p) x2) / sqrt(p^2 + (1-p)^2)`` with ``s_i`` the per-image std (the inputs are
     expected zero-mean per image). ``r [B]`` in (0, 1]; BC+ is symmetric under
-    ``(x1, x2, r) <-> (x2, x1, 1-r)``."""
-    if ((r <= 0) | (r > 1)).any():
+    ``(x1, x2, r) <-> (x2, x1, 1-r)``. ``check=False`` skips the range check (it reads a value on
+    the host: a training step passes ratios valid by construction)."""
+    if check and ((r <= 0) | (r > 1)).any():
         raise ValueError(f"r must lie in (0, 1], got min {r.min().item()} max {r.max().item()}")
     if not plus:
         return mix(x1, x2, r)

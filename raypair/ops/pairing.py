@@ -11,25 +11,33 @@ import torch
 from torch import Tensor
 
 
+def draw_avoiding(y: Tensor, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
+                  max_rounds: int = 64) -> Tensor:
+    """``n`` indices into ``y [N]`` drawn uniformly with replacement; with ``avoid [n]``, row i is
+    the first of ``max_rounds + 1`` candidates whose label differs from ``avoid[i]`` (the last one
+    where none does): a re-draw while equal, with all rounds drawn at once (one ``[max_rounds + 1, n]``
+    draw) so no value is read on the host. Returns int64 ``[n]`` on ``y``'s device."""
+    dev = generator.device
+    if avoid is None:
+        return torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
+    cand = torch.randint(len(y), (max_rounds + 1, n), generator=generator, device=dev).to(y.device)
+    ok = y[cand] != avoid
+    first = torch.where(ok.any(0), ok.int().argmax(0), max_rounds)  # argmax: the first True
+    return cand.gather(0, first[None])[0]
+
+
 def batch_draw(x: Tensor, y: Tensor, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
                max_rounds: int = 64) -> tuple[Tensor, Tensor]:
     """``n`` samples drawn uniformly with replacement from the batch ``x [B, ...], y [B]``, with
-    ``DeviceLoader.draw``'s rule: row i is re-drawn while its label equals ``avoid[i]`` (rows still
-    equal after ``max_rounds`` keep their last draw; callers check ``y2 != avoid``).
-    Returns ``(x[idx] [n, ...], y[idx] [n])``."""
+    ``DeviceLoader.draw``'s rule (:func:`draw_avoiding`: row i re-drawn while its label equals
+    ``avoid[i]``, rows still equal after ``max_rounds`` keep their last draw; callers check
+    ``y2 != avoid``). Returns ``(x[idx] [n, ...], y[idx] [n])``."""
     if len(y) == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"need a non-empty batch with x and y of equal length, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
     if avoid is not None and avoid.shape != (n,):
         raise ValueError(f"avoid needs shape [{n}], got {tuple(avoid.shape)}")
-    dev = generator.device
-    idx = torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
-    for _ in range(max_rounds if avoid is not None else 0):
-        same = y[idx] == avoid
-        if not bool(same.any()):
-            break
-        redraw = torch.randint(len(y), (n,), generator=generator, device=dev).to(y.device)
-        idx = torch.where(same, redraw, idx)
+    idx = draw_avoiding(y, n, generator, avoid, max_rounds)
     return x[idx], y[idx]
 
 

@@ -90,16 +90,17 @@ def rf(x: Tensor, generator: torch.Generator, fill: Union[float, Tensor] = 0.0) 
     return pad_crop_flip(x, rf_pad(x.shape[2], x.shape[3]), generator, fill)
 
 
-def dmix(x: Tensor, y: Tensor, theta: float, num_classes: int, generator: torch.Generator,
+def dmix(x: Tensor, y: Tensor, theta: Union[float, Tensor], num_classes: int, generator: torch.Generator,
          soft: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """D-Mix: the composed CutMix op with a box of sides ``round(sqrt(theta) H) x round(sqrt(theta) W)``
     placed uniformly fully inside the image, from a ``diffclass`` partner ``j``: ``x_p = M x + (1 - M) x[j]``.
     Returns ``(x_p [B, C, H, W], T_p [B, K], lam [B])`` with ``lam = 1 - theta_eff``, ``theta_eff = h w / (H W)``
     (0 for rows whose batch has no other class: nothing pasted), and ``T_p = lam Y + (1 - lam) Y[j]``
     (``soft``) or ``Y`` (hard). Draws: the partner, then the box's corner."""
-    if not 0.0 <= theta <= 1.0:
+    if not isinstance(theta, Tensor) and not 0.0 <= theta <= 1.0:  # a 0-d tensor (a compiled step's input): unchecked
         raise ValueError(f"theta must lie in [0, 1], got {theta}")
     j, ok = partner(y, "diffclass", generator)
     target = one_hot(y, num_classes)
-    x_p, mixed, lam = cutmix(x, target, j, ok.to(x.device, torch.float64) * theta, generator, inside=True)
+    x_p, mixed, lam = cutmix(x, target, j, ok.to(x.device, torch.float64) * theta, generator, inside=True,
+                             check=False)  # theta checked above
     return x_p, mixed if soft else target, lam

@@ -27,6 +27,16 @@ def seeded_generator(*seeds: int, device: Union[torch.device, str] = "cpu") -> t
     return torch.Generator(device=device).manual_seed(int(state) & 0x7FFFFFFFFFFFFFFF)
 
 
+def host_to_device(a: np.ndarray, device: Union[torch.device, str]) -> Tensor:
+    """A host array on ``device`` without waiting for it: pinned, then a non-blocking copy on CUDA
+    (a plain ``torch.tensor(..., device=cuda)`` synchronises the stream). The one sanctioned
+    host-to-device copy inside a training step (tests/test_no_sync.py allows it)."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def class_rank(y: Tensor, perm: Tensor) -> Tensor:
     """Rank of each position of ``perm`` within its class.
 
