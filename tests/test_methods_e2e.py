@@ -27,7 +27,7 @@ CASES = {
            "method.variant", None),  # the r_low grid alone: 2 trials
     "mixup_c": ("mixup_c.yaml", ["method.ft_epochs=0", "space.method.ft_epochs=null", "space.method.ft_lr=null"],
                 "method.heads", None),
-    "vpl": ("vpl.yaml", [], "method.tau", "loss_cl"),
+    "vpl": ("vpl.yaml", ["schedule.warmup_epochs=0"], "method.tau", "loss_cl"),
     "pair_training": ("omega.yaml", [], "method.omega", "beta"),
 }
 
