@@ -94,3 +94,16 @@ def test_ui_without_a_store_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "raypair", "ui", "--storage", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("raypair: error: --storage: no MLflow store")
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(tmp_path, monkeypatch):
+    """No artifact root given: the artifacts go beside the database, never to ./mlruns in the cwd."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    t = Tracker(default_uri(tmp_path / "store"), "bare")
+    (tmp_path / "store").mkdir()
+    run_id, _ = t.start("k", "bare-run")
+    t.log_yaml(run_id, {"a": 1}, "config.yaml")
+    assert list((tmp_path / "store" / "mlartifacts").rglob("config.yaml"))
+    assert not any(cwd.iterdir())

@@ -44,6 +44,8 @@ class Tracker:
     """One MLflow experiment. Picklable: the client is made lazily in whichever process logs."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Optional[str] = None) -> None:
+        if artifact_root is None and uri.startswith("sqlite:///"):  # beside the store, never ./mlruns in the cwd
+            artifact_root = str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts")
         self.uri, self.experiment, self.artifact_root = uri, experiment, artifact_root
         self._client: Any = None
         self._exp_id: Optional[str] = None
