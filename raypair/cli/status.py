@@ -4,13 +4,12 @@ many trials are still to start, the best so far, and whether a driver runs it no
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from raypair.config import ConfigError
-from raypair.experiments.base import STATUSES, best_record, fmt_value
-from raypair.runner.store import PLAN_FILE, STATE_FILE, is_running, read_records
+from raypair.experiments.base import STATUSES, Record, best_record, fmt_value
+from raypair.runner.store import PLAN_FILE, STATE_FILE, is_running, read_json, read_records
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -20,16 +19,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not found:
             print(f"no experiment under {storage}")
         for exp_dir in found:
-            print(_headline(exp_dir))
+            print(_headline(exp_dir, _plan(exp_dir), list(read_records(exp_dir).values())))
         return 0
     exp_dir = storage / args.name
     if exp_dir not in found:
         known = ", ".join(p.name for p in found) or "none"
         raise ConfigError("name", f"no experiment of that name under {storage} (there: {known})", args.name)
-    print(_headline(exp_dir))
-    plan = _plan(exp_dir)
+    plan, records = _plan(exp_dir), list(read_records(exp_dir).values())
+    print(_headline(exp_dir, plan, records))
     metric, mode = plan.get("metric", "val_acc"), plan.get("mode", "max")
-    records = list(read_records(exp_dir).values())
     for rec in records:
         shown = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(rec.params.items()))
         epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
@@ -48,16 +46,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _plan(exp_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((exp_dir / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(exp_dir / PLAN_FILE) or {}
 
 
-def _headline(exp_dir: Path) -> str:
-    state = json.loads((exp_dir / STATE_FILE).read_text())
-    plan = _plan(exp_dir)
-    records = list(read_records(exp_dir).values())
+def _headline(exp_dir: Path, plan: dict[str, Any], records: list[Record]) -> str:
+    state = read_json(exp_dir / STATE_FILE) or {}
     counts = {s: sum(r.status == s for r in records) for s in (*STATUSES, "unfinished")}
     ended = len(records) - counts["unfinished"]
     planned = plan.get("planned")

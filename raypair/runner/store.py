@@ -64,7 +64,7 @@ class TrialStore:
             tmp.unlink(missing_ok=True)
 
     def end(self) -> Optional[dict[str, Any]]:
-        return _read_json(self.folder / "end.json")
+        return read_json(self.folder / "end.json")
 
     # ------------------------------------------------------------------------- trial side
     def history(self) -> list[dict[str, Any]]:
@@ -131,7 +131,7 @@ class TrialStore:
         return load_checkpoint(self.folder) if (self.folder / CKPT_FILE).exists() else None
 
     def record(self) -> Optional[Record]:
-        meta = _read_json(self.folder / "trial.json")
+        meta = read_json(self.folder / "trial.json")
         if meta is None:
             return None
         return Record(meta["key"], meta["params"], meta.get("config_hash"), self.history(), self.end())
@@ -172,7 +172,7 @@ def prepare(exp: Experiment, exp_dir: Path, resume: bool) -> dict[str, Record]:
                           "or --name NEW for a new one", exp.name)
     _hold(exp_dir)
     known = read_records(exp_dir)
-    if started and exp.fingerprint() != _read_json(exp_dir / STATE_FILE).get("fingerprint", exp.fingerprint()):
+    if started and exp.fingerprint() != read_json(exp_dir / STATE_FILE).get("fingerprint", exp.fingerprint()):
         raise ConfigError("--resume", f"the {exp.kind}'s search settings changed since it started (space, "
                           "searcher); use --name NEW for a new one", exp.name)
     for rec in known.values():
@@ -224,7 +224,8 @@ def is_running(exp_dir: Path) -> bool:
         return False
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None if it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
