@@ -570,8 +570,10 @@ def main() -> None:
             if key not in args.sections and not (key == "e" and "f" in args.sections):
                 continue
             log(f"section {key}")
+            ts = time.perf_counter()
             try:
                 rows += run()
+                log(f"section {key}: {time.perf_counter() - ts:.0f} s")
             except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
                 first = str(e).splitlines()[0][:300] if str(e) else ""
                 rows.append(Row(f"{key}.error", f"section {key} failed", math.nan, None, f"{type(e).__name__}: {first}"))
