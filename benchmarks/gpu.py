@@ -482,13 +482,15 @@ def packed(args: argparse.Namespace, device: Any, k: int) -> list[dict[str, Any]
         for proc in procs:
             proc.stdin.write("GO\n")
             proc.stdin.flush()
-        return [json_line(proc) for proc in procs]
-    finally:
+        results = [json_line(proc) for proc in procs]
         for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=120)
+            proc.wait(timeout=120)
+        return results
+    finally:  # on any failure no process is left waiting for its GO
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
 
 
 def json_line(proc: Any) -> dict[str, Any]:
