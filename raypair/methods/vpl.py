@@ -10,8 +10,12 @@ h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the b
   e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage. sg = detach, so L_CL
   reaches only the transformer (+ A) and L_KL only the CNN; ``bidirectional`` drops both sg (Table 7 "Bi").
   Both terms are computed in every stage (logged; DDP needs the affine layer in every graph), gated by w.
-Other modes: ``independent`` CE only; ``dml`` CE + KL of each branch toward the other's sg softmax
-(no CL); ``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other,
+Other modes: ``independent`` CE only; ``dml`` (P4 Table 3's DML, Zhang et al. CVPR 2018) CE + KL of
+each branch toward the other's sg softmax (no CL), by DML's Algorithm 1 (``dml_update``, default
+``cnn_first``): within a batch one branch steps, both predictions are recomputed, then the other steps,
+its KL target the first's updated output (no gradient, training mode: its BatchNorm statistics see
+the batch twice). Two optimiser steps per batch (``parts = 2``); train_loss sums both. Which branch
+goes first is an ASSUMPTION (``vit_first`` swaps); ``joint`` is one step on both KLs. ``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other,
 frozen branch. ``student: cnn``: the teacher is the transformer, the ``vit.`` weights of
 ``teacher_checkpoint`` (a raypair checkpoint folder or state.pt), else its ``model.`` weights;
 ``student: vit`` (DIS's ViT-B row): the teacher is the CNN, the checkpoint's ``model.`` weights (an
@@ -74,6 +78,7 @@ class VplConfig(MethodConfig):
     cl_normalize: bool = True
     rho: float = Field(1.0, gt=0.0, le=100.0)
     bidirectional: bool = False
+    dml_update: Literal["cnn_first", "vit_first", "joint"] = "cnn_first"  # mode dml only
     lr_cnn: float = Field(1e-3, gt=0.0, le=10.0)
     lr_vit: float = Field(4e-4, gt=0.0, le=10.0)
     weight_decay_cnn: Optional[float] = Field(None, ge=0.0, le=1.0)
@@ -123,6 +128,7 @@ class VplConfig(MethodConfig):
 
     def inactive(self) -> set[str]:
         off = set() if self.mode == "vpl" else {"x", "y", "tau", "cl_normalize", "bidirectional", "affine"}
+        off |= set() if self.mode == "dml" else {"dml_update"}
         if self.mode == "independent":
             off.add("rho")
         if self.mode != "distill":
@@ -136,6 +142,11 @@ class VplConfig(MethodConfig):
 def _branch(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     h = m.forward_head(m.forward_features(x), pre_logits=True)
     return h, m.get_classifier()(h)
+
+
+def _accs(zc: Tensor, zt: Tensor, y: Tensor) -> dict[str, Tensor]:
+    return {"train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
+            "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
 
 
 def _frozen_copy(m: nn.Module) -> nn.Module:
@@ -172,6 +183,7 @@ class Vpl(Method):
         # (w_cl, w_kl, stage) on the device: a compiled step reads them, so a new stage recompiles nothing
         self.register_buffer("stage_w", torch.tensor([1.0, 1.0, 2.0]), persistent=False)
         self.stage = 2  # until on_epoch_start sets it
+        self.parts = 2 if cfg.mode == "dml" and cfg.dml_update != "joint" else 1
 
     def train(self, mode: bool = True) -> "Vpl":
         super().train(mode)
@@ -214,10 +226,12 @@ class Vpl(Method):
                 V.ema_update_(ema, raw, decay)
         self.ema_step += 1
 
-    def forward(self, x: Tensor, y: Tensor) -> StepOut:
+    def forward(self, x: Tensor, y: Tensor, part: int = 0) -> StepOut:
         cfg = self.cfg
-        if cfg.ema and self.training:
+        if cfg.ema and self.training and part == 0:
             self._update_ema()
+        if self.parts == 2:
+            return self._dml_part(x, y, part)
         m = self.mix(x, y)
         grad, distill = torch.is_grad_enabled(), cfg.mode == "distill"
         with torch.set_grad_enabled(grad and not (distill and cfg.student == "vit")):
@@ -225,9 +239,7 @@ class Vpl(Method):
         with torch.set_grad_enabled(grad and not (distill and cfg.student == "cnn")):
             ht, zt = _branch(self.vit, m.x)
         ce_c = F.cross_entropy(zc.float(), y)
-        logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(),
-                                "train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
-                                "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
+        logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(), **_accs(zc, zt, y)}
         ce_t = F.cross_entropy(zt.float(), y)
         if distill:  # CE + KL of the student toward the frozen teacher
             (z_s, z_t, ce) = (zc, zt, ce_c) if cfg.student == "cnn" else (zt, zc, ce_t)
@@ -235,7 +247,7 @@ class Vpl(Method):
             return StepOut(ce + kl, z_s, {**logs, "loss_ce_vit": ce_t.detach(), "loss_kl": kl.detach()})
         loss = ce_c + ce_t
         logs["loss_ce_vit"] = ce_t.detach()
-        if cfg.mode == "dml":
+        if cfg.mode == "dml":  # dml_update joint: one step on both KLs from the same outputs
             kl_c, kl_t = V.kl_toward(zc, zt.detach(), cfg.rho), V.kl_toward(zt, zc.detach(), cfg.rho)
             logs.update(loss_kl=kl_c.detach(), loss_kl_vit=kl_t.detach())
             loss = loss + kl_c + kl_t
@@ -245,6 +257,28 @@ class Vpl(Method):
             logs.update(stage=stage, loss_cl=cl.detach(), loss_kl=kl.detach())
             loss = loss + w_cl * cl + w_kl * kl
         return StepOut(loss, zc, logs)
+
+    def _dml_part(self, x: Tensor, y: Tensor, part: int) -> StepOut:
+        """Alternating DML (Zhang et al. 2018, Algorithm 1): part 0 steps the first branch on CE + KL
+        toward the second's current softmax; part 1 recomputes the first branch's outputs with its
+        updated weights (no gradient) and steps the second branch on CE + KL toward them. Part 0
+        mixes (random erasing) and hands the mixed batch on as ``carry``; part 1 gets it as ``x``."""
+        m = self.mix(x, y) if part == 0 else None
+        xm = x if m is None else m.x
+        nets, names = (self.model, self.vit), ("cnn", "vit")
+        if self.cfg.dml_update == "vit_first":
+            nets, names = nets[::-1], names[::-1]
+        student, teacher = (nets[0], nets[1]) if part == 0 else (nets[1], nets[0])
+        name = names[part]
+        z_s = student(xm)
+        with torch.no_grad():
+            z_t = teacher(xm)
+        ce, kl = F.cross_entropy(z_s.float(), y), V.kl_toward(z_s, z_t, self.cfg.rho)
+        logs: dict[str, Any] = {f"loss_ce_{name}": ce.detach(), "loss_kl" if name == "cnn" else "loss_kl_vit": kl.detach()}
+        if m is not None:
+            zc, zt = (z_s, z_t) if name == "cnn" else (z_t, z_s)
+            return StepOut(ce + kl, zc, {**m.logs, **logs, **_accs(zc, zt, y)}, carry=xm)
+        return StepOut(ce + kl, z_s, logs)
 
     def _pair_losses(self, hc: Tensor, ht: Tensor, zc: Tensor, zt: Tensor) -> tuple[Tensor, Tensor]:
         """(L_CL, L_KL); sg placement of §6.2 unless ``bidirectional``."""
