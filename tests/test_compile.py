@@ -44,7 +44,8 @@ CASES = [
                                              "every step, a new shape (k = 1 is specialised, then k is dynamic)")),
     ("vpl", {"name": "vpl", "vit_model": "tiny_vit", "x": 34, "y": 34, "ema": True},
      [(0, 3, {}), (1, 3, {}), (2, 3, {})]),
-    ("vpl_dml", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml"}, [(0, 3, {})]),
+    ("vpl_dml", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml", "ema": True}, [(0, 3, {})]),  # 2 parts
+    ("vpl_dml_joint", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml", "dml_update": "joint"}, [(0, 3, {})]),
 ]
 
 

@@ -110,7 +110,9 @@ CASES = [
     ("pt_cutmix", {"name": "pair_training", "stage_ops": "cutmix", "alpha_mode": "one"}, {}, PT[:1]),
     ("vpl", {"name": "vpl", "vit_model": "tiny_vit", "x": 34, "y": 34, "ema": True, "aug": "base+aa_cifar10"},
      {}, VPL),
-    ("vpl_dml", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml", "erase_mode": "rand"}, {}, VPL[:1]),
+    ("vpl_dml", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml", "erase_mode": "rand", "ema": True}, {},
+     VPL[:1]),  # alternating: two optimiser steps per batch
+    ("vpl_dml_joint", {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml", "dml_update": "joint"}, {}, VPL[:1]),
 ]
 
 

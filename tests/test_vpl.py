@@ -3,6 +3,7 @@ values, the stage schedule, the modes (independent, DML, distillation from a che
 optimiser groups, EMA and Random Erasing. Tiny models (tiny_cnn + tiny_vit / tiny_vit_w48), CPU."""
 from __future__ import annotations
 
+import copy
 import math
 import types
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from raypair.config import ConfigError, OptimConfig, build_run, run_model
-from raypair.loop import build_optimizer, save_checkpoint
+from raypair.loop import build_optimizer, save_checkpoint, train_step
 from raypair.methods import build_method
 from raypair.methods.vpl import _branch
 from raypair.ops import vpl_ops as V
@@ -135,9 +136,10 @@ def test_x_plus_y_over_100_is_rejected_naming_y():
 
 def test_inactive_knobs_per_mode():
     cfg = lambda **kw: run_model().model_validate({"method": {"name": "vpl", **kw}}).method  # noqa: E731
-    assert cfg().inactive() == {"teacher_checkpoint", "student", "ema_decay"}
+    assert cfg().inactive() == {"teacher_checkpoint", "student", "ema_decay", "dml_update"}
     assert {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "rho"} <= cfg(mode="independent").inactive()
     assert "rho" not in cfg(mode="dml").inactive() and "tau" in cfg(mode="dml").inactive()
+    assert "dml_update" not in cfg(mode="dml").inactive()
     assert "erase_mode" in cfg(random_erasing=0.0).inactive() and "ema_decay" not in cfg(ema=True).inactive()
     with pytest.raises(Exception, match="teacher_checkpoint"):
         cfg(mode="distill")
@@ -149,7 +151,8 @@ def test_independent_is_ce_only_and_dml_adds_both_kls():
     ind = make(mode="independent", random_erasing=0.0)
     zc, zt = ind.model(x), ind.vit(x)
     assert torch.allclose(ind(x, y).loss, F.cross_entropy(zc, y) + F.cross_entropy(zt, y), atol=1e-6)
-    dml = make(mode="dml", rho=2.0, random_erasing=0.0)
+    dml = make(mode="dml", dml_update="joint", rho=2.0, random_erasing=0.0)
+    assert dml.parts == 1 and make(mode="dml").parts == 2 and make().parts == 1
     zc, zt = dml.model(x), dml.vit(x)
     pc, pt = F.softmax(zc / 2, 1), F.softmax(zt / 2, 1)
     kl = lambda p, q: (p * (p.log() - q.log())).sum(1).mean()  # noqa: E731  KL(p || q)
@@ -157,6 +160,50 @@ def test_independent_is_ce_only_and_dml_adds_both_kls():
     expect = F.cross_entropy(zc, y) + F.cross_entropy(zt, y) + kl(pt, pc) + kl(pc, pt)
     assert torch.allclose(out.loss, expect, atol=1e-5) and "loss_cl" not in out.logs
     assert dml.affine is None and ind.affine is None
+
+
+def _sgd_(net, loss, lr: float) -> None:
+    """A plain SGD step on ``net``'s parameters, by hand."""
+    params = list(net.parameters())
+    with torch.no_grad():
+        for p, g in zip(params, torch.autograd.grad(loss, params)):
+            p -= lr * g
+
+
+@pytest.mark.parametrize("order", ["cnn_first", "vit_first"])
+def test_dml_alternates_the_second_branch_learns_from_the_firsts_updated_outputs(order):
+    """DML's Algorithm 1 (Zhang et al. 2018), checked against two hand SGD steps: the first branch
+    steps on CE + KL toward the second's softmax, then the second steps on CE + KL toward the
+    first's output recomputed with its updated weights (not the output the first step started from)."""
+    x, y = batch()
+    m = make(mode="dml", dml_update=order, rho=2.0, random_erasing=0.0, lr_cnn=0.5, lr_vit=0.3).train()
+    nets = {"cnn": copy.deepcopy(m.model), "vit": copy.deepcopy(m.vit)}
+    opt = build_optimizer(OptimConfig(name="sgd", lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0), m.optim_groups())
+    sums, out = train_step(m, x, y, opt, amp=False)
+
+    soft = lambda z: F.softmax(z / 2.0, 1)  # noqa: E731  rho = 2
+    kl = lambda p, q: (p * (p.log() - q.log())).sum(1).mean()  # noqa: E731  KL(p || q), batchmean
+    a, b = ("cnn", "vit") if order == "cnn_first" else ("vit", "cnn")
+    lr = {"cnn": 0.5, "vit": 0.3}
+    za, zb = nets[a](x), nets[b](x).detach()
+    loss1 = F.cross_entropy(za, y) + kl(soft(zb), soft(za))
+    stale_target = za.detach()
+    _sgd_(nets[a], loss1, lr[a])
+    za_new = nets[a](x).detach()
+    stale = copy.deepcopy(nets[b])  # what a joint step would give b: the target from before a's step
+    zb = nets[b](x)
+    loss2 = F.cross_entropy(zb, y) + kl(soft(za_new), soft(zb))
+    _sgd_(nets[b], loss2, lr[b])
+    _sgd_(stale, F.cross_entropy(stale(x), y) + kl(soft(stale_target), soft(stale(x))), lr[b])
+
+    got = {"cnn": m.model, "vit": m.vit}
+    for name in ("cnn", "vit"):
+        for (k, want), have in zip(nets[name].state_dict().items(), got[name].state_dict().values()):
+            assert torch.allclose(have, want, atol=1e-6), f"{name}.{k}"
+    gap = max((p - q).abs().max() for p, q in zip(got[b].parameters(), stale.parameters()))
+    assert gap > 1e-4, "the second branch's step must use the first branch's updated outputs"
+    assert torch.allclose(sums[0] / len(y), (loss1 + loss2).detach().double(), atol=1e-5)
+    assert {"loss_ce_cnn", "loss_ce_vit", "loss_kl", "loss_kl_vit", "train_acc_cnn"} <= set(out.logs)
 
 
 def _trained_vit_checkpoint(folder: Path):
@@ -391,3 +438,26 @@ def test_distill_into_a_transformer_student(tmp_path):
     with pytest.raises(ValueError, match="teacher_checkpoint: .* has no 'model.' weights"):
         torch.save({"method": {"vit.w": torch.zeros(1)}}, tmp_path / "vit_only.pt")
         make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path / "vit_only.pt"))
+
+
+def _dml_rank(rank: int, world: int, init: str, out: str) -> None:
+    from raypair.loop import Dist, run_trial
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    cfg = run_model().model_validate({
+        "data": {"name": "digits", "image_size": 16}, "model": {"name": "tiny_cnn"},
+        "method": {"name": "vpl", "vit_model": "tiny_vit", "mode": "dml"}, "epochs": 1, "batch_size": 64,
+        "schedule": {"warmup_epochs": 0}, "scale": {"workers": world, "gpus_per_worker": 0}})
+    history: list = []
+    run_trial(cfg, lambda metrics, ckpt: history.append(metrics), dist=Dist(rank, world), device=torch.device("cpu"))
+    torch.save(history, f"{out}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_alternating_dml_trains_under_ddp(tmp_path):
+    """Each part leaves the other branch without gradients: DDP must not wait for them."""
+    torch.multiprocessing.spawn(_dml_rank, args=(2, f"file://{tmp_path}/init", str(tmp_path)), nprocs=2)
+    h0, h1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))
+    assert h0[0]["worker"]["train_loss"] != h1[0]["worker"]["train_loss"]  # different shards
+    assert h0[0]["train_loss"] == h1[0]["train_loss"] and math.isfinite(h0[0]["train_loss"])
+    assert {"loss_kl", "loss_kl_vit"} <= set(h0[0])

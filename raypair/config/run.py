@@ -25,7 +25,9 @@ NOT_SEARCHABLE = {"name": "names the run", "eval_batch_size": "only splits the e
                   "checkpoint_every": "only sets how often a checkpoint is written",
                   "data.root": "only says where the files are", "data.cache_dir": "only says where the cache is",
                   "data.download": "only fetches the files", "scale.threads": "only sets CPU threads",
-                  "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs"}
+                  "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs",
+                  "scale.gpus_per_worker": "only places the trial on a device",
+                  "scale.compile": "only compiles the same step", "data.source": "only picks the reader of the files"}
 # model.kwargs keys that the data or the other model fields decide
 _RESERVED_KWARGS = {"num_classes": "set by the data", "in_chans": "set by the data and the method",
                     "pretrained": "raypair trains from scratch", "pretrained_cfg": "raypair trains from scratch",
@@ -47,6 +49,10 @@ class DataConfig(Strict):
     normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
     pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
     cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
+
+    def inactive(self) -> set[str]:
+        # the seed of the hold-out and the subsets: without them every image is used, in order
+        return set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
 
     @field_validator("source")
     @classmethod
@@ -226,6 +232,10 @@ class RunConfigBase(Strict):
                 out["data.pad"] = "only method.aug: base+ pads"
         if "drop_rate" in self.model.kwargs:
             out["model.drop_rate"] = "model.kwargs.drop_rate replaces it"
+        s = self.schedule
+        scale = self.epochs if s.milestone_unit == "fraction" else 1
+        if s.name == "multistep" and not any(m * scale < self.epochs for m in s.milestones):
+            out["schedule.gamma"] = f"no milestone of {s.milestones} falls within the run's {self.epochs} epochs"
         return out
 
 

@@ -4,7 +4,7 @@ Built in one call, ``build_method(run, info, device=..., rank=..., pool=...)``: 
 model with the input channels the method's config asks for, the method around it, moves both to the
 device and hands the method its random stream and its pool. Nothing is set on a method afterwards.
 
-The contract is the config class and six methods; everything else on a subclass is its own:
+The contract is the config class, six methods and ``parts``; everything else on a subclass is its own:
 - ``Config``: the method's pydantic config. A config whose network input stacks several images
   along channels declares it in ``images_per_input`` (a ClassVar; mixup-C: 2, so the model is built
   with a 2C-channel stem); 1 otherwise.
@@ -12,6 +12,12 @@ The contract is the config class and six methods; everything else on a subclass 
   with ``aug: base+``, already pad-crop-flipped by the loader), ``y [B]`` int64. The loop's train
   top-1 compares ``logits.argmax(1)`` with ``labels`` (default ``y``; a mixing method passes its
   target's argmax). ``logs`` are floats or 0-d tensors the loop averages over the epoch.
+- ``parts`` (an int, default 1) and ``forward(x, y, part)``: a method whose batch is several
+  optimiser steps in turn (VPL's alternating DML: one branch, then the other against the first's
+  updated outputs) sets ``parts`` at build time. The loop then steps the optimiser after each part
+  and calls part k >= 1 as ``forward(carry, y, k)`` with the previous part's ``StepOut.carry`` (its
+  already-mixed input), so a part's loss sees every earlier part's update. A part's gradient-free
+  parameters keep ``grad = None``, so the optimiser leaves them as they are.
 - ``mix(x, y) -> Mixed(x, target, logs)``: the batch transform alone (what ``raypair preview`` and
   the benchmarks show); the default ``forward`` is ``sce(model(mixed.x), mixed.target)``.
 - ``on_epoch_start(epoch, epochs, stats) -> Optional[float]``: ``stats`` holds what the loop
@@ -42,6 +48,8 @@ mixup's test-time top-2 and mixup-C's two-image heads). The stem width is a
 config ClassVar read once at build time (``in_chans``); a phase's constant lr is the epoch hook's
 return value, so the loop reads no method state per step; per-branch lrs are plain torch
 param-group keys in ``optim_groups``, which the loop's schedule already scales group by group.
+Alternating updates are a count (``parts``, fixed at build time, so DDP knows that a part leaves
+parameters unused) and a tensor handed back (``carry``), not a hook: the loop owns every optimiser step.
 """
 from __future__ import annotations
 
@@ -66,6 +74,7 @@ class StepOut:
     logits: Tensor
     logs: Logs = field(default_factory=dict)
     labels: Optional[Tensor] = None  # what train top-1 is measured against; None: the batch's y
+    carry: Optional[Tensor] = None  # the next part's input (a method with parts > 1)
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Method(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     generator: torch.Generator  # given by build_method
     pool: Any  # given by build_method
+    parts: int = 1  # optimiser steps per batch (forward's part 0 .. parts - 1)
 
     def __init__(self, cfg: MethodConfig, model: nn.Module, info: Any) -> None:
         super().__init__()

@@ -27,6 +27,13 @@ carry r; major picks the larger-ratio label; r >= r_low; eval applies the zero-m
 the KL loss is finite with zeros in the targets; clean_and_mixed trains exactly the clean batch and
 the mixed batch, the loss their mean.
 
+Defaults: ``variant`` bc+ (P2's better row: "BC+ 5.22" vs "BC 5.40" CIFAR-10 error, methods.md §3.3),
+``label_mode`` ratio and ``r_low`` 0 (P2: "r ~ U(0,1)", KL loss, §3.1; P2s: major, 0.5, §3.4),
+``pairing`` dataset (P2's code, §3.2), ``aug: base+`` (P2's code: flip, pad 4, crop 32, §3.1).
+Metrics: ``val_acc`` / ``test_acc``: top-1 on single unmixed test images ("Testing uses single unmixed
+images", §3.1); P2 reports error % = 1 - top-1, "averaged over 10 trials" (§3.3). ``train_acc`` is
+``argmax f(x) == argmax t`` (§3.1).
+
 ASSUMPTIONs (methods.md §3.2) and their switches:
 - ``r_eps`` (1e-6): r is clamped to [r_eps, 1 - r_eps].
 - ``train_set`` (mixed): P2s's expanded set is ``clean_and_mixed``, its batching an ASSUMPTION (above).

@@ -13,8 +13,12 @@ the partner ``x_j``: ``x~ = M x + (1 - M) x_j``; ``lam`` is recomputed from the 
   unmixed batches: the mean over mixed batches is ``1 - (1 - lam) / cutmix_frac``).
 Invariants tested: each target row's two weights equal the kept / pasted pixel fractions of the chosen
 partner exactly; ``cutmix_prob=0`` is plain CE on the untouched batch.
-ASSUMPTION (methods.md §1.2): ``cutmix_prob=1.0`` and ``alpha=1`` (P3's report; CutMix-PyTorch's CIFAR
-runs use 0.5, P3's code 0.1), set by ``cutmix_prob`` and ``alpha``.
+Metrics: ``val_acc`` / ``test_acc`` (top-1, single unmixed images) beside P3 Table 1's "cutmix" column
+("test accuracy %", methods.md §1.3); ``train_acc`` against the mixed target's argmax. Default ``aug: base+``
+(P3's CutMix runs on base+, methods.md §1.1).
+ASSUMPTION (methods.md §1.2): ``cutmix_prob=1.0`` (P3's report: it "swept cutmix_prob over 11 values ...
+and found 1.0 best"; CutMix-PyTorch's CIFAR runs use 0.5, P3's code 0.1) and ``alpha=1`` (P3's report:
+"for α=1, λ~U(0,1)"), set by ``cutmix_prob`` (1.0) and ``alpha`` (1.0); ``partner`` (perm: FACT, P3's code).
 """
 from __future__ import annotations
 

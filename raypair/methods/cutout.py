@@ -7,6 +7,9 @@ uniformly on the image, ``[c - L//2, c + L//2)``, clipped), 1 elsewhere; ``L = C
 - Defaults ``n_holes=1, length=16``: P3's code and the Cutout authors' CIFAR-10 value. The authors use
   ``length=8`` for CIFAR-100 and 20 for SVHN: set ``method.length`` per dataset.
 - Logs ``cut_frac``: the mean fraction of pixels zeroed (below (L/H)^2 n_holes where holes clip or overlap).
+Metrics: ``val_acc`` / ``test_acc`` (top-1, single uncut images) beside P3 Table 1's "cutout" column
+("test accuracy %", methods.md §1.3); ``train_acc`` on the cut batch against ``y``. Default ``aug: base+``
+(P3: Cutout is "on top of base+", methods.md §1.1).
 Invariants tested: exactly the masked pixels become 0, every other pixel and the label are unchanged;
 the loss is hard-label CE. No ASSUMPTION of methods.md applies.
 """

@@ -4,6 +4,10 @@ Equation: ``L = CE(f(x), y)``, with optional label smoothing ``T = (1 - eps) Y +
 (``F.cross_entropy(label_smoothing=eps)`` is exactly ``sce(f(x), T)``).
 - ``aug: base``  - normalise only (P3 "base").
 - ``aug: base+`` - zero-pad 4, random 32x32 crop, h-flip p=0.5, then normalise (P3 "base+").
+Defaults: ``aug: base+`` and ``label_smoothing`` 0, P3's plain CE ("batch 128, CE, SGD", methods.md
+§1.2); label smoothing is no paper's setting, a switch for sweeps only.
+Metrics: ``val_acc`` / ``test_acc`` (top-1 on single clean images) are the numbers beside P3 Table 1's
+"test accuracy %, mean ± 95% CI over 5 runs" (methods.md §1.3); ``train_acc`` is top-1 on the batch.
 Invariants tested: with eps = 0 the loss equals CE; with eps > 0 it equals sce against the smoothed rows.
 No ASSUMPTION of methods.md applies.
 """

@@ -22,6 +22,11 @@ Logs (epoch means): beta, stage, q, alpha (0 in a none stage), omega (the effect
 (1 on pair batches; per_sample: the paired fraction of rows), theta (dmix stage, scheduled) or
 mask_area (dmask stage, the scheduled area a of one hole).
 
+Metrics: ``val_acc`` / ``test_acc`` (top-1 on single clean images; P0 reports top-1 gains over
+normal training, "CIFAR-10 +0.91; CIFAR-100 +1.47", and top-5 on ILSVRC-mini: ``val_acc5``, methods.md
+§5.2); ``train_acc`` is top-1 on x_z (beta). Defaults t1/t2 0.25/0.75 and theta 0.3-0.6 are FACT (§5.1,
+§7); the rest are the ASSUMPTIONS below.
+
 Table 4 (P0) presets: S1 = [none, none, none] (normal training), S8 = [rf, dmask, dmix] (full
 PairTraining, default). The paper's map of strategies 2-7 is UNKNOWN; the controls are named, not
 numbered: rf, cutout, cutmix, dmask, dmix (that op in all three stages) and rf_dmask_dmask (the

@@ -17,6 +17,10 @@ SP at another E, set ``warmup_frac = 100/E``, ``on_frac = 8/E``, ``off_frac = 2/
 Invariants tested (tests/test_sample_pairing.py): the image is exactly the average of the pair and
 the label is y_a; ``sp_active`` on hand-picked epochs (warm-up, 8/2 alternation, final off phase).
 
+Metrics: ``val_acc`` / ``test_acc`` (top-1 on single unpaired images; SP reports the error, 1 - top-1:
+"CIFAR-10 error 8.22% -> 6.93%", methods.md §4.6); ``train_acc`` against ``y_a``. Default ``aug: base+``
+(SP: "both images are basic-augmented (crop/flip) before averaging", methods.md §4.6).
+
 ASSUMPTIONs and their switches:
 - ``final_off_frac`` (0.15): SP is off for the last 15% of epochs (§4.6: "10-20%").
 - ``warmup_frac`` (0.5): SP's 100 warm-up epochs read as half of a 200-epoch run (SP's total CIFAR

@@ -7,41 +7,46 @@ h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the b
          cl_normalize), row i's target its other view, mean over the 2N rows  ((2N-1)-way, s = dot)
   L_KL = KL(softmax(sg(z_t) / rho) || softmax(z_c / rho)), batchmean, no rho^2
   stage (on_epoch_start, 0-based e of E): 1 = (w_cl, w_kl) (1, 0) if e < round(x% E); 3 = (0, 1) if
-  e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage. sg = detach, so L_CL
+  e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage (defaults ``x`` = ``y`` = 20:
+  P4 "with x = y = 20", Table 8's best). sg = detach, so L_CL
   reaches only the transformer (+ A) and L_KL only the CNN; ``bidirectional`` drops both sg (Table 7 "Bi").
   Both terms are computed in every stage (logged; DDP needs the affine layer in every graph), gated by w.
-Other modes: ``independent`` CE only; ``dml`` CE + KL of each branch toward the other's sg softmax
-(no CL); ``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other,
-frozen branch. ``student: cnn``: the teacher is the transformer, the ``vit.`` weights of
-``teacher_checkpoint`` (a raypair checkpoint folder or state.pt), else its ``model.`` weights;
-``student: vit`` (DIS's ViT-B row): the teacher is the CNN, the checkpoint's ``model.`` weights (an
-ERM run of the CNN, or a VPL run's CNN branch).
-Negatives of L_CL are the worker's own N images (no all-gather across DDP ranks).
+Other modes: ``independent`` CE only; ``dml`` (P4 Table 3's DML, Zhang et al. CVPR 2018) CE + KL of
+each branch toward the other's sg softmax (no CL), by DML's Algorithm 1 (``dml_update``, default
+``cnn_first``): within a batch one branch steps, both predictions are recomputed, then the other steps,
+its KL target the first's updated output (no gradient, training mode: its BatchNorm statistics see
+the batch twice). Two optimiser steps per batch (``parts = 2``); train_loss sums both. Which branch
+goes first is an ASSUMPTION (``vit_first`` swaps); ``joint`` is one step on both KLs.
+``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other, frozen branch.
+``student: cnn``: the teacher is the transformer, the ``vit.`` weights of ``teacher_checkpoint`` (a
+raypair checkpoint folder or state.pt), else its ``model.`` weights; ``student: vit`` (DIS's ViT-B row):
+the teacher is the CNN, the checkpoint's ``model.`` weights (an ERM run, or a VPL run's CNN branch).
+Negatives of L_CL: the worker's own N images.
 Affine layer A (only when the widths differ, and only in mode vpl): ``affine: vit`` (default,
 ASSUMPTION §6.2) maps h_t to the CNN width; ``affine: cnn`` maps sg(h_c) to the transformer width,
 after the detach. Either way A is in the transformer's optimiser group.
 ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
 - cl_normalize=True with tau=0.1 (``cl_normalize``, ``tau``); rho=1 (``rho``); affine side (``affine``).
 - separate AdamW groups per branch: ``lr_cnn`` 1e-3 / ``lr_vit`` 4e-4 (absolute: optim.lr is not read;
-  the paper's 5:2 ratio at a CPU from-scratch scale, batch 128), ``weight_decay_cnn`` / ``_vit``
+  the paper's 5:2 ratio at a CPU from-scratch scale, batch 128), ``weight_decay_cnn`` / ``weight_decay_vit``
   (None = optim.weight_decay); the loop's schedule (warm-up: schedule.warmup_epochs) scales both.
-- EMA of both branches, decay_t = min(ema_decay = 0.9999, (1 + t) / (10 + t)) (``ema``, off): copies
+- EMA of both branches, decay_t = min(``ema_decay`` 0.9999, (1 + t) / (10 + t)) (``ema``, off): copies
   ``cnn_ema`` / ``vit_ema`` (float params and buffers averaged) are updated in training-mode forward
   before the loss, i.e. from the weights of the previous optimiser step (they lag by one step);
   distill's frozen teacher has no EMA copy.
 - Random Erasing p = 0.25 on the shared batch (``random_erasing``), per-pixel N(0, 1) fill (``erase_mode``).
 - every branch evaluated, raw and EMA: eval_logits {"cnn", "vit"[, "cnn_ema", "vit_ema"]} (declared by
-  ``VplConfig.eval_heads``); cnn is val_acc, the others val_acc_<head>. Which weights P4 reports is
-  UNKNOWN (methods.md §6.3). Search on val_acc_vit: tau and cl_normalize act only through L_CL, which
-  reaches only the transformer, the branch of P4's main gains (Table 2, ViT-B 77.15 -> 80.95 at 100 ep).
+  ``VplConfig.eval_heads``). Metrics: ``val_acc`` / ``test_acc`` (+ ``_acc5``) are the CNN's top-1 (top-5),
+  beside P4 Table 2's "VPL ResNet-50" row; ``*_acc_vit`` beside "VPL ViT-B"; ``*_acc_<b>_ema`` the EMA
+  copies'; ``train_acc_cnn`` / ``_vit`` per branch. Which weights P4 reports is UNKNOWN (methods.md §6.3).
+  Search on val_acc_vit: tau and cl_normalize act only through L_CL, which reaches only the transformer,
+  the branch of P4's main gains (Table 2, ViT-B 77.15 -> 80.95 at 100 ep).
 - recipe "AutoAugment + Random Erasing", "EMA" (P4 §4, methods.md §6.1): ``aug: base+aa_cifar10`` (or
   ``base+aa_imagenet``), ``random_erasing``, ``ema`` in search_spaces/vpl.yaml and ablations/vpl_*.yaml.
 - tau's scale follows the similarity: ``search_range`` keeps a searched tau in [0.01, 10] for cosine
   similarities, [1, 1000] for raw dot products (~160 at init). L_CL is computed in fp32, autocast off.
 - the transformer's init: the torch RNG after the CNN's (None) or its own seed (``vit_seed``).
-Invariants tested (tests/test_vpl.py): L_CL leaves exactly zero gradient on the CNN and L_KL on the
-transformer (both non-zero with bidirectional); L_CL and L_KL match hand values; stages; modes; teacher
-frozen and loaded; param groups; EMA formula; eval keys; random erasing.
+Tested (tests/test_vpl.py): gradient flow of L_CL / L_KL; hand values; stages; modes (DML by hand SGD).
 """
 from __future__ import annotations
 
@@ -74,6 +79,7 @@ class VplConfig(MethodConfig):
     cl_normalize: bool = True
     rho: float = Field(1.0, gt=0.0, le=100.0)
     bidirectional: bool = False
+    dml_update: Literal["cnn_first", "vit_first", "joint"] = "cnn_first"  # mode dml only
     lr_cnn: float = Field(1e-3, gt=0.0, le=10.0)
     lr_vit: float = Field(4e-4, gt=0.0, le=10.0)
     weight_decay_cnn: Optional[float] = Field(None, ge=0.0, le=1.0)
@@ -123,6 +129,7 @@ class VplConfig(MethodConfig):
 
     def inactive(self) -> set[str]:
         off = set() if self.mode == "vpl" else {"x", "y", "tau", "cl_normalize", "bidirectional", "affine"}
+        off |= set() if self.mode == "dml" else {"dml_update"}
         if self.mode == "independent":
             off.add("rho")
         if self.mode != "distill":
@@ -136,6 +143,11 @@ class VplConfig(MethodConfig):
 def _branch(m: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     h = m.forward_head(m.forward_features(x), pre_logits=True)
     return h, m.get_classifier()(h)
+
+
+def _accs(zc: Tensor, zt: Tensor, y: Tensor) -> dict[str, Tensor]:
+    return {"train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
+            "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
 
 
 def _frozen_copy(m: nn.Module) -> nn.Module:
@@ -172,6 +184,7 @@ class Vpl(Method):
         # (w_cl, w_kl, stage) on the device: a compiled step reads them, so a new stage recompiles nothing
         self.register_buffer("stage_w", torch.tensor([1.0, 1.0, 2.0]), persistent=False)
         self.stage = 2  # until on_epoch_start sets it
+        self.parts = 2 if cfg.mode == "dml" and cfg.dml_update != "joint" else 1
 
     def train(self, mode: bool = True) -> "Vpl":
         super().train(mode)
@@ -214,10 +227,12 @@ class Vpl(Method):
                 V.ema_update_(ema, raw, decay)
         self.ema_step += 1
 
-    def forward(self, x: Tensor, y: Tensor) -> StepOut:
+    def forward(self, x: Tensor, y: Tensor, part: int = 0) -> StepOut:
         cfg = self.cfg
-        if cfg.ema and self.training:
+        if cfg.ema and self.training and part == 0:
             self._update_ema()
+        if self.parts == 2:
+            return self._dml_part(x, y, part)
         m = self.mix(x, y)
         grad, distill = torch.is_grad_enabled(), cfg.mode == "distill"
         with torch.set_grad_enabled(grad and not (distill and cfg.student == "vit")):
@@ -225,9 +240,7 @@ class Vpl(Method):
         with torch.set_grad_enabled(grad and not (distill and cfg.student == "cnn")):
             ht, zt = _branch(self.vit, m.x)
         ce_c = F.cross_entropy(zc.float(), y)
-        logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(),
-                                "train_acc_cnn": (zc.detach().argmax(1) == y).float().mean(),
-                                "train_acc_vit": (zt.detach().argmax(1) == y).float().mean()}
+        logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(), **_accs(zc, zt, y)}
         ce_t = F.cross_entropy(zt.float(), y)
         if distill:  # CE + KL of the student toward the frozen teacher
             (z_s, z_t, ce) = (zc, zt, ce_c) if cfg.student == "cnn" else (zt, zc, ce_t)
@@ -235,7 +248,7 @@ class Vpl(Method):
             return StepOut(ce + kl, z_s, {**logs, "loss_ce_vit": ce_t.detach(), "loss_kl": kl.detach()})
         loss = ce_c + ce_t
         logs["loss_ce_vit"] = ce_t.detach()
-        if cfg.mode == "dml":
+        if cfg.mode == "dml":  # dml_update joint: one step on both KLs from the same outputs
             kl_c, kl_t = V.kl_toward(zc, zt.detach(), cfg.rho), V.kl_toward(zt, zc.detach(), cfg.rho)
             logs.update(loss_kl=kl_c.detach(), loss_kl_vit=kl_t.detach())
             loss = loss + kl_c + kl_t
@@ -245,6 +258,26 @@ class Vpl(Method):
             logs.update(stage=stage, loss_cl=cl.detach(), loss_kl=kl.detach())
             loss = loss + w_cl * cl + w_kl * kl
         return StepOut(loss, zc, logs)
+
+    def _dml_part(self, x: Tensor, y: Tensor, part: int) -> StepOut:
+        """Alternating DML (Zhang et al. 2018, Algorithm 1): part 0 steps the first branch on CE + KL
+        toward the second's current softmax; part 1 recomputes the first branch's outputs with its
+        updated weights (no gradient) and steps the second branch on CE + KL toward them. Part 0
+        mixes (random erasing) and hands the mixed batch on as ``carry``; part 1 gets it as ``x``."""
+        m = self.mix(x, y) if part == 0 else None
+        xm = x if m is None else m.x
+        order = ((self.model, "cnn"), (self.vit, "vit"))[::-1 if self.cfg.dml_update == "vit_first" else 1]
+        (student, name), (teacher, _) = order if part == 0 else order[::-1]
+        z_s = student(xm)
+        with torch.no_grad():
+            z_t = teacher(xm)
+        ce, kl = F.cross_entropy(z_s.float(), y), V.kl_toward(z_s, z_t, self.cfg.rho)
+        logs: dict[str, Any] = {f"loss_ce_{name}": ce.detach(),
+                                "loss_kl" if name == "cnn" else "loss_kl_vit": kl.detach()}
+        if m is not None:
+            zc, zt = (z_s, z_t) if name == "cnn" else (z_t, z_s)
+            return StepOut(ce + kl, zc, {**m.logs, **logs, **_accs(zc, zt, y)}, carry=xm)
+        return StepOut(ce + kl, z_s, logs)
 
     def _pair_losses(self, hc: Tensor, ht: Tensor, zc: Tensor, zt: Tensor) -> tuple[Tensor, Tensor]:
         """(L_CL, L_KL); sg placement of §6.2 unless ``bidirectional``."""

@@ -14,18 +14,20 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, aug_parts
 from raypair.data import DeviceLoader, load_splits
-from raypair.methods import Method, StepOut, build_method
-from raypair.ops.pairing import cycle_partners
+from raypair.loop.epoch import Dist, add_logs, all_reduce, evaluate, train_epoch, train_step
+from raypair.methods import Method, build_method
+
+__all__ = ["CKPT_FILE", "Dist", "TrialDiverged", "add_logs", "all_reduce", "build_optimizer", "divergence",
+           "evaluate", "group_lr", "load_checkpoint", "lr_factor", "pick_device", "restore", "run_trial",
+           "save_checkpoint", "setup", "train_epoch", "train_step"]
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
 CKPT_FILE = "state.pt"
@@ -45,12 +47,6 @@ def divergence(rule: DivergenceConfig, first_loss: float, metrics: dict[str, Any
     if rule.chance_after is not None and epoch >= rule.chance_after and metrics["val_acc"] < chance + rule.chance_margin:
         return f"val_acc {metrics['val_acc']:.4f} at epoch {epoch} is at chance ({chance:.4f} + {rule.chance_margin:g})"
     return None
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world_size: int = 1
 
 
 def pick_device(gpus: float | str) -> torch.device:
@@ -91,110 +87,6 @@ def group_lr(cfg: ScheduleConfig, steps_per_epoch: int, epochs: int,
     if fixed is not None:
         return lambda initial, step: fixed
     return lambda initial, step: initial * lr_factor(cfg, step, steps_per_epoch, epochs, base_lr)
-
-
-# --------------------------------------------------------------------------------- reduction
-def all_reduce(values: Tensor, dist: Dist) -> Tensor:
-    if dist.world_size > 1:
-        torch.distributed.all_reduce(values)
-    return values
-
-
-# ----------------------------------------------------------------------------------- epochs
-def train_step(net: nn.Module, x: Tensor, y: Tensor, opt: torch.optim.Optimizer, amp: bool) -> tuple[Tensor, StepOut]:
-    """One optimiser step: ``(float64 [2] loss * n and correct, on the device; the output)``, no host sync."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        out = net(x, y)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
-    hits = out.logits.detach().argmax(1) == (y if out.labels is None else out.labels)
-    return torch.stack([out.loss.detach().double() * y.shape[0], hits.sum().double()]), out
-
-
-def add_logs(on_device: dict[str, Tensor], on_host: dict[str, float], logs: Any) -> None:
-    """Sum a step's logs: tensors on the device, numbers on the host (no blocking copy per step)."""
-    for k, v in logs.items():
-        if not isinstance(v, Tensor):
-            on_host[k] = on_host.get(k, 0.0) + float(v)
-        else:
-            on_device[k] = on_device[k] + v.detach().double() if k in on_device else v.detach().double()
-
-
-def train_epoch(net: nn.Module, method: Method, batches_it: Any, opt: torch.optim.Optimizer,
-                lr: Callable[[float, int], float], step: int, amp: bool, dist: Dist) -> tuple[dict[str, float], int]:
-    """One pass over ``batches_it``; ``lr(initial_lr, step)`` is each group's lr at that step."""
-    net.train()
-    dev = next(method.parameters()).device
-    sums = torch.zeros(2, device=dev, dtype=torch.float64)  # loss * n, correct (no host sync per step)
-    dev_logs: dict[str, Tensor] = {}
-    host_logs: dict[str, float] = {}
-    batches = seen = 0
-    for x, y in batches_it:
-        for g in opt.param_groups:
-            g["lr"] = lr(g["initial_lr"], step)
-        step_sums, out = train_step(net, x, y, opt, amp)
-        sums += step_sums
-        add_logs(dev_logs, host_logs, out.logs)
-        step, batches, seen = step + 1, batches + 1, seen + y.shape[0]
-    keys = sorted({*dev_logs, *host_logs})  # every method logs the same keys on every batch and every rank
-    local = [*sums.tolist(), float(seen)]
-    logs = [dev_logs.get(k, sums.new_zeros(())) + host_logs.get(k, 0.0) for k in keys]  # a log may be either
-    counts = torch.tensor([float(seen), float(batches)], device=dev, dtype=torch.float64)
-    flat = torch.cat([sums, counts, torch.stack(logs) if keys else sums[:0]])
-    flat = all_reduce(flat, dist).tolist()
-    loss_sum, correct, n, total_batches = flat[:4]
-    metrics = {"train_loss": loss_sum / n, "train_acc": correct / n, "train_samples": n}
-    metrics.update({k: v / total_batches for k, v in zip(keys, flat[4:])})
-    if dist.world_size > 1:  # this rank's own shard, not all-reduced: shows that ranks saw different data
-        metrics["worker"] = {"rank": dist.rank, "train_loss": local[0] / local[2], "train_acc": local[1] / local[2],
-                             "samples": local[2]}
-    return metrics, step
-
-
-@torch.no_grad()
-def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix: str = "val",
-             seed: int = 0) -> dict[str, float]:
-    """Each ``eval_logits`` head's loss, top-1 (and top-5) over the split; a method with ``eval_pairs``
-    also gets the split paired by ``seed`` (the same pairs and ratios at every call) and each of its
-    per-pair values' mean as ``{prefix}_{name}``."""
-    method.eval()
-    dev = next(method.parameters()).device
-    paired = type(method).eval_pairs is not Method.eval_pairs
-    partners = loader.reordered(cycle_partners(len(loader.y), seed)).epoch(0) if paired else None
-    gen = torch.Generator(dev).manual_seed(seed)
-    names: list[str] = []
-    pair_names: list[str] = []
-    sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; per pair metric: its sum; then n
-    for x, y in loader.epoch(0):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            heads = method.eval_logits(x)
-            pairs = method.eval_pairs(x, y, *next(partners), gen) if partners is not None else {}
-        names, pair_names = list(heads), list(pairs)
-        row = []
-        for logits in heads.values():
-            logits = logits.float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            row += [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
-                    (top == y[:, None]).any(1).sum()]
-        row += [v.double().sum() for v in pairs.values()] + [torch.tensor(y.shape[0], device=dev)]
-        vals = torch.stack([r.double() for r in row])
-        sums = vals if sums is None else sums + vals
-    assert sums is not None, "the evaluation split is empty"
-    flat = all_reduce(sums, dist).tolist()
-    n, k = flat[-1], method.info.num_classes
-    out: dict[str, float] = {}
-    for i, name in enumerate(names):
-        tag = f"_{name}" if name else ""
-        out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"] = flat[3 * i] / n, flat[3 * i + 1] / n
-        if k > 5:
-            out[f"{prefix}_acc5{tag}"] = flat[3 * i + 2] / n
-        if i == 0:  # the primary head is also reported untagged
-            out[f"{prefix}_loss"], out[f"{prefix}_acc"] = out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"]
-            if k > 5:
-                out[f"{prefix}_acc5"] = out[f"{prefix}_acc5{tag}"]
-    out.update({f"{prefix}_{name}": flat[3 * len(names) + i] / n for i, name in enumerate(pair_names)})
-    return out
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -256,7 +148,8 @@ def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     start, step, stats, first_loss = restore(method, opt, resume)
     net: nn.Module = method
     if dist.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(method)
+        # a part steps one branch: the other's parameters get no gradient in it (left None, not reduced)
+        net = nn.parallel.DistributedDataParallel(method, find_unused_parameters=method.parts > 1)
     if cfg.scale.compile:
         net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default")
     amp = device.type == "cuda"
