@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from raypair.config import run_model
+from raypair.config.methods.pair_training import resolve_ops
 from raypair.methods import build_method
 from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
@@ -77,7 +78,7 @@ def test_config_checks_name_the_field():
     for bad in ("S9", ["rf", "dmask"], ["rf", "dmask", "mixup"]):
         with pytest.raises(ValidationError, match="must be a preset"):
             cfg_of(stage_ops=bad)
-    assert cfg_of().aug == "base+" and pt.resolve_ops(cfg_of().stage_ops) == ("rf", "dmask", "dmix")
+    assert cfg_of().aug == "base+" and resolve_ops(cfg_of().stage_ops) == ("rf", "dmask", "dmix")
     assert cfg_of(stage_ops=["none", "dmask", "dmask"]).inactive() == {"theta_min", "theta_max", "dmix_label"}
     assert cfg_of(stage_ops="S1").inactive() >= {"omega", "alpha_mode", "t1", "theta_min", "a_min"}
     assert cfg_of(stage_ops="cutout").inactive() == {"cumulative_rf", "a_min", "a_max", "n_max", "theta_min",

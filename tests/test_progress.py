@@ -143,3 +143,69 @@ def test_status_reads_where_an_experiment_stands_from_its_store(tmp_path, capsys
     finally:
         _HELD.pop(exp_dir.resolve()).close()
     assert main(["status", "nope", "--storage", str(tmp_path / "runs")]) == 2
+
+
+def test_a_terminal_gets_the_live_view(tmp_path):
+    """Under a pseudo-terminal: the bar, the counts, a row per running trial with its knobs, epoch and
+    metric, the best so far, the ended lines above it; no status blocks; the final block at the end."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    out = os.fdopen(slave, "w")
+    sweep = load_sweep(QUICK, ["epochs=4"], num_samples=3)
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]
+    prog = Progress(book, out=out)
+    assert prog.live and not prog.verbose
+    trials = []
+    for i in range(2):
+        key = f"t{i:04d}"
+        trial = SimpleNamespace(config={"key": key, "params": {"optim.lr": 0.01 * (i + 1)}}, last_result=None,
+                                error_file=None)
+        book.store(key).create(Trial(key, trial.config["params"]), None)
+        book.describe(Trial(key, trial.config["params"]))
+        prog.on_trial_start(0, [], trial)
+        trials.append(trial)
+    for e in (1, 2):
+        for i, trial in enumerate(trials):
+            trial.last_result = {"epoch": e, "val_acc": 0.5 + i / 10 + e / 100, "epoch_time_s": 1.0}
+            prog.on_trial_result(0, [], trial, trial.last_result)
+    import time
+
+    time.sleep(1.2)  # two redraws
+    book.store("t0000").finish("stopped", epochs=2)
+    prog.on_trial_complete(0, [], trials[0])
+    time.sleep(0.6)
+    prog.on_experiment_end([])
+    out.flush()
+    time.sleep(0.3)
+    out.close()
+    reader.join(5)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "━" in screen and "4/12 trial-epochs (33%)" in screen and "ETA <=" in screen
+    assert "0 finished · 0 stopped · 0 failed · 0 diverged · 2 running of 3" in screen
+    assert "running trial" in screen and "2/4" in screen and "t0000 lr=0.01" in screen
+    assert "best val_acc=0.6200" in screen
+    assert "stopped after epoch 2" in screen and "[1/3 ended]" in screen
+    assert "\x1b[" in screen  # drawn in place with escape codes
+    assert screen.count("trials ended") == 1  # only the final block, no periodic ones

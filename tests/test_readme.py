@@ -35,7 +35,7 @@ def imports_of(path: Path) -> set[str]:
 # layer folder -> the raypair layers it may import (a layer may always import itself)
 LAYERS = {
     "ops": set(),
-    "config": {"methods", "data"},  # the method union and the source registry, both imported lazily
+    "config": {"data"},  # the source registry, imported lazily
     "models": {"config"},
     "methods": {"ops", "config", "models", "registry"},
     "data": {"ops", "config", "registry"},

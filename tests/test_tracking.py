@@ -107,3 +107,26 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_it(tmp_path, monkeypatch):
     t.log_yaml(run_id, {"a": 1}, "config.yaml")
     assert list((tmp_path / "store" / "mlartifacts").rglob("config.yaml"))
     assert not any(cwd.iterdir())
+
+
+def test_the_run_table_view_is_a_saved_view_the_ui_reads(tracker):
+    """The experiment carries a saved view of its run table (the searched params and the metric as
+    columns, best first) in the envelope MLflow's UI parses, under the tag prefix and URL key that
+    the installed UI reads (checked in its bundle, so an MLflow that drops them fails here)."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    route = tracker.save_view("sweep s: trials by val_acc", [("params", "optim.lr"), ("metrics", "val_acc")],
+                              ("metrics", "val_acc"))
+    exp = tracker.client.get_experiment(tracker.experiment_id)
+    assert route == f"#/experiments/{exp.experiment_id}/runs?viewStateShareKey=raypair"
+    envelope = json.loads(exp.tags["mlflow.sharedViewState.raypair"])
+    assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])  # a string in the envelope, as the UI's parser requires
+    assert state == {"selectedColumns": ["params.`optim.lr`", "metrics.`val_acc`"],
+                     "orderByKey": "metrics.`val_acc`", "orderByAsc": False}
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    text = "".join(f.read_text(errors="ignore") for f in bundle.glob("*.js"))
+    assert '"mlflow.sharedViewState."' in text and '"viewStateShareKey"' in text and '"selectedColumns"' in text

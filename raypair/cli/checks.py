@@ -32,9 +32,16 @@ def file_kind(path: str, field: str, allowed: tuple[str, ...]) -> str:
 
 
 def check_data(data: Any) -> Any:
-    """Load the splits as a trial will (decoding through the cache, holding out, sub-setting) and
-    return their ``DataInfo``; ConfigError naming the file or field at fault. The first check of
+    """Check the splits as a trial will load them (decoding through the cache, holding out,
+    sub-setting) and return their classes and image shape; ConfigError naming the file or field at
+    fault. A warm cache is read with numpy alone (``raypair.data.check``); otherwise, or when that
+    read finds anything wrong, the full load runs (torch) and raises its error. The first check of
     CIFAR-10 decodes its 60,000 JPEGs (~6 s on 2 cores) into the cache the trials then read."""
+    from raypair.data.check import cached_shape
+
+    shape = cached_shape(data)
+    if shape is not None:
+        return shape
     from raypair.data import forget, load_splits
 
     try:
@@ -44,11 +51,17 @@ def check_data(data: Any) -> Any:
 
 
 def preflight(run: Any, prefix: str = "") -> None:
-    """The data and the model of one run (its ``model.kwargs`` included), still before any compute."""
-    from raypair.models import check_model
+    """The data and the model of one run (its ``model.kwargs`` included), still before any compute.
+    One of raypair's own nets without ``model.kwargs`` builds under any input a config can give it
+    (tests/test_validate_fast.py), so it is not built here: no torch, no timm."""
+    from raypair.config.model_names import OWN_MODELS
 
     try:
         info = check_data(run.data)
+        if run.model.name in OWN_MODELS and not run.model.kwargs:
+            return
+        from raypair.models import check_model
+
         c, size = info.image_shape[:2]
         check_model(run.model, info.num_classes, c * run.method.images_per_input, size)
     except ConfigError as e:

@@ -79,22 +79,28 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from raypair.tracking import view_route
+
     file_kind(args.space, "space", ("space",))
     sweep = _load("space", args, args.space)
     tracker, records, storage = launch(sweep, args)
     code = print_trials(sweep, records)
-    print(f"MLflow: {tracker.uri} (experiment {sweep.name!r}); browse: raypair ui --storage {storage}")
+    print(f"MLflow: {tracker.uri} (experiment {sweep.name!r}); browse: raypair ui --storage {storage}, "
+          f"then http://127.0.0.1:5000/{view_route(tracker.experiment_id)}")
     return code
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from raypair.tracking import view_route
+
     file_kind(args.ablation, "ablation", ("ablation",))
     ab = _load("ablation", args, args.ablation)
     tracker, records, storage = launch(ab, args)
     tags, _ = ab.summary(records)
     finished, failed = tags["raypair.pairs_finished"], tags["raypair.pairs_failed"]
     print(f"{finished} of {tags['raypair.pairs']} pairs finished, {failed} failed\n"
-          f"MLflow: {tracker.uri} (experiment {ab.name!r})\n"
+          f"MLflow: {tracker.uri} (experiment {ab.name!r}; its run table: raypair ui, then "
+          f"http://127.0.0.1:5000/{view_route(tracker.experiment_id)})\n"
           f"report: raypair report {ab.name} --storage {storage}")
     return 0 if failed == 0 else 1
 

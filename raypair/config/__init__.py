@@ -4,10 +4,12 @@ dotted field and the received value.
 
 - :mod:`raypair.config.base`: the error, the ``Strict`` base, YAML, dicts and dotted paths;
 - :mod:`raypair.config.run`: the run config and its parts (``data``, ``model``, ``optim`` ...);
+- :mod:`raypair.config.methods`: each method's config, one module per method;
 - :mod:`raypair.config.space`: search-space files;
 - :mod:`raypair.config.yamlio`: YAML with limits (no timestamps, depth, alias expansion, duplicate keys).
 
-Importing this package imports neither torch nor the methods; :func:`run_model` does, lazily.
+Nothing here imports torch or timm (``raypair validate`` runs without them); :func:`run_model`
+imports the method configs lazily, and a model name raypair does not own is looked up in timm.
 """
 from raypair.config.base import (NAME_RULE, ConfigError, Name, Strict, check_name, deep_merge, field_at, flatten,
                                  from_validation, parse_override, read_text, read_yaml, set_path, to_plain)

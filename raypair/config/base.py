@@ -58,9 +58,9 @@ def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
     # A tagged union puts the tag in the location: method.erm.aug -> method.aug (and method.vpl
     # for the method config's own cross-field check, whose message then names the field)
     if len(parts) >= 2 and parts[0] == "method":
-        from raypair.methods import METHODS
+        from raypair.config.methods import CONFIGS
 
-        if parts[1] in METHODS:
+        if parts[1] in CONFIGS:
             parts.pop(1)
     return ".".join(p for p in [prefix, *parts] if p)
 
@@ -73,10 +73,10 @@ def from_validation(err: ValidationError, prefix: str = "") -> ConfigError:
     if kind == "extra_forbidden":
         return ConfigError(field, "unknown key")
     if kind == "union_tag_invalid" or (field == "method.name" and kind == "literal_error"):
-        from raypair.methods import METHODS
+        from raypair.config.methods import CONFIGS
 
         value = e["input"].get("name") if isinstance(e["input"], dict) else e["input"]
-        return ConfigError("method.name", f"unknown method (valid: {', '.join(METHODS.names())})", value)
+        return ConfigError("method.name", f"unknown method (valid: {', '.join(CONFIGS.names())})", value)
     if kind == "missing":
         return ConfigError(field, "required")
     msg = e["msg"].removeprefix("Value error, ")

@@ -1,6 +1,6 @@
-"""The base of every method's config (each method file subclasses it), what a method declares about
-its runs (the metrics it reports, its extra epochs, where a search over a knob must stay), and the
-loader settings an ``aug`` value stands for."""
+"""The base of every method's config (each module of ``raypair/config/methods/`` subclasses it),
+what a method declares about its runs (the metrics it reports, its extra epochs, where a search over
+a knob must stay), and the loader settings an ``aug`` value stands for."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal, Optional
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class MethodConfig(Strict):
-    """Base of every method's config; each method file subclasses it with ``name: Literal[...]``."""
+    """Base of every method's config; each module of ``config/methods/`` subclasses it with ``name: Literal[...]``."""
 
     images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
     name: str

@@ -2,8 +2,8 @@
 that holds them, and its loading from YAML with ``--set dotted.path=value`` overrides.
 
 One name per concept: the YAML key, the schema field, the op's keyword and the MLflow param are
-the same dotted path (``optim.lr``, ``method.aug``). Method configs live beside their methods
-(``raypair/methods/*.py``) and are gathered into the ``method`` field's tagged union by
+the same dotted path (``optim.lr``, ``method.aug``). Method configs live in ``raypair/config/methods/``
+(one module per method, torch-free) and are gathered into the ``method`` field's tagged union by
 :func:`run_model`; data sources register themselves in ``raypair/data/sources/`` and
 ``data.source`` is checked against that registry.
 """
@@ -242,9 +242,9 @@ class RunConfigBase(Strict):
 @functools.cache
 def run_model() -> type[RunConfigBase]:
     """The RunConfig class, its ``method`` field a tagged union over every registered method."""
-    from raypair.methods import METHODS
+    from raypair.config.methods import CONFIGS
 
-    classes = tuple(METHODS.get(n).Config for n in METHODS.names())
+    classes = tuple(CONFIGS.get(n) for n in CONFIGS.names())
     if len(classes) == 1:
         method_type: Any = classes[0]
     else:

@@ -49,32 +49,17 @@ once), x2 is drawn with replacement, where P2 draws both with replacement; 11-la
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from raypair.config import MethodConfig
+from raypair.config.methods.bc import BcConfig
 from raypair.methods.base import METHODS, Method, Mixed, StepOut
 from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
 from raypair.ops.losses import kl_loss, one_hot, soft_cross_entropy
 from raypair.ops.mixing import bc_mix, partner, sample_uniform
 from raypair.ops.pairing import batch_draw
-
-
-class BcConfig(MethodConfig):
-    name: Literal["bc"] = "bc"
-    variant: Literal["bc", "bc+"] = "bc+"
-    label_mode: Literal["ratio", "major"] = "ratio"  # ratio: P2 (KL); major: P2s (hard label, CE)
-    r_low: float = Field(0.0, ge=0.0, lt=1.0)  # r ~ U(r_low, 1); P2s uses 0.5
-    pairing: Literal["dataset", "batch"] = "dataset"
-    r_eps: float = Field(1e-6, gt=0.0, lt=0.5)  # ASSUMPTION: clamp of r
-    plus_stats: Literal["paper", "derived"] = "paper"  # ASSUMPTION for datasets outside P2's table
-    train_set: Literal["mixed", "clean_and_mixed"] = "mixed"  # clean_and_mixed: P2s's expanded set
-
-    def inactive(self) -> set[str]:
-        return {"plus_stats"} if self.variant == "bc" else set()
 
 
 @METHODS.register("bc")

@@ -22,26 +22,14 @@ and found 1.0 best"; CutMix-PyTorch's CIFAR runs use 0.5, P3's code 0.1) and ``a
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from raypair.config import MethodConfig
+from raypair.config.methods.cutmix import CutmixConfig
 from raypair.methods.base import METHODS, Method, Mixed
 from raypair.ops.losses import one_hot
 from raypair.ops.mixing import cutmix_beta
-
-
-class CutmixConfig(MethodConfig):
-    name: Literal["cutmix"] = "cutmix"
-    alpha: float = Field(1.0, gt=0.0, le=100.0)  # lam ~ Beta(alpha, alpha)
-    cutmix_prob: float = Field(1.0, ge=0.0, le=1.0)  # per-batch probability of mixing
-    partner: Literal["perm", "flip", "roll"] = "perm"
-
-    def inactive(self) -> set[str]:
-        return {"alpha", "partner"} if self.cutmix_prob == 0 else set()
 
 
 @METHODS.register("cutmix")

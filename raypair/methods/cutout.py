@@ -15,24 +15,13 @@ the loss is hard-label CE. No ASSUMPTION of methods.md applies.
 """
 from __future__ import annotations
 
-from typing import Literal
 
-from pydantic import Field
 from torch import Tensor
 
-from raypair.config import MethodConfig
+from raypair.config.methods.cutout import CutoutConfig
 from raypair.methods.base import METHODS, Method, Mixed
 from raypair.ops.losses import one_hot
 from raypair.ops.masks import cutout_mask
-
-
-class CutoutConfig(MethodConfig):
-    name: Literal["cutout"] = "cutout"
-    n_holes: int = Field(1, ge=0, le=64)  # 0 cuts nothing (ERM on the same stream)
-    length: int = Field(16, ge=1, le=1024)  # square side in pixels: 16 for CIFAR-10, 8 for CIFAR-100
-
-    def inactive(self) -> set[str]:
-        return {"length"} if self.n_holes == 0 else set()
 
 
 @METHODS.register("cutout")

@@ -13,19 +13,12 @@ No ASSUMPTION of methods.md applies.
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
-from raypair.config import MethodConfig
+from raypair.config.methods.erm import ErmConfig
 from raypair.methods.base import METHODS, Method, StepOut
-
-
-class ErmConfig(MethodConfig):
-    name: Literal["erm"] = "erm"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 @METHODS.register("erm")

@@ -30,13 +30,12 @@ ASSUMPTIONs and their switches:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor
 
-from raypair.config import MethodConfig
+from raypair.config.methods.sample_pairing import SamplePairingConfig
 from raypair.methods.base import METHODS, Method, Mixed
 from raypair.ops.losses import one_hot
 from raypair.ops.mixing import mix, partner
@@ -66,22 +65,6 @@ def sp_active(epoch: int, epochs: int, warmup_frac: float = 0.5, on_frac: float 
     """Whether SP mixes in 0-based ``epoch`` of ``epochs`` (see :func:`sp_phases`)."""
     warmup, on, off, final = sp_phases(epochs, warmup_frac, on_frac, off_frac, final_off_frac)
     return warmup <= epoch < final and (epoch - warmup) % (on + off) < on
-
-
-class SamplePairingConfig(MethodConfig):
-    name: Literal["sample_pairing"] = "sample_pairing"
-    pairing: Literal["dataset", "batch"] = "dataset"
-    warmup_frac: float = Field(0.5, ge=0.0, lt=1.0)  # SP: 100 epochs (CIFAR); here 100 of 200
-    on_frac: float = Field(0.04, gt=0.0, le=1.0)  # SP: 8 epochs on
-    off_frac: float = Field(0.01, gt=0.0, le=1.0)  # SP: 2 epochs off
-    final_off_frac: float = Field(0.15, ge=0.0, lt=1.0)  # ASSUMPTION (§4.6)
-
-    @model_validator(mode="after")
-    def _check(self) -> "SamplePairingConfig":
-        if self.warmup_frac + self.final_off_frac >= 1.0:
-            raise ValueError(f"final_off_frac: with warmup_frac={self.warmup_frac} SP would never be on, "
-                             f"got {self.final_off_frac}")
-        return self
 
 
 @METHODS.register("sample_pairing")

@@ -1,5 +1,5 @@
 """PairTraining helpers (methods.md §5.3): stage and progress from beta, the alpha / area / theta
-schedules, the stage presets, and the batched disturbances RF and D-Mix (the composed CutMix op
+schedules and the batched disturbances RF and D-Mix (the composed CutMix op
 with a box fully inside). D-Mask is Cutout's mask keeping odd sides: ``masks.cutout_mask(trim_odd=False)``.
 
 Pure: tensors in, tensors out; the device comes from the inputs, randomness from a
@@ -8,7 +8,7 @@ Pure: tensors in, tensors out; the device comes from the inputs, randomness from
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -17,25 +17,6 @@ from raypair.ops.augment import pad_crop_flip
 from raypair.ops.losses import one_hot
 from raypair.ops.masks import side_for_area
 from raypair.ops.mixing import cutmix, partner
-
-STAGE_OPS = ("none", "rf", "cutout", "cutmix", "dmask", "dmix")
-# Table 4 of P0: strategy 1 = normal training, 8 = full PairTraining; the paper's map of 2-7 is
-# lost, so the controls carry descriptive names, not numbers (methods.md §5.3).
-PRESETS: dict[str, tuple[str, str, str]] = {
-    "S1": ("none", "none", "none"),
-    "S8": ("rf", "dmask", "dmix"),
-    **{op: (op, op, op) for op in STAGE_OPS[1:]},
-    "rf_dmask_dmask": ("rf", "dmask", "dmask"),
-}
-
-
-def resolve_ops(stage_ops: Union[str, Sequence[str]]) -> tuple[str, str, str]:
-    """A preset name (``PRESETS``) or three ops from ``STAGE_OPS`` -> the op of stages 1, 2, 3."""
-    ops = PRESETS.get(stage_ops) if isinstance(stage_ops, str) else tuple(stage_ops)
-    if ops is None or len(ops) != 3 or any(op not in STAGE_OPS for op in ops):
-        raise ValueError(f"stage_ops must be a preset ({', '.join(PRESETS)}) or 3 ops from "
-                         f"{', '.join(STAGE_OPS)}, got {stage_ops!r}")
-    return ops  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------- schedules

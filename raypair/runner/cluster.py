@@ -2,6 +2,7 @@
 how many trials fit at once."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -82,6 +83,8 @@ def _init(address: Optional[str]) -> None:
         os.environ.update(api)
         # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
         # ray.init() joins)
+        # the notice that a Ray of this host's own uses token authentication is not for the researcher
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": api}, **quiet)
 

@@ -3,9 +3,12 @@ and how, the best so far. Never a line per trial per epoch unless asked (``--ver
 of tens of trials of 200 epochs would print tens of thousands of them.
 
 - A line per trial that ends (its status, epochs, metric, and ``k/N ended``).
-- A status block every ``every_s`` seconds (10 s on a terminal, 60 s in a log): trials ended by
-  status, running, trial-epochs done of the planned total, elapsed and an upper-bound ETA (ASHA
-  stops trials early), the best so far with its knobs, and each running trial's epoch and metric.
+- On a terminal, a live view redrawn in place below those lines (``raypair/runner/live.py``): a bar
+  of trial-epochs done of the planned total with elapsed time and an upper-bound ETA (ASHA stops
+  trials early), the counts by status, a row per running trial (its knobs, or variant and seed;
+  its epoch and metric) and the best so far with its knobs.
+- In a log (stdout not a terminal), a status block every ``every_s`` seconds (60 s) with the same
+  facts instead; the last one is printed at the end in both cases.
 """
 from __future__ import annotations
 
@@ -29,10 +32,13 @@ def _clock(seconds: float) -> str:
 
 class Progress(tune.Callback):
     def __init__(self, book: Book, known: Iterable[Record] = (), verbose: bool = False,
-                 every_s: Optional[float] = None, out: Optional[TextIO] = None, clock: Any = time.monotonic) -> None:
+                 every_s: Optional[float] = None, out: Optional[TextIO] = None, clock: Any = time.monotonic,
+                 live: Optional[bool] = None) -> None:
         self.book, self.verbose, self.clock = book, verbose, clock
         self._out = out  # None: sys.stdout when printing (Tune pickles its callbacks; a stream would not pickle)
         tty = bool(getattr(out or sys.stdout, "isatty", lambda: False)())
+        self.live = tty if live is None else live  # the rich view; else status blocks
+        self._view: Any = None  # made on first use, in the driver; never pickled
         self.every_s = every_s if every_s is not None else (10.0 if tty else 60.0)
         exp = book.exp
         planned = exp.planned_trials()
@@ -49,8 +55,21 @@ class Progress(tune.Callback):
                 self.ended[rec.status] += 1
             self.epochs_done += len(rec.rows)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_view": None}
+
     def _print(self, text: str) -> None:
-        print(text, file=self._out or sys.stdout, flush=True)
+        if self.live:
+            if self._view is None:
+                self._open_view()
+            self._view.print(text)
+        else:
+            print(text, file=self._out or sys.stdout, flush=True)
+
+    def _close_view(self) -> None:
+        if self._view is not None:
+            self._view.stop()
+            self._view = None
 
     def _label(self, trial: TuneTrial) -> str:
         return self.book.describe(key_of(trial)).label
@@ -68,6 +87,7 @@ class Progress(tune.Callback):
     # ------------------------------------------------------------------------ Tune's calls
     def on_trial_start(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
         self.running.setdefault(key_of(trial).key, (0, None))
+        self._maybe_status()
 
     def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
         if "infeasible" in result or "epoch" not in result:
@@ -94,7 +114,8 @@ class Progress(tune.Callback):
         self._ended(trial, f"{last_line(trial)} (log: {trial.error_file})")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._print(self.status())
+        self._close_view()
+        print(self.status(), file=self._out or sys.stdout, flush=True)
 
     # ------------------------------------------------------------------------------ lines
     def _ended(self, trial: TuneTrial, error: Optional[str] = None) -> None:
@@ -114,13 +135,30 @@ class Progress(tune.Callback):
         self._maybe_status()
 
     def _maybe_status(self) -> None:
+        if self.live:
+            if self._view is None:
+                self._open_view()
+            return  # the view redraws itself
         now = self.clock()
         if now - self.last >= self.every_s:
             self.last = now
             self._print(self.status())
 
-    def status(self) -> str:
+    def _open_view(self) -> None:
+        from raypair.runner.live import View
+
+        self._view = View(self, self._out or sys.stdout)
+
+    clock_text = staticmethod(_clock)
+
+    def timing(self) -> tuple[float, Optional[float]]:
+        """Seconds elapsed, and an upper bound of the seconds left (None before a trained epoch)."""
         elapsed = self.clock() - self.t0
+        left = (self.total_epochs or 0) - self.epochs_done
+        return elapsed, (elapsed / self.trained * left if self.trained and left > 0 else None)
+
+    def status(self) -> str:
+        elapsed, eta = self.timing()
         counts = ", ".join(f"{self.ended[s]} {s}" for s in (*STATUSES, "interrupted") if self.ended[s])
         of = f"/{self.planned}" if self.planned else ""
         head = f"[{_clock(elapsed)}] {sum(self.ended.values())}{of} trials ended" + (f" ({counts})" if counts else "")
@@ -128,9 +166,8 @@ class Progress(tune.Callback):
         if self.total_epochs:
             pct = 100 * min(1.0, self.epochs_done / self.total_epochs)
             head += f", {self.epochs_done}/{self.total_epochs} trial-epochs ({pct:.0f}%)"
-            left = self.total_epochs - self.epochs_done
-            if self.trained and left > 0:
-                head += f", ETA <= {_clock(elapsed / self.trained * left)}"
+            if eta is not None:
+                head += f", ETA <= {_clock(eta)}"
         lines = [head]
         if self.best is not None:
             lines.append(f"  best {self.book.exp.metric}={self.best[0]:.4f}  {self.best[1]}")

@@ -39,6 +39,11 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
         check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
+    # the run table shows what tells the trials apart and the metric, best first
+    keys = [("params", k) for k in getattr(exp, "space", {})] if exp.kind == "sweep" else \
+        [("tags", "raypair.variant"), ("tags", "raypair.seed")] if exp.kind == "ablation" else []
+    tracker.save_view(f"{exp.kind} {exp.name}: {'trials' if keys else 'runs'} by {exp.metric}",
+                      keys + [("metrics", exp.metric)], ("metrics", exp.metric), ascending=exp.mode == "min")
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
                                      "metric": exp.metric, "mode": exp.mode})
     book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))

@@ -21,6 +21,14 @@ import yaml
 from raypair.tracking.read import PARENT_TAG, tag_equals
 
 KEY_TAG = "raypair.key"
+# MLflow's UI (3.15+) lists experiment tags with this prefix as saved views of the run table
+# (JSON {name, createdAt, updatedAt, state}); ?viewStateShareKey=<id> opens one
+VIEW_TAG, VIEW_ID = "mlflow.sharedViewState.", "raypair"
+
+
+def view_route(experiment_id: str, view_id: str = VIEW_ID) -> str:
+    """The UI route of an experiment's run table in saved view ``view_id``."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={view_id}"
 
 
 def default_uri(storage: Path) -> str:
@@ -60,7 +68,11 @@ class Tracker:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import logging
+
             from mlflow.tracking import MlflowClient
+
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 
             with _sqlite_lock(self.uri):  # two sweeps starting on one new store: one creates the tables
                 client = MlflowClient(tracking_uri=self.uri)
@@ -135,6 +147,21 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, _param_text(v))
+
+    def save_view(self, name: str, columns: list[tuple[str, str]], order_by: Optional[tuple[str, str]] = None,
+                  ascending: bool = False, view_id: str = VIEW_ID) -> str:
+        """A saved view of the experiment's run table (MLflow >= 3.15: the Runs page's "Views" menu,
+        stored as the experiment tag ``mlflow.sharedViewState.<view_id>``): these ``(kind, key)``
+        columns (kind ``params``, ``metrics``, ``tags`` or ``attributes``), sorted by ``order_by``.
+        Returns the UI's route that opens it (after ``http://HOST:PORT/``)."""
+        col = [f"{kind}.`{key}`" for kind, key in columns]
+        state: dict[str, Any] = {"selectedColumns": col}
+        if order_by is not None:
+            state |= {"orderByKey": f"{order_by[0]}.`{order_by[1]}`", "orderByAsc": ascending}
+        now = int(time.time() * 1000)
+        envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + view_id, json.dumps(envelope))
+        return view_route(self.experiment_id, view_id)
 
     def has_params(self, run_id: str) -> bool:
         return bool(self.client.get_run(run_id).data.params)

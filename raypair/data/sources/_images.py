@@ -5,12 +5,12 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Union
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from raypair.config import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor  # torch itself is imported where a split is decoded
 
 
 def fit(img: Tensor, size: Optional[int]) -> Tensor:
@@ -48,6 +48,8 @@ def decode(items: list[Union[Tensor, Path]], size: Optional[int], where: str,
     """Encoded JPEG/PNG bytes (or files) -> uint8 [N, 3, H, W], decoded by a few threads. An image
     that does not decode (a truncated JPEG, not an image) is a ConfigError naming it: its file, or
     ``describe(index)`` (the Parquet file and row)."""
+    import torch
+
     if not items:
         raise ConfigError("data.name", f"no images in {where}")
     starts = list(range(0, len(items), 1024))

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from raypair.config import ConfigError, DataConfig
 from raypair.data.sources._images import fit
 from raypair.data.sources.base import Located, Raw, Source, register
+
+if TYPE_CHECKING:
+    from torch import Tensor  # torch itself is imported where a split is decoded
 
 CIFAR_NAMES = ("cifar10", "cifar100")
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # the spec's values, for CIFAR-10 and -100
@@ -55,6 +56,8 @@ def load_batch(f: Path) -> dict:
 
 
 def _batches(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor]:
+    import torch
+
     xs, ys = [], []
     for f in files:
         d = load_batch(f)

@@ -8,17 +8,18 @@ import functools
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from raypair.config import ConfigError, DataConfig
 from raypair.data.sources.base import Located, Raw, Source, register
-from raypair.ops.sampling import holdout_mask, seeded_generator
 
 DIGITS_TEST_SEED = 1797  # fixed, not split_seed: the digits test split never changes
+DIGITS_TEST_FRACTION = 0.2
 
 
 @functools.lru_cache(maxsize=4)
 def _digits(size: int) -> Raw:
+    import torch
+
+    from raypair.ops.sampling import holdout_mask, seeded_generator
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -27,7 +28,7 @@ def _digits(size: int) -> Raw:
                                         antialias=size < 8)
     x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     y = torch.from_numpy(d.target).long()
-    test = holdout_mask(y, 0.2, seeded_generator(DIGITS_TEST_SEED))
+    test = holdout_mask(y, DIGITS_TEST_FRACTION, seeded_generator(DIGITS_TEST_SEED))
     return Raw(x[~test], y[~test], x[test], y[test], tuple(str(k) for k in range(10)))
 
 
@@ -47,4 +48,16 @@ class Digits(Source):
         return _digits(size or 16)
 
     def key_files(self, loc: Located) -> Optional[list[Path]]:
+        return None
+
+    @staticmethod
+    def label_file() -> Optional[Path]:
+        """scikit-learn's ``digits.csv.gz`` (label last), found without importing scikit-learn."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("sklearn")
+        for base in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(base) / "datasets" / "data" / "digits.csv.gz"
+            if path.is_file():
+                return path
         return None

@@ -4,19 +4,21 @@ test split may lack some, never add one. Images must share a size unless ``data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from raypair.config import ConfigError, DataConfig
 from raypair.data.sources._images import decode
 from raypair.data.sources.base import Located, Raw, Source, register
 
+if TYPE_CHECKING:
+    from torch import Tensor  # torch itself is imported where a split is decoded
+
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def _image_files(split: Path, classes: Sequence[str]) -> tuple[list[Path], Tensor]:
+    import torch
+
     files, labels = [], []
     for k, c in enumerate(classes):
         found = sorted(p for p in (split / c).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) \

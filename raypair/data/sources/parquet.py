@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from raypair.config import ConfigError, DataConfig
 from raypair.data.sources._images import decode
 from raypair.data.sources.base import Located, Raw, Source, register
+
+if TYPE_CHECKING:
+    from torch import Tensor  # torch itself is imported where a split is decoded
 
 
 def _split_files(folder: Path, splits: Sequence[str]) -> tuple[Path, ...]:
@@ -28,6 +29,8 @@ def _split_files(folder: Path, splits: Sequence[str]) -> tuple[Path, ...]:
 
 def _blobs(arr: Any) -> list[Tensor]:
     """Views of each value of an Arrow binary array, over one writable copy of its data buffer."""
+    import torch
+
     width = np.int64 if str(arr.type).startswith("large") else np.int32
     offs = np.frombuffer(arr.buffers()[1], width)[arr.offset:arr.offset + len(arr) + 1].tolist()
     data = torch.from_numpy(np.frombuffer(arr.buffers()[2], np.uint8).copy())
@@ -50,6 +53,8 @@ def _class_names(schema: Any, lab: str, y: Tensor, paths: list[Any]) -> list[str
 
 def _split(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor, list[str]]:
     """Images, labels and class names (empty if unknown) of one split's Parquet files."""
+    import torch
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
