@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +15,13 @@ import ray._private.ray_constants
 from raypair.config import ConfigError, RunConfigBase
 
 DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial only waits on its workers
+# For tests: a local Ray that declares this many GPUs the host does not have (fractional packing is
+# shown on a CPU machine). Trials assigned one train on the CPU (training_device) over gloo.
+FAKE_GPUS = "RAYPAIR_FAKE_GPUS"
+
+
+def fake_gpus() -> float:
+    return float(os.environ.get(FAKE_GPUS) or 0)
 
 
 def start_ray(address: Optional[str]) -> None:
@@ -80,10 +89,13 @@ def _init(address: Optional[str]) -> None:
         port = _free_port()
         api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         os.environ.update(api)
+        fake = {"num_gpus": fake_gpus()} if fake_gpus() else {}
+        if fake:
+            api[FAKE_GPUS] = os.environ[FAKE_GPUS]
         # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
         # ray.init() joins)
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                 runtime_env={"env_vars": api}, **quiet)
+                 runtime_env={"env_vars": api}, **fake, **quiet)
 
 
 def _reachable(gcs: str, address: str) -> None:
@@ -131,7 +143,27 @@ def check_shared(folder: Path) -> None:
 def where(rank: int, resume: Optional[dict[str, Any]]) -> dict[str, Any]:
     """This worker's place in the cluster, for the trial store's ``workers.jsonl``."""
     return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-            "host": socket.gethostname(), "pid": os.getpid(), "from_epoch": int((resume or {}).get("epoch", 0))}
+            "host": socket.gethostname(), "pid": os.getpid(), "from_epoch": int((resume or {}).get("epoch", 0)),
+            "time": time.time()}
+
+
+def training_device(run: RunConfigBase, assigned: Any = None) -> Any:
+    """The torch device a worker trains on: the GPU Ray assigned (``assigned``, Ray Train's
+    ``get_device()``, else CUDA's current device), or the CPU, with a warning, where torch sees no
+    CUDA device although the run asks for one (a node that declares GPUs it cannot use, or
+    $RAYPAIR_FAKE_GPUS in tests): Ray's GPU id alone does not make a device."""
+    import torch
+
+    if run.scale.gpus_per_worker in (0, 0.0):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        warnings.warn(f"raypair: scale.gpus_per_worker={run.scale.gpus_per_worker} but torch sees no CUDA device on "
+                      f"{socket.gethostname()} (Ray assigned GPU ids {ray.get_gpu_ids()}): training on the CPU",
+                      stacklevel=2)
+        return torch.device("cpu")
+    if assigned is not None and torch.device(assigned).type == "cuda":
+        return torch.device(assigned)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def pins(run: RunConfigBase) -> dict[str, Any]:

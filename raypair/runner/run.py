@@ -152,6 +152,9 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tu
         tune_config=tune.TuneConfig(metric=exp.metric if exp.scheduler() else None,
                                     mode=exp.mode if exp.scheduler() else None, num_samples=-1,
                                     max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
+                                    # a trial process (imports, decoded data, torch threads) serves the
+                                    # next trial of the same resources instead of a new one per trial
+                                    reuse_actors=True,
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,
                                   callbacks=[Recorder(book), progress],
