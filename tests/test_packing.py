@@ -25,9 +25,10 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fake_gpu_ray():
-    """raypair starts its own local Ray in this process (the CLI's start_ray), with one fake GPU."""
+    """raypair starts its own local Ray in this process (the CLI's start_ray), with one fake GPU;
+    one Ray per test (a direct-only sweep starts it without the state API Train needs)."""
     if ray.is_initialized():
         ray.shutdown()
     old = os.environ.get("RAYPAIR_FAKE_GPUS")
@@ -90,18 +91,13 @@ def _sweep(tmp_path: Path, trainer: str, epochs: int, seen: set[str]):
     return _bundles(seen)
 
 
-@pytest.fixture(scope="module")
-def seen_groups():
-    return set()
-
-
-def test_four_quarter_gpu_trials_run_at_once_in_the_trial_process(fake_gpu_ray, seen_groups, tmp_path):
-    bundles = _sweep(tmp_path, "direct", epochs=40, seen=seen_groups)
+def test_four_quarter_gpu_trials_run_at_once_in_the_trial_process(fake_gpu_ray, tmp_path):
+    bundles = _sweep(tmp_path, "direct", epochs=40, seen=set())
     assert bundles == [{"CPU": 0.5, "GPU": 0.25}] * 4
 
 
-def test_four_quarter_gpu_trials_run_at_once_under_ray_train(fake_gpu_ray, seen_groups, tmp_path):
-    bundles = _sweep(tmp_path, "train", epochs=60, seen=seen_groups)
+def test_four_quarter_gpu_trials_run_at_once_under_ray_train(fake_gpu_ray, tmp_path):
+    bundles = _sweep(tmp_path, "train", epochs=60, seen=set())
     holding = [b for b in bundles if b.get("CPU") or b.get("GPU")]
     assert holding == [{"CPU": 0.5, "GPU": 0.25}] * 4, bundles  # the Train workers'; the Tune trials hold none
     assert len(bundles) == 8  # one Tune trial bundle and one Train worker bundle per trial

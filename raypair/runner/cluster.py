@@ -24,21 +24,24 @@ def fake_gpus() -> float:
     return float(os.environ.get(FAKE_GPUS) or 0)
 
 
-def start_ray(address: Optional[str]) -> None:
-    """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback."""
+def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None) -> None:
+    """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback.
+    ``runs``: what the trials will run; a local Ray starts its dashboard (the state API) only when
+    one of them may run under Ray Train, which needs it (starting it costs seconds)."""
     if ray.is_initialized():
         return
     if address and address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
+    state_api = runs is None or any(_may_use_train(r) for r in runs)
     try:
         try:
-            _init(address)
+            _init(address, state_api)
         except Exception:
             if address:
                 raise
             ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
-            _init(address)
+            _init(address, state_api)
     except ConfigError:
         raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
@@ -55,7 +58,22 @@ def start_ray(address: Optional[str]) -> None:
               f"{res.get('GPU', 0):g} GPU)", flush=True)
 
 
-def _init(address: Optional[str]) -> None:
+def _may_use_train(run: RunConfigBase) -> bool:
+    """Whether ``run`` can run under Ray Train on a local Ray (``gpus_per_worker: auto`` is 1 where
+    this host has GPUs, as :func:`pins` will settle it)."""
+    scale = run.scale
+    if scale.gpus_per_worker == "auto":
+        try:
+            from ray._private.accelerators import get_accelerator_manager_for_resource
+
+            gpus = fake_gpus() or get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+        except Exception:  # Ray's probe moved: assume a GPU, so the state API is there
+            gpus = 1
+        scale = scale.model_copy(update={"gpus_per_worker": 1 if gpus else 0})
+    return scale.uses_train()
+
+
+def _init(address: Optional[str], state_api: bool = True) -> None:
     import raypair
 
     quiet = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
@@ -87,14 +105,14 @@ def _init(address: Optional[str]) -> None:
         ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = max(
             180, ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S)
         port = _free_port()
-        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} if state_api else {}
         os.environ.update(api)
         fake = {"num_gpus": fake_gpus()} if fake_gpus() else {}
         if fake:
             api[FAKE_GPUS] = os.environ[FAKE_GPUS]
         # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
         # ray.init() joins)
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+        ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": api}, **fake, **quiet)
 
 
