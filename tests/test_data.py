@@ -2,6 +2,7 @@
 Parquet files, and CIFAR-pickle / ImageFolder layouts built in tmp_path from real CIFAR images."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -535,7 +536,8 @@ def test_splits_are_one_mapped_copy_per_host(tmp_path: Path, cache_dir: Path, mo
     assert len(got) == 4
     assert sorted(p.name for p in writes if p.parent.name.startswith("split-")) == \
         ["done", "test_x.npy", "train_x.npy", "val_x.npy"], writes  # written once, by one of the four
-    (entry,) = cache_dir.glob("tally-toy-*")
+    (entry,) = [p for p in cache_dir.glob("tally-toy-*")  # this test's entry in the session's cache
+                if json.loads((p / "meta.json").read_text())["source"] == str(tmp_path / "toy")]
     (split,) = entry.glob("split-*")
     for s in got:
         for name in ("train_x", "val_x", "test_x"):
