@@ -2,6 +2,7 @@
 Parquet files, and CIFAR-pickle / ImageFolder layouts built in tmp_path from real CIFAR images."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -492,3 +493,61 @@ def test_loader_on_cuda_matches_cpu_without_augmentation() -> None:
     aug = ids_loader(64, device="cuda", augment=True, **kw)
     xb, yb = next(aug.epoch(0))
     assert xb.is_cuda and xb.shape == (16, 3, 8, 8)
+
+
+def _mapped_file(t: torch.Tensor) -> Optional[str]:
+    """The file whose mapping holds ``t``'s bytes in this process (``/proc/self/maps``), or None."""
+    ptr = t.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(v, 16) for v in parts[0].split("-"))
+        if lo <= ptr < hi:
+            return parts[5] if len(parts) == 6 else None
+    return None
+
+
+def test_splits_are_one_mapped_copy_per_host(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathered splits are written once into the decode cache and mapped by every load: trials
+    on one host read the same pages (a private gather per trial before), with the same pixels."""
+    import threading
+
+    monkeypatch.setitem(SOURCES._items, "tally", _Tally)
+    monkeypatch.setattr(sources_base, "SHARE_MIN_BYTES", 0)  # the toy split is small
+    x, y = digit_images(20)
+    (tmp_path / "toy").mkdir()
+    torch.save([x[::2], y[::2], x[1::2], y[1::2]], tmp_path / "toy" / "tally.pt")
+    cfg = DataConfig(name="toy", root=str(tmp_path), val_fraction=0.25, test_subset=20)
+    writes = []
+    real_write = sources_base._atomic_write
+
+    def slow_write(path: Path, w) -> None:  # a slow disk: the four loads overlap while one writes
+        writes.append(path)
+        if path.parent.name.startswith("split-"):
+            time.sleep(0.2)
+        real_write(path, w)
+
+    monkeypatch.setattr(sources_base, "_atomic_write", slow_write)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load_splits(cfg))) for _ in range(4)]  # four trials at once
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4
+    assert sorted(p.name for p in writes if p.parent.name.startswith("split-")) == \
+        ["done", "test_x.npy", "train_x.npy", "val_x.npy"], writes  # written once, by one of the four
+    (entry,) = [p for p in cache_dir.glob("tally-toy-*")  # this test's entry in the session's cache
+                if json.loads((p / "meta.json").read_text())["source"] == str(tmp_path / "toy")]
+    (split,) = entry.glob("split-*")
+    for s in got:
+        for name in ("train_x", "val_x", "test_x"):
+            assert _mapped_file(getattr(s, name)) == str(split / f"{name}.npy")
+    monkeypatch.setattr(sources_base, "SHARE_MIN_BYTES", 2**62)  # the private gather, as before
+    private = load_splits(cfg)
+    assert _mapped_file(private.train_x) != str(split / "train_x.npy")
+    for s in got:
+        for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+            assert torch.equal(getattr(s, name), getattr(private, name)), name
+    assert s.info == private.info
+    whole = load_splits(cfg.model_copy(update={"val_fraction": 0.0, "test_subset": None}))
+    assert _mapped_file(whole.train_x) == str(entry / "train_x.npy")  # a whole split maps the decode cache itself

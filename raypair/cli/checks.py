@@ -94,7 +94,7 @@ def check_local_resources(exp: Any, address: Any) -> None:
             if gpus is None:
                 import torch
 
-                gpus = torch.cuda.device_count()
+                gpus = float(os.environ.get("RAYPAIR_FAKE_GPUS") or 0) or torch.cuda.device_count()
             if need["gpu"] > gpus:
                 raise ConfigError("scale.gpus_per_worker", f"one trial needs {need['gpu']:g} GPUs; this machine has "
                                   f"{gpus}; use --address for a cluster", run.scale.gpus_per_worker)

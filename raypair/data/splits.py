@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from raypair.config import ConfigError, DataConfig
-from raypair.data.sources import load_raw, resolve
+from raypair.data.sources import load_raw, resolve, shared_rows
 from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
 from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, seeded_generator
 
@@ -82,22 +82,26 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.val_fraction > 0:
         held = _holdout(raw.train_y, cfg.val_fraction, seeded_generator(cfg.split_seed, 0))
         tr, va = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
-        eval_src = (raw.train_x, raw.train_y)
+        eval_src = "train"
     else:
-        va, te, eval_src = te, None, (raw.test_x, raw.test_y)
+        va, te, eval_src = te, None, "test"
     if cfg.train_subset:
         tr = tr[_balanced(raw.train_y[tr], cfg.train_subset, seeded_generator(cfg.split_seed, 1), "data.train_subset",
                           "training images left after the validation hold-out")]
     if cfg.test_subset:
-        va = va[_balanced(eval_src[1][va], cfg.test_subset, seeded_generator(cfg.split_seed, 2), "data.test_subset",
-                          "evaluation images")]
+        va = va[_balanced(getattr(raw, f"{eval_src}_y")[va], cfg.test_subset, seeded_generator(cfg.split_seed, 2),
+                          "data.test_subset", "evaluation images")]
         if te is not None:
             te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator(cfg.split_seed, 3), "data.test_subset",
                               "test images")]
-    train_x = raw.train_x.index_select(0, tr)  # always a copy: the memo's tensors stay private
-    mean, std = _normalization(cfg, train_x)
-    info = DataInfo(cfg.name, len(raw.classes), tuple(train_x.shape[1:]), mean, std, raw.classes,
+    # the images: one copy per host, shared by every trial on the same split (the labels are small)
+    picks = {"train_x": ("train_x", tr), "val_x": (f"{eval_src}_x", va)}
+    if te is not None:
+        picks["test_x"] = ("test_x", te)
+    x = shared_rows(raw, picks)
+    mean, std = _normalization(cfg, x["train_x"])
+    info = DataInfo(cfg.name, len(raw.classes), tuple(x["train_x"].shape[1:]), mean, std, raw.classes,
                     "val" if cfg.val_fraction > 0 else "test")
-    test = (None, None) if te is None else (raw.test_x.index_select(0, te), raw.test_y.index_select(0, te))
-    return Splits(train_x, raw.train_y.index_select(0, tr), eval_src[0].index_select(0, va),
-                  eval_src[1].index_select(0, va), *test, info)
+    test = (None, None) if te is None else (x["test_x"], raw.test_y.index_select(0, te))
+    return Splits(x["train_x"], raw.train_y.index_select(0, tr), x["val_x"],
+                  getattr(raw, f"{eval_src}_y").index_select(0, va), *test, info)

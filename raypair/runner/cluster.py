@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,23 +16,33 @@ import ray._private.ray_constants
 from raypair.config import ConfigError, RunConfigBase
 
 DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial only waits on its workers
+# For tests: a local Ray that declares this many GPUs the host does not have (fractional packing is
+# shown on a CPU machine). Trials assigned one train on the CPU (training_device) over gloo.
+FAKE_GPUS = "RAYPAIR_FAKE_GPUS"
 
 
-def start_ray(address: Optional[str]) -> None:
-    """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback."""
+def fake_gpus() -> float:
+    return float(os.environ.get(FAKE_GPUS) or 0)
+
+
+def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None) -> None:
+    """Join ``address`` or start a local Ray; a Ray that does not come up is one line, not a traceback.
+    ``runs``: what the trials will run; a local Ray starts its dashboard (the state API) only when
+    one of them may run under Ray Train, which needs it (starting it costs seconds)."""
     if ray.is_initialized():
         return
     if address and address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
+    state_api = runs is None or any(_may_use_train(r) for r in runs)
     try:
         try:
-            _init(address)
+            _init(address, state_api)
         except Exception:
             if address:
                 raise
             ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
-            _init(address)
+            _init(address, state_api)
     except ConfigError:
         raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
@@ -47,7 +59,22 @@ def start_ray(address: Optional[str]) -> None:
               f"{res.get('GPU', 0):g} GPU)", flush=True)
 
 
-def _init(address: Optional[str]) -> None:
+def _may_use_train(run: RunConfigBase) -> bool:
+    """Whether ``run`` can run under Ray Train on a local Ray (``gpus_per_worker: auto`` is 1 where
+    this host has GPUs, as :func:`pins` will settle it)."""
+    scale = run.scale
+    if scale.gpus_per_worker == "auto":
+        try:
+            from ray._private.accelerators import get_accelerator_manager_for_resource
+
+            gpus = fake_gpus() or get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+        except Exception:  # Ray's probe moved: assume a GPU, so the state API is there
+            gpus = 1
+        scale = scale.model_copy(update={"gpus_per_worker": 1 if gpus else 0})
+    return scale.uses_train()
+
+
+def _init(address: Optional[str], state_api: bool = True) -> None:
     import raypair
 
     quiet = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
@@ -79,14 +106,17 @@ def _init(address: Optional[str]) -> None:
         ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = max(
             180, ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S)
         port = _free_port()
-        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} if state_api else {}
         os.environ.update(api)
+        fake = {"num_gpus": fake_gpus()} if fake_gpus() else {}
+        if fake:
+            api[FAKE_GPUS] = os.environ[FAKE_GPUS]
         # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
         # ray.init() joins)
         # the notice that a Ray of this host's own uses token authentication is not for the researcher
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                 runtime_env={"env_vars": api}, **quiet)
+        ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": api}, **fake, **quiet)
 
 
 def _reachable(gcs: str, address: str) -> None:
@@ -134,7 +164,27 @@ def check_shared(folder: Path) -> None:
 def where(rank: int, resume: Optional[dict[str, Any]]) -> dict[str, Any]:
     """This worker's place in the cluster, for the trial store's ``workers.jsonl``."""
     return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-            "host": socket.gethostname(), "pid": os.getpid(), "from_epoch": int((resume or {}).get("epoch", 0))}
+            "host": socket.gethostname(), "pid": os.getpid(), "from_epoch": int((resume or {}).get("epoch", 0)),
+            "time": time.time()}
+
+
+def training_device(run: RunConfigBase, assigned: Any = None) -> Any:
+    """The torch device a worker trains on: the GPU Ray assigned (``assigned``, Ray Train's
+    ``get_device()``, else CUDA's current device), or the CPU, with a warning, where torch sees no
+    CUDA device although the run asks for one (a node that declares GPUs it cannot use, or
+    $RAYPAIR_FAKE_GPUS in tests): Ray's GPU id alone does not make a device."""
+    import torch
+
+    if run.scale.gpus_per_worker in (0, 0.0):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        warnings.warn(f"raypair: scale.gpus_per_worker={run.scale.gpus_per_worker} but torch sees no CUDA device on "
+                      f"{socket.gethostname()} (Ray assigned GPU ids {ray.get_gpu_ids()}): training on the CPU",
+                      stacklevel=2)
+        return torch.device("cpu")
+    if assigned is not None and torch.device(assigned).type == "cuda":
+        return torch.device(assigned)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def pins(run: RunConfigBase) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
                    resume: bool, address: str | None = None, verbose: bool = False) -> tuple[str, list[Record]]:
     """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`store.prepare` found.
     Returns the MLflow parent run id and every trial's record."""
-    start_ray(address)
+    start_ray(address, exp.resource_runs())
     if address:
         check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
@@ -52,6 +52,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     print(f"{exp.kind} {exp.name!r}: {sum(exp.done(r) for r in known.values())} trials done earlier"
           + (f", {todo} to continue" if todo else ""), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner: Progress prints the lines
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the trial store and MLflow hold the results
     with _graceful_stop(book) as stop:
         _tuner(exp, exp_dir, book, Progress(book, known.values(), verbose=verbose)).fit()
     records = list(read_records(exp_dir).values())
@@ -91,20 +92,25 @@ def _graceful_stop(book: Book) -> Iterator[_Stop]:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     quiet = _DropTuneRestoreHint()
-    logging.getLogger("ray.tune.tune").addFilter(quiet)
+    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")]
+    for lg in loggers:
+        lg.addFilter(quiet)
     try:
         yield stop
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        logging.getLogger("ray.tune.tune").removeFilter(quiet)
+        for lg in loggers:
+            lg.removeFilter(quiet)
 
 
 class _DropTuneRestoreHint(logging.Filter):
-    """Tune's "resume with Tuner.restore(...)" advice is wrong here: raypair resumes with --resume."""
+    """Tune's "resume with Tuner.restore(...)" advice is wrong here: raypair resumes with --resume;
+    and its result files are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), so its end-of-run "failed to
+    fetch metrics" for every trial says nothing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
+        return not any(m in record.getMessage() for m in ("Tuner.restore", "Failed to fetch metrics"))
 
 
 def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool) -> str:
@@ -157,6 +163,9 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tu
         tune_config=tune.TuneConfig(metric=exp.metric if exp.scheduler() else None,
                                     mode=exp.mode if exp.scheduler() else None, num_samples=-1,
                                     max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
+                                    # a trial process (imports, decoded data, torch threads) serves the
+                                    # next trial of the same resources instead of a new one per trial
+                                    reuse_actors=True,
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,
                                   callbacks=[Recorder(book), progress],

@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -54,7 +55,7 @@ class TrialStore:
         """Record how the trial ended, unless an end is recorded already (the first word stands: a
         Train run that completes after the driver recorded its stop does not rewrite it)."""
         tmp = self.folder / f".end.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"status": status, **info}, default=str))
+        tmp.write_text(json.dumps({"status": status, "time": time.time(), **info}, default=str))
         try:
             os.link(tmp, self.folder / "end.json")  # atomic, and fails if it exists
             return True

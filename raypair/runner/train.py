@@ -16,10 +16,11 @@ from typing import Any, Optional
 import ray.train
 import ray.train.torch
 from ray.train import FailureConfig, ScalingConfig
+from ray.train.torch import TorchConfig
 
 from raypair.config import RunConfigBase, build_run, to_plain
 from raypair.loop import Dist, run_trial
-from raypair.runner.cluster import where
+from raypair.runner.cluster import fake_gpus, training_device, where
 from raypair.runner.store import TrialStore, store_report
 
 
@@ -35,7 +36,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     else:
         report, resume = store_report(store, forward, dist.rank), store.state()
         store.note_worker(where(dist.rank, resume))
-    run_trial(cfg, report, resume=resume, dist=dist, device=ray.train.torch.get_device())
+    run_trial(cfg, report, resume=resume, dist=dist, device=training_device(cfg, ray.train.torch.get_device()))
 
 
 def worker_resources(cfg: RunConfigBase) -> dict[str, float]:
@@ -52,6 +53,8 @@ def make_trainer(cfg: RunConfigBase, name: str, storage: Path, store: Optional[P
     return ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config={"run": to_plain(cfg), "store": str(store) if store else None},
+        # NCCL on GPU workers (Ray's choice); gloo where the GPUs are fake (NCCL refuses a CPU-only host)
+        torch_config=TorchConfig(backend="gloo" if fake_gpus() else None),
         scaling_config=ScalingConfig(num_workers=cfg.scale.workers, use_gpu="GPU" in res,
                                      resources_per_worker=res),
         run_config=ray.train.RunConfig(name=f"{name}-{uuid.uuid4().hex[:6]}", storage_path=str(storage),

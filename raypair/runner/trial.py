@@ -52,11 +52,15 @@ def _train(cfg: Any, store: TrialStore, key: str, exp_dir: str) -> None:
                   callbacks=[TuneReportCallback()])
     else:
         from raypair.loop import run_trial
-        from raypair.runner.cluster import where
+        from raypair.runner.cluster import training_device, where
 
+        if cfg.scale.compile:  # a reused trial process: the last trial's graphs count against Dynamo's cache limit
+            import torch._dynamo
+
+            torch._dynamo.reset()
         resume = store.state()
         store.note_worker(where(0, resume))
-        run_trial(cfg, store_report(store, tune.report), resume=resume)
+        run_trial(cfg, store_report(store, tune.report), resume=resume, device=training_device(cfg))
 
 
 def diverged(error: BaseException) -> Optional[str]:

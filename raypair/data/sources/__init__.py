@@ -4,11 +4,11 @@ import importlib
 import pkgutil
 
 from raypair.data.sources.base import (SOURCES, Located, Raw, Source, cache_dir, data_root, forget, load_raw,
-                                       register, resolve)
+                                       register, resolve, shared_rows)
 
 for _mod in pkgutil.iter_modules(__path__):
     if not _mod.name.startswith("_") and _mod.name != "base":
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["SOURCES", "Located", "Raw", "Source", "cache_dir", "data_root", "forget", "load_raw", "register",
-           "resolve"]
+           "resolve", "shared_rows"]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 _CACHE_VERSION = 1
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+SHARE_MIN_BYTES = 4 * 2**20  # smaller splits are gathered privately: not worth a file in the cache
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Raw:
     test_x: Tensor
     test_y: Tensor
     classes: tuple[str, ...]
+    folder: Optional[Path] = None  # its decode-cache entry, where shared_rows keeps the splits
 
 
 class Source(ABC):
@@ -168,19 +170,29 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@functools.lru_cache(maxsize=2)
-def _memo(key: str, loc: Located, size: Optional[int], cache_root: Path) -> Raw:
+def _open(folder: Path) -> Optional[Raw]:
+    """A complete cache entry as copy-on-write maps (no read until load_splits gathers its indices:
+    one pass, ~0.1 s for CIFAR; pages shared by every process on the host), or None."""
     import numpy as np
     import torch
 
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False)) for n in _ARRAYS}
+        return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]), folder=folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged cache entry: decode again and replace it
+
+
+@functools.lru_cache(maxsize=2)
+def _memo(key: str, loc: Located, size: Optional[int], cache_root: Path) -> Raw:
+    import numpy as np
+
     folder = cache_root / key
-    if (folder / "meta.json").is_file():
-        try:  # copy-on-write maps: no read until load_splits gathers its indices (one pass, ~0.1 s for CIFAR)
-            arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False))
-                      for n in _ARRAYS}
-            return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged cache entry: decode again and replace it
+    raw = _open(folder)
+    if raw is not None:
+        return raw
     raw = SOURCES.get(loc.kind)().read(loc, size)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +202,8 @@ def _memo(key: str, loc: Located, size: Optional[int], cache_root: Path) -> Raw:
         _atomic_write(folder / "meta.json", lambda fh: fh.write(meta))  # last: marks the entry complete
     except OSError as e:
         warnings.warn(f"raypair: could not write the data cache in {folder}: {e}", stacklevel=2)
-    return raw
+        return raw
+    return _open(folder) or raw  # the maps just written (shared), not this process's decoded copy
 
 
 def load_raw(cfg: DataConfig, loc: Located) -> Raw:
@@ -213,7 +226,7 @@ def load_raw(cfg: DataConfig, loc: Located) -> Raw:
         raise ConfigError("data.name", f"labels in {loc.path} must be 0..K-1, found a negative one")
     k = max(len(raw.classes), int(raw.train_y.max()) + 1, int(raw.test_y.max()) + 1)
     if len(raw.classes) != k:
-        raw = Raw(raw.train_x, raw.train_y, raw.test_x, raw.test_y, tuple(str(i) for i in range(k)))
+        raw = Raw(raw.train_x, raw.train_y, raw.test_x, raw.test_y, tuple(str(i) for i in range(k)), raw.folder)
     import torch
 
     empty = (torch.bincount(raw.train_y, minlength=k) == 0).nonzero()[:, 0].tolist()
@@ -222,6 +235,50 @@ def load_raw(cfg: DataConfig, loc: Located) -> Raw:
         raise ConfigError("data.name", f"{loc.path}: class {names} has no training image"
                                        f"{'' if len(empty) == 1 else f' ({len(empty)} classes)'}", cfg.name)
     return raw
+
+
+def shared_rows(raw: Raw, picks: dict[str, tuple[str, Tensor]]) -> dict[str, Tensor]:
+    """``{name: getattr(raw, field)[indices]}`` for ``picks = {name: (field, indices)}``. When ``raw``
+    lives in the decode cache the gathered rows are written once into its entry (under a lock, keyed
+    by the indices themselves) and returned as copy-on-write maps of those files: every trial on a
+    host that trains on the same split reads one copy in the page cache instead of gathering its
+    own. Private copies otherwise (no cache entry, or a cache that cannot be written)."""
+    import fcntl
+
+    import numpy as np
+    import torch
+
+    def gather(field: str, idx: Tensor) -> Tensor:
+        return getattr(raw, field).index_select(0, idx)
+
+    def mapped(path: Path) -> Tensor:  # a map of its own: the memo's tensors stay private
+        return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
+
+    whole = {n: mapped(raw.folder / f"{f}.npy") for n, (f, idx) in picks.items()  # a whole split in order
+             if raw.folder is not None and torch.equal(idx, torch.arange(len(getattr(raw, f))))}
+    picks = {n: p for n, p in picks.items() if n not in whole}
+    size = sum(len(idx) * getattr(raw, field)[:1].numel() * getattr(raw, field).element_size()
+               for field, idx in picks.values())
+    if raw.folder is None or size < SHARE_MIN_BYTES:
+        return {**whole, **{n: gather(*p) for n, p in picks.items()}}
+    digest = hashlib.sha256()
+    for name, (field, idx) in sorted(picks.items()):
+        digest.update(f"{name}:{field}:".encode())
+        digest.update(idx.to(torch.int64).numpy().tobytes())
+    sub = raw.folder / f"split-{digest.hexdigest()[:20]}"
+    try:
+        sub.mkdir(exist_ok=True)
+        with open(sub / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one trial writes, the others wait for its files
+            if not (sub / "done").is_file():
+                for name, (field, idx) in picks.items():
+                    rows = gather(field, idx).numpy()
+                    _atomic_write(sub / f"{name}.npy", lambda fh, rows=rows: np.save(fh, rows))
+                _atomic_write(sub / "done", lambda fh: fh.write(b"ok"))
+        return {**whole, **{n: mapped(sub / f"{n}.npy") for n in picks}}
+    except (OSError, ValueError) as e:
+        warnings.warn(f"raypair: could not share the splits through {sub}: {e}", stacklevel=2)
+        return {**whole, **{n: gather(*p) for n, p in picks.items()}}
 
 
 def forget() -> None:
