@@ -1,0 +1,172 @@
+"""Exact tests that kill the mutants the other unit tests let live (docs/mutation_survivors.md):
+distribution shapes against their law (Kolmogorov-Smirnov / chi-square, fixed seeds, enough
+samples), Cutout's exact hole areas with clipping, the EMA copies after a method step, and the
+disturbance switches of PairTraining replayed draw by draw."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from raypair.config import run_model
+from raypair.methods import build_method
+from raypair.ops import pairtrain as pt
+from raypair.ops.masks import centred_box, cutout_mask
+from raypair.ops.mixing import partner, sample_beta, sample_uniform
+
+N = 20_000  # at this size a shape error of ~1.5 % of the CDF is rejected; p > 1e-3 keeps false alarms rare
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------ distribution shapes
+def chi2_beta(v, a: float, b: float, bins: int = 20) -> float:
+    """Chi-square p-value of ``v`` in ``bins`` cells of equal Beta(a, b) probability. Cells, not KS:
+    float32 rounds Beta(0.2, 0.2)'s 1.9 % of mass within 6e-8 of 1 onto 1, which KS sees at 1e-6."""
+    edges = stats.beta(a, b).ppf(torch.linspace(0, 1, bins + 1).double().numpy())
+    counts, _ = np.histogram(v, edges)
+    return stats.chisquare(counts).pvalue
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])
+def test_sample_beta_has_the_beta_law(alpha):
+    v = sample_beta(alpha, N, gen(0)).double().numpy()
+    assert chi2_beta(v, alpha, alpha) > 1e-3
+    # and not a neighbouring law: Beta(2 alpha, alpha) (a mutated concentration) is rejected
+    assert chi2_beta(v, 2 * alpha, alpha) < 1e-6 and chi2_beta(v, 1.5 * alpha, 1.5 * alpha) < 1e-6
+
+
+def test_sample_uniform_has_the_uniform_law_on_its_interval():
+    u = sample_uniform(0.25, 0.75, N, gen(1)).double().numpy()
+    assert stats.kstest(u, stats.uniform(0.25, 0.5).cdf).pvalue > 1e-3
+    assert u.min() < 0.2502 and u.max() > 0.7498  # it fills the whole interval
+
+
+def chi2_uniform(counts: torch.Tensor) -> float:
+    """The chi-square test's p-value of ``counts`` against equal cells."""
+    return stats.chisquare(counts.double().numpy()).pvalue
+
+
+def test_cutout_centres_are_uniform_over_the_image():
+    # one 2x2 hole per image (length 2: [c-1, c+1)); its bottom-right pixel is the centre (cy, cx)
+    b, h, w = 8000, 10, 7
+    cut = cutout_mask(b, h, w, 1, 2, gen(2))[:, 0] == 0
+    rows, cols = cut.any(2), cut.any(1)
+    cy = h - 1 - rows.flip(1).float().argmax(1)  # last cut row
+    cx = w - 1 - cols.flip(1).float().argmax(1)
+    assert chi2_uniform(torch.bincount(cy, minlength=h)) > 1e-3 and chi2_uniform(torch.bincount(cx, minlength=w)) > 1e-3
+    assert cy.min() == 0 and cy.max() == h - 1 and cx.max() == w - 1
+
+
+def test_perm_partner_is_a_uniform_permutation():
+    # the partner of sample 0 over many draws: uniform over the 6 positions, itself included
+    firsts = torch.stack([partner(torch.arange(6), "perm", gen(s))[0][0] for s in range(3000)])
+    assert chi2_uniform(torch.bincount(firsts, minlength=6)) > 1e-3
+
+
+# ----------------------------------------------------------------------- Cutout's exact holes
+@pytest.mark.parametrize("cy, cx, length, area", [
+    (16, 16, 16, 16 * 16),  # inside: the full square
+    (0, 0, 16, 8 * 8),  # a corner: a quarter
+    (31, 5, 16, 9 * 13),  # rows [23, 32) (clipped below at 32), cols [0, 13) (clipped at 0)
+    (3, 30, 8, 7 * 6),  # rows [-1, 7) -> [0, 7), cols [26, 34) -> [26, 32)
+    (10, 10, 13, 12 * 12),  # odd side: Cutout's reference cuts 12
+])
+def test_cutout_hole_area_is_the_clipped_square(cy, cx, length, area):
+    box = centred_box(torch.tensor([cy]), torch.tensor([cx]), length, length, 32, 32)
+    assert int(box[2] * box[3]) == area
+    g = gen(0)
+    # find a seed whose first draw is that centre: replay cutout_mask's draws (cy then cx)
+    for seed in range(20000):
+        g.manual_seed(seed)
+        if int(torch.randint(32, (1, 1), generator=g)) == cy and int(torch.randint(32, (1, 1), generator=g)) == cx:
+            break
+    else:
+        pytest.skip("no seed draws that centre")
+    keep = cutout_mask(1, 32, 32, 1, length, gen(seed))
+    assert int((keep == 0).sum()) == area
+
+
+def test_cutout_mean_hole_area_is_the_clipped_expectation():
+    # E[area] of one side-16 hole on 32x32 with a uniform centre, computed exactly: per axis the mean
+    # clipped extent over c = 0..31 of min(c + 8, 32) - max(c - 8, 0)
+    ext = sum(min(c + 8, 32) - max(c - 8, 0) for c in range(32)) / 32
+    keep = cutout_mask(20000, 32, 32, 1, 16, gen(4))
+    area = (keep == 0).flatten(1).sum(1).double()
+    assert abs(area.mean().item() - ext * ext) < 4 * area.std().item() / math.sqrt(len(area))
+
+
+# ------------------------------------------------------------------ PairTraining's switches
+INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
+                       name="cifar10")
+
+
+def pair_method(beta: float, **knobs):
+    run = run_model().model_validate({"method": {"name": "pair_training", **knobs},
+                                      "model": {"name": "tiny_cnn"}})
+    torch.manual_seed(0)
+    m = build_method(run, INFO, generator_seed=0)
+    m.on_epoch_start(1, 10, {"train_acc": beta})
+    return m
+
+
+@pytest.mark.parametrize("cumulative", [True, False])
+def test_cumulative_rf_crops_and_flips_before_the_dmask_holes(cumulative):
+    m = pair_method(0.5, cumulative_rf=cumulative)  # stage 2 (dmask), q = 0.5: one hole of side 13
+    x = torch.randn(16, 3, 32, 32, generator=gen(5))
+    y = torch.arange(16) % 10
+    m.generator.manual_seed(7)
+    out = m.mix(x, y).x
+    g = gen(7)
+    black = -torch.tensor(INFO.mean) / torch.tensor(INFO.std)
+    base = pt.rf(x, g, black) if cumulative else x
+    expected = base * cutout_mask(16, 32, 32, 1, 13, g, trim_odd=False)
+    assert torch.equal(out, expected)
+    if cumulative:  # RF moved the pixels: not the holes on the un-cropped batch
+        assert not torch.equal(out, x * cutout_mask(16, 32, 32, 1, 13, gen(7), trim_odd=False))
+
+
+@pytest.mark.parametrize("cumulative", [True, False])
+def test_cumulative_rf_crops_and_flips_before_the_dmix_paste(cumulative):
+    m = pair_method(0.75, cumulative_rf=cumulative)  # stage 3 (dmix), q = 0: theta 0.3
+    x = torch.randn(16, 3, 32, 32, generator=gen(5))
+    y = torch.arange(16) % 10
+    m.generator.manual_seed(9)
+    out = m.mix(x, y)
+    g = gen(9)
+    black = -torch.tensor(INFO.mean) / torch.tensor(INFO.std)
+    base = pt.rf(x, g, black) if cumulative else x
+    xp, tp, _ = pt.dmix(base, y, 0.3, 10, g)
+    assert torch.equal(out.x, xp) and torch.equal(out.target, tp)
+
+
+# ------------------------------------------------------------------------------ VPL's EMA copies
+def test_both_ema_copies_follow_the_formula_step_after_step():
+    run = run_model().model_validate({"method": {"name": "vpl", "vit_model": "tiny_vit", "ema": True},
+                                      "model": {"name": "tiny_cnn"}, "epochs": 10})
+    torch.manual_seed(0)
+    info = SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=INFO.mean, std=INFO.std, name="cifar10")
+    m = build_method(run, info, generator_seed=0).train()
+    x, y = torch.randn(8, 3, 16, 16, generator=gen(3)), torch.arange(8) % 10
+    pairs = ((m.cnn_ema, m.model), (m.vit_ema, m.vit))
+    for t in range(3):  # update t uses decay min(0.9999, (1 + t) / (10 + t)) on the weights before step t
+        with torch.no_grad():
+            for p in [*m.model.parameters(), *m.vit.parameters()]:
+                p.add_(0.5 * (t + 1))  # as if an optimiser step moved every weight
+        old = [[e.clone() for e in ema.state_dict().values()] for ema, _ in pairs]
+        raw_old = [[r.clone() for r in raw.state_dict().values()] for _, raw in pairs]  # BN stats move in forward
+        m(x, y)
+        d = (1 + t) / (10 + t)
+        for (ema, _), before, raw_before in zip(pairs, old, raw_old):
+            for (name, e), o, r in zip(ema.state_dict().items(), before, raw_before):
+                if e.is_floating_point():
+                    assert torch.allclose(e, d * o + (1 - d) * r, atol=1e-5), (t, name)
+                else:  # BatchNorm's counter is copied
+                    assert torch.equal(e, r), name
+        assert int(m.ema_step) == t + 1
