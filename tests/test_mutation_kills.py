@@ -170,3 +170,147 @@ def test_both_ema_copies_follow_the_formula_step_after_step():
                 else:  # BatchNorm's counter is copied
                     assert torch.equal(e, r), name
         assert int(m.ema_step) == t + 1
+
+
+# ------------------------------------------------------------------ which knobs act, which metrics
+def method_cfg(**knobs):
+    return run_model().model_validate({"method": knobs}).method
+
+
+@pytest.mark.parametrize("knobs, off", [
+    ({"name": "cutout", "n_holes": 0}, {"length"}),
+    ({"name": "cutout", "n_holes": 1}, set()),
+    ({"name": "cutmix", "cutmix_prob": 0}, {"alpha", "partner"}),
+    ({"name": "cutmix", "cutmix_prob": 0.5}, set()),
+    ({"name": "bc", "variant": "bc"}, {"plus_stats"}),
+    ({"name": "bc", "variant": "bc+"}, set()),
+    ({"name": "mixup"}, {"r_x", "r_l", "shared", "top2_tie", "ft_lr"}),
+    ({"name": "mixup", "lam": "range", "r_x": 0, "r_l": 0}, {"alpha", "shared", "top2_tie", "ft_lr"}),
+    ({"name": "mixup", "lam": "range", "r_x": 0.2, "r_l": 0}, {"alpha", "shared", "ft_lr"}),
+    ({"name": "mixup", "lam": "range", "r_x": 0.2, "r_l": 0.1, "ft_epochs": 2}, {"alpha", "top2_tie"}),
+    ({"name": "pair_training", "alpha_mode": "one", "stage_ops": "dmix"}, {"gate", "a_min", "a_max", "n_max"}),
+    ({"name": "pair_training", "stage_ops": "dmask"}, {"theta_min", "theta_max", "dmix_label"}),
+    ({"name": "pair_training", "stage_ops": "rf"}, {"cumulative_rf", "a_min", "a_max", "n_max", "theta_min",
+                                                    "theta_max", "dmix_label"}),
+])
+def test_inactive_knobs_exactly(knobs, off):
+    assert method_cfg(**knobs).inactive() == off
+
+
+def test_metric_declarations_exactly():
+    assert method_cfg(name="mixup").eval_pair_metrics() == {"top2", "top2_all"}
+    assert method_cfg(name="mixup_c", heads=2).eval_heads() == ("", "single_head1", "single_head2")
+    assert method_cfg(name="mixup_c", heads=1).eval_heads() == ("",)
+    assert method_cfg(name="mixup_c", heads=2).eval_pair_metrics() == {"acc_head1", "acc_head2"}
+    assert method_cfg(name="mixup_c", heads=1).eval_pair_metrics() == {"top2", "top2_all"}
+
+
+# ------------------------------------------------------------------------- boundaries and errors
+def test_unit_interval_check_accepts_both_ends():
+    from raypair.ops.mixing import check_unit
+
+    for v in (0.0, 0.5, 1.0):
+        check_unit("theta", v)  # no error
+    for v in (-1e-9, 1 + 1e-9, float("nan")):
+        with pytest.raises(ValueError, match="theta must lie in"):
+            check_unit("theta", v)
+
+
+def test_dmask_schedule_accepts_q_one_and_refuses_outside():
+    assert pt.dmask_schedule(1.0, 0.0625, 0.25, 3, 32) == (3, 16, 0.25)
+    for q, n_max in ((1.5, 1), (-0.1, 1), (0.5, 0)):
+        with pytest.raises(ValueError, match=f"got q={q} n_max={n_max}"):
+            pt.dmask_schedule(q, 0.0625, 0.25, n_max, 32)
+
+
+def test_vpl_stage_bounds_and_percent_rounding():
+    from raypair.ops import vpl_ops as V
+
+    assert V.percent_of(50, 201) == 101 and V.percent_of(50, 200) == 100 and V.percent_of(25, 10) == 3
+    assert [V.vpl_stage(e, 10, 60, 40) for e in range(10)] == [1] * 6 + [3] * 4  # x + y = 100 is allowed
+    for x, y in ((-1, 0), (0, -1), (60, 41), (101, 0)):
+        with pytest.raises(ValueError, match=f"got x={x}, y={y}"):
+            V.vpl_stage(0, 10, x, y)
+    with pytest.raises(ValueError, match="got 4"):
+        V.stage_weights(4)
+
+
+def test_batch_draw_checks_and_is_seeded():
+    from raypair.ops.pairing import batch_draw, draw_avoiding
+
+    x, y = torch.arange(1.0, 2.0)[:, None], torch.tensor([3])
+    assert torch.equal(batch_draw(x, y, 4, gen(0))[1], torch.tensor([3, 3, 3, 3]))  # a batch of one
+    with pytest.raises(ValueError, match=r"got \(0, 1\) and \(0,\)"):
+        batch_draw(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), 2, gen(0))
+    with pytest.raises(ValueError, match=r"got \(2, 1\) and \(3,\)"):
+        batch_draw(torch.zeros(2, 1), torch.zeros(3, dtype=torch.long), 2, gen(0))
+    with pytest.raises(ValueError, match=r"avoid needs shape \[2\], got \(3,\)"):
+        batch_draw(torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), 2, gen(0), avoid=torch.zeros(3))
+    y = torch.arange(10) % 2
+    a = draw_avoiding(y, 64, gen(4), avoid=torch.zeros(64, dtype=torch.long))
+    assert torch.equal(a, draw_avoiding(y, 64, gen(4), avoid=torch.zeros(64, dtype=torch.long)))  # the generator's
+    assert (y[a] == 1).all()
+    # max_rounds reaches the draw: with 0 rounds a row keeps its first candidate, label or not
+    g = gen(5)
+    first = torch.randint(10, (1, 64), generator=g)[0]
+    b = batch_draw(torch.arange(10.0)[:, None], y, 64, gen(5), avoid=torch.zeros(64, dtype=torch.long),
+                   max_rounds=0)[1]
+    assert torch.equal(b, y[first])
+
+
+# ------------------------------------------------------------------------------- SamplePairing
+def test_sp_schedule_with_an_odd_cycle_and_its_errors():
+    from raypair.methods.sample_pairing import sp_active, sp_phases
+
+    # warm-up 1, on 2, off 1 (cycle 3), final from 9: on at 1, 2, 4, 5, 7, 8
+    assert sp_phases(10, 0.1, 0.2, 0.1, 0.1) == (1, 2, 1, 9)
+    assert [sp_active(e, 10, 0.1, 0.2, 0.1, 0.1) for e in range(10)] == [
+        False, True, True, False, True, True, False, True, True, False]
+    assert sp_phases(1, 0.0, 1.0, 1.0, 1.0) == (0, 1, 1, 0)  # one epoch, every fraction at 1: allowed
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        sp_phases(0, 0.5, 0.04, 0.01, 0.15)
+    for i, key in enumerate(("warmup_frac", "on_frac", "off_frac", "final_off_frac")):
+        fr = [0.1, 0.1, 0.1, 0.1]
+        fr[i] = 1.5
+        with pytest.raises(ValueError, match=f"^{key} must lie in \\[0, 1\\], got 1.5"):
+            sp_phases(10, *fr)
+
+
+def test_sample_pairing_follows_its_own_schedule_epoch_by_epoch():
+    from raypair.methods.sample_pairing import sp_active
+
+    knobs = {"warmup_frac": 0.1, "on_frac": 0.2, "off_frac": 0.1, "final_off_frac": 0.2, "pairing": "batch"}
+    run = run_model().model_validate({"method": {"name": "sample_pairing", **knobs}, "model": {"name": "tiny_cnn"}})
+    m = build_method(run, INFO, generator_seed=0)
+    x, y = torch.randn(8, 3, 32, 32, generator=gen(1)), torch.arange(8)
+    seen = []
+    for e in range(10):
+        m.on_epoch_start(e, 10, {})
+        out = m.mix(x, y)
+        seen.append(out.logs["sp_on"] == 1.0)
+        assert (m.active is True) == seen[-1] and torch.equal(out.x, x) != seen[-1]
+    assert seen == [sp_active(e, 10, 0.1, 0.2, 0.1, 0.2) for e in range(10)]
+    assert seen == [False, True, True, False, True, True, False, True, False, False]
+
+
+# ------------------------------------------------------------------------------- ERM and mixup
+def test_erm_mix_is_the_batch_and_its_one_hot_labels():
+    from raypair.ops.losses import one_hot
+
+    run = run_model().model_validate({"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}})
+    m = build_method(run, INFO, generator_seed=0)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 9, 3])
+    out = m.mix(x, y)
+    assert out.x is x and torch.equal(out.target, one_hot(y, 10)) and out.target.shape == (4, 10)
+
+
+def test_mixup_logs_whether_it_fine_tunes():
+    run = run_model().model_validate({"method": {"name": "mixup", "ft_epochs": 1}, "model": {"name": "tiny_cnn"},
+                                      "epochs": 2})
+    m = build_method(run, INFO, generator_seed=0)
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    m.on_epoch_start(1, 2, {})  # the run's 2 mixing epochs, then 1 fine-tuning epoch
+    assert m.mix(x, y).logs["ft"] == 0.0
+    m.on_epoch_start(2, 2, {})
+    out = m.mix(x, y)
+    assert out.logs == {"ft": 1.0} and out.x is x
