@@ -1,6 +1,6 @@
-"""Every method trains one epoch on a real CIFAR-10 subset through ``raypair train`` (Ray Train)
-and through a 2-trial ``raypair tune`` of its search space, and lands in MLflow with its own
-params and per-epoch logs."""
+"""Every method trains one epoch (SamplePairing two: its warm-up takes the first) on a real CIFAR-10
+subset through ``raypair train`` (Ray Train) and through a 2-trial ``raypair tune`` of its search
+space, and lands in MLflow with its own params and per-epoch logs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +22,8 @@ CASES = {
     "cutout": ("cutout.yaml", [], "method.length", None),
     "mixup": ("mixup.yaml", [], "method.r_x", "top2"),
     "cutmix": ("cutmix.yaml", [], "method.cutmix_prob", None),
-    "sample_pairing": ("sample_pairing.yaml", [], "method.pairing", None),
+    # 2 epochs: at 1 epoch SP's warm-up (half the run, rounded up) covers it and SP never mixes
+    "sample_pairing": ("sample_pairing.yaml", ["epochs=2"], "method.pairing", "sp_on"),
     "bc": ("bc.yaml", ["space.method.variant=null", "space.method.label_mode=null", "tune.num_samples=1"],
            "method.variant", None),  # the r_low grid alone: 2 trials
     "mixup_c": ("mixup_c.yaml", ["method.ft_epochs=0", "space.method.ft_epochs=null", "space.method.ft_lr=null"],
@@ -75,6 +76,13 @@ def test_method_trains_through_train_and_tune(local_ray, tmp_path, capsys, metho
             assert run.info.status == "FINISHED"
             assert run.data.params["method.name"] == method and param in run.data.params
             hist = client.get_metric_history(run.info.run_id, "val_acc")
-            assert [m.step for m in hist] == [1]
+            epochs = 2 if "epochs=2" in extra else 1
+            assert [m.step for m in hist] == list(range(1, epochs + 1))
             if metric:
                 assert metric in run.data.metrics
+            if method == "sample_pairing":  # SP mixed in one of the 2 epochs: the warm-up (default 0.5
+                # of 2 epochs: epoch 0) off, then on; a searched warm-up under 0.25 rounds to 0: on, then off
+                sp = [m.value for m in client.get_metric_history(run.info.run_id, "sp_on")]
+                assert sorted(sp) == [0.0, 1.0]
+                if exp_name == "train":
+                    assert sp == [0.0, 1.0]

@@ -2,6 +2,8 @@
 tiny CNN, the top-2 metrics on hand-made logits, and a short real run of each through the loop."""
 from __future__ import annotations
 
+import math
+
 from types import SimpleNamespace
 
 import pytest
@@ -320,7 +322,10 @@ def test_each_method_trains_through_the_loop(method, logs):
     seen: list[dict] = []
     run_trial(cfg, lambda metrics, folder: seen.append(dict(metrics)))
     assert logs <= set(seen[0]) and all(0.0 <= seen[0][k] <= 1.0 for k in logs)
-    assert seen[-1]["val_acc"] > 0.1
+    # it learns: train loss and val_acc improve each epoch, and val_acc ends at 2.5x chance (10 classes;
+    # measured 0.35-0.40 after 2 epochs, ERM 0.51); a method that broke the labels stays near 0.1
+    assert seen[1]["train_loss"] < seen[0]["train_loss"] < math.log(10) and seen[1]["val_acc"] > seen[0]["val_acc"]
+    assert seen[-1]["val_acc"] > 0.25
     if method["name"] == "mixup":  # a third epoch after the run's two fine-tunes: hard labels at ft_lr
         assert len(seen) == 3 and [r["ft"] for r in seen] == [0.0, 0.0, 1.0] and seen[2]["lr"] == 0.01
         assert "top2" not in seen[2] and {"val_top2", "val_top2_all"} <= set(seen[2])
