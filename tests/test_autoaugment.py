@@ -108,18 +108,21 @@ def test_every_op_bin_and_sign_equals_torchvision_per_sample(channels, size):
     assert torch.equal(off, x)  # a step whose coin says no leaves the sample alone
 
 
-@pytest.mark.parametrize("policy, enum", [("cifar10", TA.AutoAugmentPolicy.CIFAR10),
-                                          ("imagenet", TA.AutoAugmentPolicy.IMAGENET)])
-def test_each_sample_gets_its_own_subpolicy(policy, enum):
+@pytest.mark.parametrize("policy, enum, shape", [
+    ("cifar10", TA.AutoAugmentPolicy.CIFAR10, (3, 16, 16)),
+    ("imagenet", TA.AutoAugmentPolicy.IMAGENET, (3, 16, 16)),
+    ("imagenet", TA.AutoAugmentPolicy.IMAGENET, (1, 12, 20)),  # grey, not square: translate per side
+])
+def test_each_sample_gets_its_own_subpolicy(policy, enum, shape):
     """64 copies of one image: sample i equals torchvision's AutoAugment of that image under
     sample i's own draw (sub-policy, coins, signs), and the draws and outputs differ across samples."""
     g = torch.Generator().manual_seed(5)
-    one = torch.randint(0, 256, (1, 3, 16, 16), generator=g, dtype=torch.uint8)
+    one = torch.randint(0, 256, (1, *shape), generator=g, dtype=torch.uint8)
     x = one.expand(64, -1, -1, -1).contiguous()
     out = A.autoaugment(x, policy, torch.Generator().manual_seed(11))
     sub, u, sign = A.draw(64, 25, torch.Generator().manual_seed(11))
     tv = TA.AutoAugment(enum)
-    space = tv._augmentation_space(10, (16, 16))
+    space = tv._augmentation_space(10, shape[1:])
     for i in range(64):
         ref = one[0]
         for k, (op, p, b) in enumerate(tv.policies[int(sub[i])]):
@@ -131,6 +134,14 @@ def test_each_sample_gets_its_own_subpolicy(policy, enum):
         assert torch.equal(out[i], ref), (i, tv.policies[int(sub[i])])
     assert len(set(sub.tolist())) >= 15  # 64 draws over 25 sub-policies
     assert len({o.numpy().tobytes() for o in out}) >= 10
+
+
+def test_images_need_more_than_two_pixels_a_side():
+    g = torch.Generator().manual_seed(0)
+    A.autoaugment(torch.zeros(2, 3, 3, 3, dtype=torch.uint8), "cifar10", g)  # 3 x 3: allowed
+    for shape in ((2, 3, 2, 5), (2, 3, 5, 2)):
+        with pytest.raises(ValueError, match="H, W > 2"):
+            A.autoaugment(torch.zeros(*shape, dtype=torch.uint8), "cifar10", g)
 
 
 def test_subpolicies_are_uniform_and_the_generator_decides():

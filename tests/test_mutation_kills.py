@@ -335,29 +335,3 @@ def test_autoaugment_draw_order_and_shapes():
     assert torch.equal(sub, torch.randint(25, (6,), generator=g))
     assert torch.equal(u, torch.rand(6, 2, generator=g))
     assert torch.equal(sign, torch.randint(2, (6, 2), generator=g))
-
-
-def test_autoaugment_on_a_non_square_grey_batch_is_torchvisions():
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import autoaugment as TA
-
-    from raypair.ops import autoaugment as A
-
-    one = torch.randint(0, 256, (1, 1, 12, 20), generator=gen(5), dtype=torch.uint8)
-    x = one.expand(48, -1, -1, -1).contiguous()
-    out = A.autoaugment(x, "imagenet", gen(11))
-    sub, u, sign = A.draw(48, 25, gen(11))
-    tv = TA.AutoAugment(TA.AutoAugmentPolicy.IMAGENET)
-    space = tv._augmentation_space(10, (12, 20))  # translate: a fraction of each side
-    for i in range(48):
-        ref = one[0]
-        for k, (op, p, b) in enumerate(tv.policies[int(sub[i])]):
-            if u[i, k] <= p:
-                values, signed = space[op]
-                mag = float(values[b].item()) if b is not None else 0.0
-                ref = TA._apply_op(ref, op, -mag if signed and sign[i, k] == 0 else mag,
-                                   InterpolationMode.NEAREST, None)
-        assert torch.equal(out[i], ref), (i, tv.policies[int(sub[i])])
-    A.autoaugment(torch.zeros(2, 3, 3, 3, dtype=torch.uint8), "cifar10", gen(0))  # 3 x 3: allowed
-    with pytest.raises(ValueError, match="H, W > 2"):
-        A.autoaugment(torch.zeros(2, 3, 2, 5, dtype=torch.uint8), "cifar10", gen(0))
