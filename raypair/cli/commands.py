@@ -138,7 +138,7 @@ def print_trials(exp: Any, records: list[Any]) -> int:
     for rec in records:
         epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
         status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
-        lines[rec.key] = (f"  {status:9}  epochs={epochs:<3} {metric}={fmt_value(rec.best(metric, mode)):8}  "
+        lines[rec.key] = (f"  {status:9}  epochs={epochs:<3} best {metric}={fmt_value(rec.best(metric, mode)):8}  "
                           f"{exp.describe(_trial(rec)).label}")
         print(lines[rec.key])
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}

@@ -31,7 +31,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for rec in records:
         shown = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(rec.params.items()))
         epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
-        print(f"  {rec.status:11} epochs={epochs:<4} {metric}={fmt_value(rec.best(metric, mode)):8} {rec.key} {shown}")
+        print(f"  {rec.status:11} epochs={epochs:<4} best {metric}={fmt_value(rec.best(metric, mode)):8} {rec.key} {shown}")
     best = best_record(records, metric, mode)
     if best is not None:
         print(f"best {metric} = {best.best(metric, mode):.4f} ({best.key})")
