@@ -64,6 +64,7 @@ def test_a_log_gets_a_line_per_ended_trial_and_a_status_now_and_then(tmp_path):
     final = text.split("\n[")[-1]
     assert final.startswith("02:02] 16/16 trials ended (15 finished, 1 diverged), 0 running, "
                             "122/128 trial-epochs (95%)"), final
+    assert "ETA" not in final.splitlines()[0]  # the 6 epochs the diverged trial left are not to come
     assert "best val_acc=0.1580" in final and "t0015" in final
 
 
@@ -101,6 +102,13 @@ def test_a_status_block_shows_the_running_trials_and_an_eta(tmp_path):
     assert status.splitlines()[0] == "[00:10] 0/4 trials ended, 2 running, 2/40 trial-epochs (5%), ETA <= 03:10"
     assert "running  t0000  epoch 1  val_acc=0.5" in status and "running  t0001  epoch 1  val_acc=0.25" in status
     assert "best val_acc=0.5000" in status
+    # t0000 stopped early after its first epoch: its other 9 epochs leave the ETA (2 epochs in 10 s)
+    prog.book.store("t0000").create(Trial("t0000", {}), None)
+    prog.book.store("t0000").finish("stopped", epochs=1)
+    prog.on_trial_complete(0, [], SimpleNamespace(config={"key": "t0000", "params": {}},
+                                                  last_result={"epoch": 1, "val_acc": 0.5}, error_file=None))
+    assert prog.status().splitlines()[0] == ("[00:10] 1/4 trials ended (1 stopped), 1 running, 2/40 trial-epochs (5%), "
+                                             "ETA <= 02:25")
 
 
 def test_a_resume_counts_what_earlier_attempts_did(tmp_path):

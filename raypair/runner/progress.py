@@ -49,10 +49,13 @@ class Progress(tune.Callback):
         self.best: Optional[tuple[float, str]] = None
         self.epochs_done = 0  # trial-epochs, replayed ones included
         self.trained = 0  # trial-epochs trained by this driver (the rate for the ETA)
+        self.per_trial = exp.base_run.epochs
+        self.cut = 0  # planned trial-epochs that trials which ended early will not train
         self.t0 = self.last = clock()
         for rec in known:  # a resume: what earlier attempts did counts
             if book.exp.done(rec):
                 self.ended[rec.status] += 1
+                self.cut += max(0, self.per_trial - len(rec.rows))
             self.epochs_done += len(rec.rows)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -127,6 +130,8 @@ class Progress(tune.Callback):
             status = "interrupted"
         self.ended[status] += 1
         epoch = (trial.last_result or {}).get("epoch", 0)
+        if status != "interrupted":
+            self.cut += max(0, self.per_trial - int(epoch))
         name, value = self._metric(trial.last_result or {})
         why = f": {error or end.get('error')}" if status in ("failed", "diverged", "infeasible") else ""
         of = f"/{self.planned}" if self.planned else ""
@@ -154,7 +159,7 @@ class Progress(tune.Callback):
     def timing(self) -> tuple[float, Optional[float]]:
         """Seconds elapsed, and an upper bound of the seconds left (None before a trained epoch)."""
         elapsed = self.clock() - self.t0
-        left = (self.total_epochs or 0) - self.epochs_done
+        left = (self.total_epochs or 0) - self.epochs_done - self.cut
         return elapsed, (elapsed / self.trained * left if self.trained and left > 0 else None)
 
     def status(self) -> str:
