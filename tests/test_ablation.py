@@ -163,6 +163,16 @@ def test_validate_prints_the_resolved_ablation(capsys):
     assert out["variants"]["cutmix"]["overrides"]["method"]["name"] == "cutmix"
 
 
+def test_validate_checks_what_ablate_would_run(capsys):
+    """--seeds / --variants (and --quick) select the same pairs in validate as in ablate."""
+    assert main(["validate", str(DIGITS), "--seeds", "3,4", "--variants", "base,cutmix"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["pairs"] == 4 and set(out["variants"]) == {"base", "cutmix"} and out["seeds"] == [3, 4]
+    assert main(["validate", str(DIGITS), "--quick"]) == 0  # quick: base and cutmix, seeds 0 and 1
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["pairs"] == 4 and set(out["variants"]) == {"base", "cutmix"} and out["seeds"] == [0, 1]
+
+
 def test_report_refuses_an_unknown_experiment(tmp_path, capsys):
     assert main(["report", "nope", "--storage", str(tmp_path)]) == 2
     assert "no MLflow store" in capsys.readouterr().err

@@ -226,6 +226,8 @@ SET_CASES = [
     Case("set into a value", V(str(QUICK), "--set", "epochs.x=1"), "epochs", "8"),
     Case("set no value", V(str(QUICK), "--set", "novalue"), "--set", "novalue"),
     Case("set no path", V(str(QUICK), "--set", "=5"), "--set", "=5"),
+    Case("validate a space --quick", V(str(QUICK), "--quick"), "--quick", "True"),
+    Case("validate a space --seeds", V(str(QUICK), "--seeds", "0,1"), "--seeds", "[0, 1]"),
     Case("set bad yaml", V(str(QUICK), "--set", "optim.lr=[1"), "optim.lr", "[1"),
     Case("set space itself", V(str(QUICK), "--set", "space=1"), "--set", "space=1"),
     Case("set unknown key", V(str(QUICK), "--set", "optim.lrr=0.1"), "optim.lrr", None),

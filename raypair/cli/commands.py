@@ -32,6 +32,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from raypair.config import load_run, to_plain
 
     kind = file_kind(args.file, "file", ("run", "space", "ablation"))
+    for flag in ("quick", "seeds", "variants"):  # never silently ignored
+        if kind != "ablation" and getattr(args, flag) not in (None, False):
+            raise ConfigError(f"--{flag}", f"only an ablation file takes it; {args.file} is a {kind} file",
+                              getattr(args, flag))
     if kind == "run":
         run = load_run(args.file, args.overrides)
         preflight(run)
