@@ -47,11 +47,16 @@ def _finished(storage: Path) -> dict[tuple[str, int], int]:
             for r in runs if r.info.status == "FINISHED"}
 
 
-def _tune_pairs(folder: Path) -> set[tuple[str, int]]:
+def _started_pairs(exp: Path, since: float) -> set[tuple[str, int]]:
+    """(variant, seed) of the pairs a worker started at or after ``since`` (the trial store's
+    workers.jsonl: a line per worker and attempt, with its start time)."""
     out = set()
-    for p in folder.glob("*/params.json"):
-        pair = json.loads(p.read_text())["params"]
-        out.add((pair["variant"], pair["seed"]))
+    for f in exp.glob("trials/*/workers.jsonl"):
+        lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        assert all("time" in w for w in lines), f  # else nothing could count as run again
+        if any(w["time"] >= since for w in lines):
+            pair = json.loads((f.parent / "trial.json").read_text())["params"]
+            out.add((pair["variant"], pair["seed"]))
     return out
 
 
@@ -80,8 +85,9 @@ def resumed(tmp_path_factory):
         if json.loads(p.read_text())["status"] == "finished":
             params = json.loads((p.parent / "trial.json").read_text())["params"]
             done.add((params["variant"], params["seed"]))
+    t_resume = time.time()
     out = subprocess.run(cmd + ["--resume", "--seeds", "0,1,2,3"], capture_output=True, text=True, env=env, timeout=500)
-    return {"storage": storage, "before": before, "history": history, "out": out, "done": done,
+    return {"storage": storage, "before": before, "history": history, "out": out, "done": done, "t_resume": t_resume,
             "first_log": (storage / "first.log").read_text()}
 
 
@@ -94,8 +100,9 @@ def test_resume_reruns_no_finished_pair_and_doubles_no_run(resumed):
     assert f"ablation 'digits_aug': {len(done)} trials done earlier" in out.stdout
     assert set(before) <= done
     exp = storage / "digits_aug"
-    assert not (_tune_pairs(exp / "tune-2") & done), "a finished pair was run again"
-    assert _tune_pairs(exp / "tune-2") == PAIRS - done
+    rerun = _started_pairs(exp, resumed["t_resume"])
+    assert not (rerun & done), "a finished pair was run again"
+    assert rerun == PAIRS - done
     runs = _children(storage)
     keys = [(r.data.tags["raypair.variant"], int(r.data.tags["raypair.seed"])) for r in runs]
     assert sorted(keys) == sorted(PAIRS), "exactly one MLflow run per (variant, seed)"

@@ -61,8 +61,16 @@ EVENTS: list[tuple[str, Callable[[dict, dict, float], bool]]] = [
 ]
 
 
-def _tune_keys(exp: Path, folder: str) -> set[str]:
-    return {json.loads(p.read_text())["key"] for p in (exp / folder).glob("*/params.json")}
+def _started_keys(exp: Path, since: float) -> set[str]:
+    """Trials a worker started at or after ``since`` (the trial store's workers.jsonl: a line per
+    worker and attempt, with its start time)."""
+    keys = set()
+    for f in exp.glob("trials/*/workers.jsonl"):
+        lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        assert all("time" in w for w in lines), f  # else nothing could count as run again
+        if any(w["time"] >= since for w in lines):
+            keys.add(f.parent.name)
+    return keys
 
 
 def _ended(exp: Path) -> set[str]:
@@ -98,7 +106,7 @@ def kill_chain(cmd: list[str], exp: Path, epochs: int, kills: int, log: Path) ->
         _wait_for_orphans(proc.pid)
         new = sorted({p.name for p in exp.glob("tune-*")} - before)
         launches.append({"event": name, "killed": killed, "code": proc.returncode, "ended": _ended(exp),
-                         "tune": new})
+                         "tune": new, "t0": started})
         if not killed and proc.returncode == 0:
             break
     assert launches[-1]["code"] == 0, log.read_text()[-4000:]
@@ -131,7 +139,7 @@ def check(storage: Path, experiment: str, launches: list[dict], epochs: int, opt
     exp = storage / experiment
     rerun = 0
     for i, launch in enumerate(launches[:-1]):  # a trial ended before a kill is never started again
-        later = set().union(*(_tune_keys(exp, t) for nxt in launches[i + 1:] for t in nxt["tune"]))
+        later = _started_keys(exp, launches[i + 1]["t0"])  # every process of launch i was gone by then
         rerun += len(launch["ended"] & later)
     client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
     eid = client.get_experiment_by_name(experiment).experiment_id
