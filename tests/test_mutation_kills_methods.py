@@ -1,0 +1,160 @@
+"""Exact checks of the ops, methods and method configs of methods.md §1-§6 on hand-computed inputs:
+error messages and their boundaries, draws replayed from a reference generator (values and the
+generator's state after the call), knob sets, buffers. Pure functions or tiny models on CPU."""
+from __future__ import annotations
+
+import argparse
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from raypair.config import run_model
+from raypair.config.methods.mixup import MixupConfig
+from raypair.config.methods.vpl import VplConfig
+from raypair.methods import build_method
+from raypair.ops import vpl_ops as V
+from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
+from raypair.ops.masks import inside_box, side_for_area
+from raypair.ops.mixing import cutmix, cutmix_beta, partner, sample_beta, sample_uniform
+from raypair.ops.pairing import batch_draw, draw_avoiding
+from raypair.ops.pairtrain import dmix
+
+INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
+                       name="cifar10")
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def next_draw(g: torch.Generator) -> float:
+    """The generator's next U[0, 1) value: equal only if the same number of values was drawn before."""
+    return float(torch.rand((), generator=g))
+
+
+def method(name: str, info=INFO, seed: int = 0, pool=None, **knobs):
+    run = run_model().model_validate({"method": {"name": name, **knobs},
+                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": True}}})
+    torch.manual_seed(0)
+    return build_method(run, info, pool=pool, generator_seed=seed)
+
+
+# ------------------------------------------------------------------------------------ masks
+def test_inside_box_corners_are_floor_u_times_free_span_plus_one():
+    h, w = torch.tensor([1, 3, 0, 5]), torch.tensor([2, 0, 4, 1])
+    height, width = 5, 7
+    u = torch.rand(2, 4, generator=gen(11))
+    ref = gen(11)
+    torch.rand(2, 4, generator=ref)
+    g = gen(11)
+    top, left, hh, ww = inside_box((h, w), height, width, g)
+    assert top.tolist() == [int(u[0, i] * (height - h[i] + 1)) for i in range(4)]
+    assert left.tolist() == [int(u[1, i] * (width - w[i] + 1)) for i in range(4)]
+    assert hh is h and ww is w
+    assert next_draw(g) == next_draw(ref)  # exactly 2 x B values drawn
+
+
+def test_inside_box_clamps_a_draw_rounded_up_to_the_free_span(monkeypatch):
+    u_max = 1.0 - 2.0 ** -24  # the largest float32 below 1: u * 3 rounds to 3.0 in float32
+    real_rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full(real_rand(*a, **k).shape, u_max))
+    top, left, _, _ = inside_box((torch.tensor([2]), torch.tensor([4])), 4, 6, gen(0))
+    assert (top.tolist(), left.tolist()) == ([2], [2])  # floor(3.0) = 3 clamped to H - h = 2, W - w = 2
+
+
+@pytest.mark.parametrize("h,w", [(5, 1), (1, 8), (-1, 1), (1, -1)])
+def test_inside_box_rejects_sides_outside_the_image(h, w):
+    with pytest.raises(ValueError, match=re.escape(f"box sides must fit in 4x7, got h [{h}] w [{w}]")):
+        inside_box((torch.tensor([h]), torch.tensor([w])), 4, 7, gen(0))
+
+
+def test_side_for_area_rounds_in_float64():
+    # sqrt(0.56249999) * 2 = 1.49999999 (float64) -> 1; in float32 0.56249999 is 0.5625 -> 1.5 -> 2
+    assert side_for_area(0.56249999, 2).tolist() == 1
+    assert side_for_area(torch.tensor([0.25, 0.56249999], dtype=torch.float64), 2).tolist() == [1, 1]
+
+
+# ----------------------------------------------------------------------------------- mixing
+def test_cutmix_beta_pastes_one_box_of_area_one_minus_lam():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    y = torch.tensor([0, 1])
+    target = torch.eye(2)
+    for seed in range(4):
+        ref = gen(seed)
+        lam = sample_beta(1.0, 1, ref)
+        j, _ = partner(y, "perm", ref)
+        expect = cutmix(x, target, j, 1.0 - lam.double(), ref)
+        g = gen(seed)
+        got = cutmix_beta(x, target, y, 1.0, "perm", g)
+        assert all(torch.equal(a, b) for a, b in zip(got, expect))
+        assert next_draw(g) == next_draw(ref)
+
+
+def test_sample_uniform_is_low_plus_span_times_rand():
+    u = torch.rand(3, generator=gen(4))
+    assert torch.equal(sample_uniform(0.25, 0.75, 3, gen(4)), 0.25 + 0.5 * u)
+    with pytest.raises(ValueError, match=re.escape("need low <= high, got [0.5, 0.25]")):
+        sample_uniform(0.5, 0.25, 3, gen(4))
+
+
+# ---------------------------------------------------------------------------------- pairing
+def test_draw_avoiding_default_draws_65_rounds_and_keeps_the_last_when_none_differs():
+    y = torch.tensor([0, 0, 1])
+    avoid = torch.tensor([0, 1, 2])  # row 2: every label differs; rows 0, 1: a re-draw while equal
+    for seed in range(6):
+        ref = gen(seed)
+        cand = torch.randint(3, (65, 3), generator=ref)
+        ok = y[cand] != avoid
+        first = [int(ok[:, i].nonzero()[0]) if ok[:, i].any() else 64 for i in range(3)]
+        g = gen(seed)
+        got = draw_avoiding(y, 3, g, avoid)
+        assert got.tolist() == [int(cand[first[i], i]) for i in range(3)]
+        assert next_draw(g) == next_draw(ref)
+    # a row whose label is in every candidate keeps its last draw (round 64), others their first
+    y2 = torch.tensor([0, 0])
+    avoid2 = torch.tensor([0, 1])
+    for seed in range(6):
+        cand = torch.randint(2, (65, 2), generator=gen(seed))
+        assert draw_avoiding(y2, 2, gen(seed), avoid2).tolist() == [int(cand[64, 0]), int(cand[0, 1])]
+
+
+def test_draw_avoiding_and_batch_draw_without_avoid_draw_n_indices():
+    y = torch.tensor([3, 4, 5, 6])
+    x = torch.arange(4.0)[:, None]
+    idx = torch.randint(4, (5,), generator=gen(2))
+    assert torch.equal(draw_avoiding(y, 5, gen(2)), idx)
+    g, ref = gen(2), gen(2)
+    xb, yb = batch_draw(x, y, 5, g, avoid=torch.tensor([3, 3, 3, 3, 3]))
+    cand = torch.randint(4, (65, 5), generator=ref)
+    assert (yb != 3).all() and next_draw(g) == next_draw(ref)
+    assert torch.equal(xb[:, 0], yb.float() - 3)
+    with pytest.raises(ValueError, match=re.escape("avoid needs shape [5], got (4,)")):
+        batch_draw(x, y, 5, g, avoid=y)
+    assert cand.shape == (65, 5)
+
+
+# -------------------------------------------------------------------------------- pairtrain
+def test_dmix_theta_bounds_are_inclusive():
+    x, y = torch.randn(4, 3, 8, 8, generator=gen(0)), torch.tensor([0, 1, 0, 1])
+    x0, t0, lam0 = dmix(x, y, 0.0, 2, gen(1))
+    assert torch.equal(x0, x) and lam0.tolist() == [1.0] * 4
+    _, _, lam1 = dmix(x, y, 1.0, 2, gen(1))
+    assert lam1.tolist() == [0.0] * 4
+    for bad in (1.5, -0.25):
+        with pytest.raises(ValueError, match=re.escape(f"theta must lie in [0, 1], got {bad}")):
+            dmix(x, y, bad, 2, gen(1))
+
+
+def test_dmix_area_is_theta_in_float64():
+    # 2 px images, theta 0.56249999: side round(sqrt(theta) 2) = round(1.49999999) = 1 in float64, while
+    # a float32 area (0.5625) would give round(1.5) = 2
+    x, y = torch.randn(4, 1, 2, 2, generator=gen(0)), torch.tensor([0, 1, 0, 1])
+    assert dmix(x, y, 0.56249999, 2, gen(3))[2].tolist() == [0.75] * 4
+    for theta in (0.140625, 0.3, 0.56249999):
+        ref = gen(3)
+        j, ok = partner(y, "diffclass", ref)
+        expect = cutmix(x, torch.eye(2)[y], j, ok.double() * theta, ref, inside=True)
+        got = dmix(x, y, theta, 2, gen(3))
+        assert all(torch.equal(a, b) for a, b in zip(got, expect))
