@@ -158,3 +158,115 @@ def test_dmix_area_is_theta_in_float64():
         expect = cutmix(x, torch.eye(2)[y], j, ok.double() * theta, ref, inside=True)
         got = dmix(x, y, theta, 2, gen(3))
         assert all(torch.equal(a, b) for a, b in zip(got, expect))
+
+
+# ---------------------------------------------------------------------------------- vpl_ops
+def test_contrastive_loss_rejects_bad_shapes_and_tau_zero():
+    a = torch.ones(2, 3, 4)
+    with pytest.raises(ValueError, match=re.escape("need two [N, D] embeddings of one shape, got (2, 3, 4) and (2, 3, 4)")):
+        V.contrastive_loss(a, a, 0.1, True)
+    with pytest.raises(ValueError, match=re.escape("need two [N, D] embeddings of one shape, got (2, 3) and (3, 3)")):
+        V.contrastive_loss(torch.ones(2, 3), torch.ones(3, 3), 0.1, True)
+    with pytest.raises(ValueError, match=re.escape("tau must be > 0, got 0.0")):
+        V.contrastive_loss(torch.ones(2, 3), torch.ones(2, 3), 0.0, True)
+
+
+def test_contrastive_loss_on_orthogonal_pairs_is_hand_computed():
+    # N = 2, rows e1, e2 for both views, tau 1, normalised: each row's logits over the 3 others are
+    # {1 (its other view), 0, 0}: loss = log(e + 2) - 1
+    hc = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    got = V.contrastive_loss(hc, hc.clone(), 1.0, True)
+    assert abs(float(got) - (torch.log(torch.tensor(torch.e + 2.0)).item() - 1.0)) < 1e-6
+    # unnormalised: row 0 logits {4, 0, 0}, row 1 {9, 0, 0}: mean of log(e^4 + 2) - 4 and log(e^9 + 2) - 9
+    t = torch.tensor([4.0, 9.0])
+    expect = float((torch.log(torch.exp(t) + 2) - t).mean())
+    assert abs(float(V.contrastive_loss(hc, hc.clone(), 1.0, False)) - expect) < 1e-6
+
+
+def _save(path, obj):
+    torch.save(obj, path)
+    return path
+
+
+def test_teacher_state_messages_and_weights_only(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match=re.escape(f"teacher_checkpoint: no checkpoint at {missing}, got {str(missing)!r}")):
+        V.teacher_state(missing)
+    lst = _save(tmp_path / "list.pt", [1, 2])
+    with pytest.raises(ValueError, match=re.escape(f"teacher_checkpoint: {lst} is no raypair checkpoint "
+                                                   "(no 'method' state dict)")):
+        V.teacher_state(lst)
+    keys = {f"head.k{i}": torch.zeros(1) for i in range(7)}
+    other = _save(tmp_path / "other.pt", {"method": keys})
+    with pytest.raises(ValueError, match=re.escape(f"teacher_checkpoint: {other} has no 'vit.' or 'model.' weights, "
+                                                   f"got keys {sorted(keys)[:5]}")):
+        V.teacher_state(other)
+    # weights_only: a pickled object outside torch's allow-list is refused, not executed
+    bad = _save(tmp_path / "bad.pt", {"method": {"vit.w": torch.ones(1)}, "args": argparse.Namespace(a=1)})
+    with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
+        V.teacher_state(bad)
+    good = _save(tmp_path / "good.pt", {"method": {"vit.w": torch.ones(2), "model.v": torch.zeros(1)}})
+    assert list(V.teacher_state(good)) == ["w"] and list(V.teacher_state(good, ("model.",))) == ["v"]
+
+
+# ---------------------------------------------------------------------------------- bc_prep
+def test_bc_plus_constants_derived_in_float64_and_messages():
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    m64 = 255 * torch.tensor(mean, dtype=torch.float64)
+    m, s = bc_plus_constants("other", mean, std, "derived")
+    assert torch.equal(m, (m64 - m64.mean()).float())
+    assert torch.equal(s, (255 * torch.tensor(std, dtype=torch.float64)).float())
+    assert m.dtype == s.dtype == torch.float32
+    with pytest.raises(ValueError, match=re.escape("unknown BC+ constants source 'x' (valid: paper, derived)")):
+        bc_plus_constants("cifar10", mean, std, "x")
+    with pytest.raises(ValueError, match=re.escape("mean and std need the same number of channels, got "
+                                                   "(0.5, 0.5) and (0.2,)")):
+        bc_plus_constants("cifar10", (0.5, 0.5), (0.2,))
+    with pytest.raises(ValueError, match=re.escape("cifar10's BC+ table has 3 channels, got mean (0.5,)")):
+        bc_plus_constants("cifar10", (0.5,), (0.2,))
+
+
+def test_zero_mean_keeps_a_half_precision_dtype_and_names_the_channel_count():
+    x = torch.randn(2, 3, 4, 4, generator=gen(0))
+    one = [torch.tensor(v) for v in ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), (1.0, 2.0, 3.0), (50.0, 55.0, 60.0))]
+    out = zero_mean(x.bfloat16(), *one)
+    assert out.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=re.escape("need x [B, C, H, W], got shape (3, 4, 4)")):
+        zero_mean(x[0], *one)
+    with pytest.raises(ValueError, match=re.escape("need 3 per-channel values, got [0.5, 0.5]")):
+        zero_mean(x, torch.tensor([0.5, 0.5]), *one[1:])
+
+
+def test_bc_target_names_the_label_modes():
+    y = torch.tensor([0])
+    with pytest.raises(ValueError, match=re.escape("unknown label mode 'soft' (valid: ratio, major)")):
+        bc_target(y, y, torch.tensor([0.5]), 2, "soft")
+
+
+# ---------------------------------------------------------------------------------- configs
+def test_mixup_top2_tie_is_inactive_in_beta_mode_even_with_a_fixed_label_ratio():
+    assert "top2_tie" in MixupConfig(lam="beta", r_l=0.0, r_x=0.5).inactive()
+    assert "top2_tie" not in MixupConfig(lam="range", r_l=0.0, r_x=0.5).inactive()
+
+
+def test_vpl_distill_inactive_knobs_by_student():
+    base = {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "dml_update", "ema_decay"}
+    cnn = VplConfig(mode="distill", teacher_checkpoint="t", student="cnn")
+    assert cnn.inactive() == base | {"vit_seed", "lr_vit", "weight_decay_vit"}
+    vit = VplConfig(mode="distill", teacher_checkpoint="t", student="vit")
+    assert vit.inactive() == base | {"lr_cnn", "weight_decay_cnn"}
+
+
+@pytest.mark.parametrize("mode,student,wd_cnn,wd_vit,expect", [
+    ("vpl", "cnn", None, None, {"optim.lr"}),
+    ("vpl", "cnn", 0.1, None, {"optim.lr"}),
+    ("vpl", "cnn", None, 0.1, {"optim.lr"}),
+    ("vpl", "cnn", 0.1, 0.1, {"optim.lr", "optim.weight_decay"}),
+    ("distill", "cnn", 0.1, None, {"optim.lr", "optim.weight_decay"}),
+    ("distill", "vit", 0.1, None, {"optim.lr"}),
+    ("distill", "vit", None, 0.1, {"optim.lr", "optim.weight_decay"}),
+])
+def test_vpl_unread_run_fields(mode, student, wd_cnn, wd_vit, expect):
+    cfg = VplConfig(mode=mode, student=student, weight_decay_cnn=wd_cnn, weight_decay_vit=wd_vit,
+                    teacher_checkpoint="t" if mode == "distill" else None)
+    assert cfg.unread_run_fields() == expect
