@@ -270,3 +270,48 @@ def test_vpl_unread_run_fields(mode, student, wd_cnn, wd_vit, expect):
     cfg = VplConfig(mode=mode, student=student, weight_decay_cnn=wd_cnn, weight_decay_vit=wd_vit,
                     teacher_checkpoint="t" if mode == "distill" else None)
     assert cfg.unread_run_fields() == expect
+
+
+# ------------------------------------------------------------------------------------ BC
+def test_bc_batch_pairing_replays_diffclass_then_ratio_clamped_to_r_eps():
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3])
+    x = torch.randn(8, 3, 8, 8, generator=gen(1))
+    m = method("bc", seed=5, pairing="batch", variant="bc", r_eps=0.3)
+    ref = gen(5)
+    j, ok = partner(y, "diffclass", ref)
+    r = sample_uniform(0.0, 1.0, 8, ref).clamp(0.3, 0.7)
+    out = m.mix(x, y)
+    assert torch.equal(out.x, r.reshape(-1, 1, 1, 1) * x + (1 - r.reshape(-1, 1, 1, 1)) * x[j])
+    assert torch.equal(out.target, bc_target(y, y[j], r, 10))
+    assert float(out.logs["r_mean"]) == float(r.mean()) and ok.all()
+    assert next_draw(m.generator) == next_draw(ref)
+
+
+def test_bc_dataset_pairing_keeps_the_batch_dtype_and_uses_derived_constants_when_asked():
+    from raypair.data import DeviceLoader
+    n = 16
+    xs = torch.randint(0, 256, (n, 3, 8, 8), generator=gen(5), dtype=torch.uint8)
+    pool = DeviceLoader(xs, torch.arange(n) % 4, batch_size=8, mean=INFO.mean, std=INFO.std, train=True,
+                        augment=False, pad=2)
+    m = method("bc", pool=pool, plus_stats="derived")
+    x2, y2, ok = m.pair(torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3]))
+    assert x2.dtype == torch.float64 and ok.all()
+    dm, ds = bc_plus_constants("cifar10", INFO.mean, INFO.std, "derived")
+    assert torch.equal(m.plus_m.flatten(), dm) and torch.equal(m.plus_s.flatten(), ds)
+    assert not any(k.startswith(("plus_", "norm_")) for k in m.state_dict())  # not in checkpoints
+
+
+# --------------------------------------------------------------------------------- CutMix
+def test_cutmix_gate_is_strictly_below_the_probability_on_the_method_generator():
+    x, y = torch.randn(4, 3, 8, 8, generator=gen(0)), torch.tensor([0, 1, 2, 3])
+    u = float(torch.rand((), generator=gen(9)))
+    torch.manual_seed(123)  # the global RNG must not be the one drawn from
+    off = method("cutmix", seed=9, cutmix_prob=u).mix(x, y)  # u < u is False: not mixed
+    assert torch.equal(off.x, x) and float(off.logs["cutmix_frac"]) == 0.0
+    m = method("cutmix", seed=9, cutmix_prob=min(1.0, u + 1e-6))
+    on = m.mix(x, y)
+    ref = gen(9)
+    torch.rand((), generator=ref)
+    xm, tm, lam = cutmix_beta(x, torch.eye(10)[y], y, 1.0, "perm", ref)
+    assert torch.equal(on.x, xm) and torch.equal(on.target, tm) and float(on.logs["lam"]) == float(lam[0])
+    assert next_draw(m.generator) == next_draw(ref)
