@@ -57,7 +57,9 @@ def test_inside_box_corners_are_floor_u_times_free_span_plus_one():
 
 
 def test_inside_box_clamps_a_draw_rounded_up_to_the_free_span(monkeypatch):
-    u_max = 1.0 - 2.0 ** -24  # the largest float32 below 1: u * 3 rounds to 3.0 in float32
+    # a draw of 1.0 (outside torch.rand's [0, 1) on the CPU, where u * n never rounds up to n; the clamp
+    # guards a generator whose draw or product does): floor(1.0 * 3) = 3 must still land inside
+    u_max = 1.0
     real_rand = torch.rand
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full(real_rand(*a, **k).shape, u_max))
     top, left, _, _ = inside_box((torch.tensor([2]), torch.tensor([4])), 4, 6, gen(0))
@@ -315,3 +317,58 @@ def test_cutmix_gate_is_strictly_below_the_probability_on_the_method_generator()
     xm, tm, lam = cutmix_beta(x, torch.eye(10)[y], y, 1.0, "perm", ref)
     assert torch.equal(on.x, xm) and torch.equal(on.target, tm) and float(on.logs["lam"]) == float(lam[0])
     assert next_draw(m.generator) == next_draw(ref)
+
+
+# ------------------------------------------------------------------------------- mixup-C
+def test_mixup_c_draws_one_lam_then_a_permutation_and_fine_tunes_on_hard_labels():
+    from raypair.methods.mixup_c import MixupC
+    x, y = torch.randn(4, 3, 8, 8, generator=gen(0)), torch.tensor([0, 1, 2, 3])
+    m = method("mixup_c", seed=3)
+    ref = gen(3)
+    lam = sample_beta(1.0, 1, ref)[0]
+    j, _ = partner(y, "perm", ref)
+    out = m.mix(x, y)
+    assert torch.equal(out.x, torch.cat([lam * x, (1 - lam) * x[j]], 1))
+    assert next_draw(m.generator) == next_draw(ref)
+    assert m.state_dict()["converted"].dtype == torch.bool
+    m._convert()
+    single = m.mix(x, y)
+    assert torch.equal(single.target, torch.eye(10)[y]) and torch.equal(single.x[:, 3:], torch.zeros_like(x))
+    with pytest.raises(ValueError, match=r"got none in Sequential$"):
+        MixupC(m.cfg, torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), INFO)
+
+
+def test_mixup_c_two_heads_train_acc_head2_scores_the_partner_labels():
+    y = torch.arange(32) % 10
+    x = torch.randn(32, 3, 8, 8, generator=gen(0))
+    m = method("mixup_c", seed=3, heads=2).eval()
+    with torch.no_grad():
+        m.head2.weight.normal_(0, 5, generator=gen(1))
+        out = m(x, y)
+        m.generator.manual_seed(3)  # replay the step's draws
+        lam = sample_beta(1.0, 1, gen(3))[0]
+        x2 = m.mix(x, y).x
+        j = partner(y, "perm", [g := gen(3), sample_beta(1.0, 1, g)][0])[0]
+        pred = m._heads(x2, both=True)[1].argmax(1)
+    acc = float((pred == y[j]).float().mean())
+    assert float(out.logs["train_acc_head2"]) == acc and float(out.logs["lam"]) == float(lam)
+    assert acc > 0  # some rows right (an index into the flattened logits would be right on none)
+
+
+# -------------------------------------------------------------------------- SamplePairing
+def test_sample_pairing_schedule_uses_final_off_frac_and_pool_draws_keep_the_dtype():
+    from raypair.data import DeviceLoader
+    from raypair.methods.sample_pairing import sp_active
+    m = method("sample_pairing", final_off_frac=0.4)
+    got = []
+    for e in range(20):
+        m.on_epoch_start(e, 20, {})
+        got.append(m.active)
+    assert got == [sp_active(e, 20, 0.5, 0.04, 0.01, 0.4) for e in range(20)]
+    assert got != [sp_active(e, 20) for e in range(20)]
+    xs = torch.randint(0, 256, (8, 3, 8, 8), generator=gen(5), dtype=torch.uint8)
+    pool = DeviceLoader(xs, torch.arange(8) % 4, batch_size=8, mean=INFO.mean, std=INFO.std, train=True,
+                        augment=False, pad=2)
+    sp = method("sample_pairing", pool=pool)
+    out = sp.mix(torch.zeros(4, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3]))
+    assert out.x.dtype == torch.float64
