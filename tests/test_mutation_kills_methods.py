@@ -370,5 +370,5 @@ def test_sample_pairing_schedule_uses_final_off_frac_and_pool_draws_keep_the_dty
     pool = DeviceLoader(xs, torch.arange(8) % 4, batch_size=8, mean=INFO.mean, std=INFO.std, train=True,
                         augment=False, pad=2)
     sp = method("sample_pairing", pool=pool)
-    out = sp.mix(torch.zeros(4, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3]))
-    assert out.x.dtype == torch.float64
+    out = sp.mix(torch.zeros(4, 3, 8, 8, dtype=torch.bfloat16), torch.tensor([0, 1, 2, 3]))
+    assert out.x.dtype == torch.bfloat16  # a float32 draw mixed in would promote the batch
