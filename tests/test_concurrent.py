@@ -51,7 +51,8 @@ def test_two_sweeps_at_once_on_one_new_storage(tmp_path):
     for name, n in (("train_sweep", 3), ("direct_sweep", 4)):
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(children) == n and all(r.info.status == "FINISHED" for r in runs), name
+        assert len(children) == n and all(r.info.status == "FINISHED" for r in runs), \
+            (name, [(r.info.run_name, r.info.status, r.data.metrics.get("epoch")) for r in runs], outs[name][-3000:])
     assert list((storage / "train_sweep" / "train").iterdir()), "the Train-backed sweep ran TorchTrainers"
 
 

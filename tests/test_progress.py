@@ -217,3 +217,25 @@ def test_a_terminal_gets_the_live_view(tmp_path):
     assert "stopped after epoch 2" in screen and "[1/3 ended]" in screen
     assert "\x1b[" in screen  # drawn in place with escape codes
     assert screen.count("trials ended") == 1  # only the final block, no periodic ones
+
+
+def test_epochs_the_store_holds_beyond_tunes_last_result_count(tmp_path):
+    """A Ray Train trial can end before its last report reaches Tune's callbacks: the trial store's
+    rows after it count (the ended line, the trial-epochs, the best)."""
+    sweep = load_sweep(QUICK, ["epochs=2"], num_samples=1)
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=None)  # type: ignore[arg-type]
+    out = io.StringIO()
+    prog = Progress(book, verbose=False, every_s=60, out=out, clock=Clock())
+    trial = SimpleNamespace(config={"key": "t0000", "params": {}}, last_result=None, error_file=None)
+    store = book.store("t0000")
+    store.create(Trial("t0000", {}), None)
+    prog.on_trial_start(0, [], trial)
+    for e, acc in ((1, 0.25), (2, 0.5)):
+        store.append({"epoch": e, "val_acc": acc})
+    trial.last_result = {"epoch": 1, "val_acc": 0.25}
+    prog.on_trial_result(0, [], trial, trial.last_result)  # epoch 2 never reaches Tune
+    store.finish("finished", epochs=2)
+    prog.on_trial_complete(0, [], trial)
+    assert "t0000 finished after epoch 2, val_acc=0.5 [1/1 ended]" in out.getvalue()
+    assert prog.epochs_done == 2 and prog.best == (0.5, "t0000")
+    assert prog.status().splitlines()[0] == "[00:00] 1/1 trials ended (1 finished), 0 running, 2/2 trial-epochs (100%)"

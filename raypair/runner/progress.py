@@ -129,15 +129,28 @@ class Progress(tune.Callback):
         if self.book.stopping and not end:
             status = "interrupted"
         self.ended[status] += 1
-        epoch = (trial.last_result or {}).get("epoch", 0)
+        last = self._catch_up(key, trial, trial.last_result or {})
+        epoch = last.get("epoch", 0)
         if status != "interrupted":
             self.cut += max(0, self.per_trial - int(epoch))
-        name, value = self._metric(trial.last_result or {})
+        name, value = self._metric(last)
         why = f": {error or end.get('error')}" if status in ("failed", "diverged", "infeasible") else ""
         of = f"/{self.planned}" if self.planned else ""
         self._print(f"  {self._label(trial)} {status} after epoch {epoch}, {name}={fmt_value(value)}"
                     f"{why} [{sum(self.ended.values())}{of} ended]")
         self._maybe_status()
+
+    def _catch_up(self, key: str, trial: TuneTrial, last: dict[str, Any]) -> dict[str, Any]:
+        """The trial store's epochs after the last result Tune passed on (a Ray Train trial's last
+        report can end the trial before it reaches the callbacks) count too; returns the last row."""
+        rows = [r for r in self.book.store(key).history() if r.get("epoch", 0) > last.get("epoch", 0)]
+        metric = self.book.exp.metric
+        for row in rows:
+            self.epochs_done, self.trained = self.epochs_done + 1, self.trained + 1
+            value = row.get(metric)
+            if isinstance(value, (int, float)) and value == value and self._better(value):
+                self.best = (float(value), self._label(trial))
+        return rows[-1] if rows else last
 
     def _maybe_status(self) -> None:
         if self.live:

@@ -164,8 +164,11 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tu
                                     mode=exp.mode if exp.scheduler() else None, num_samples=-1,
                                     max_concurrent_trials=fit_concurrency(exp.max_concurrent, exp.resource_runs()),
                                     # a trial process (imports, decoded data, torch threads) serves the
-                                    # next trial of the same resources instead of a new one per trial
-                                    reuse_actors=True,
+                                    # next trial of the same resources instead of a new one per trial;
+                                    # not for trials that drive a Ray Train controller (a reused trainable
+                                    # lost a Train trial's last epoch in a concurrent-sweep test)
+                                    reuse_actors=not any(r.scale.uses_train()
+                                                         for r in exp.resource_runs()),
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,
                                   callbacks=[Recorder(book), progress],
