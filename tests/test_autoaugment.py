@@ -175,3 +175,24 @@ def test_loader_applies_it_after_the_crop():
     assert not torch.equal(plain, aa)
     with pytest.raises(ValueError, match="autoaugment needs augment=True"):
         DeviceLoader(x, torch.arange(32), **{**kw, "augment": False}, autoaugment="cifar10")
+
+
+# ------------------------------------------------------------------- exact edges (mutation kills)
+def test_warm_fills_the_cache_the_first_batch_reads():
+    A._tables.cache_clear()
+    A.warm("cifar10", 9, 11, "cpu")
+    x = torch.zeros(2, 3, 9, 11, dtype=torch.uint8)
+    A.apply_subpolicies(x, "cifar10", torch.tensor([0, 1]), torch.ones(2, 2), torch.ones(2, 2, dtype=torch.int64))
+    info = A._tables.cache_info()
+    assert info.currsize == 1 and info.hits == 1
+
+
+def test_translate_x_of_a_wide_image_uses_its_width_and_u_equal_to_p_applies():
+    # cifar10 sub-policy 1: (Rotate 0.7 bin 2), (TranslateX 0.3 bin 9); u = (1, 0.3 exactly): only the shift,
+    # of int(150 / 331 * W) = 7 pixels for W = 16 (the height, 8, would give 3)
+    x = torch.randint(1, 256, (2, 3, 8, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    p = A.policy_table("cifar10")[1][1, 1]
+    u = torch.stack([torch.ones(2), p.expand(2)], 1)
+    out = A.apply_subpolicies(x, "cifar10", torch.tensor([1, 1]), u, torch.tensor([[1, 1], [1, 0]]))
+    assert torch.equal(out[0, ..., 7:], x[0, ..., :9]) and not out[0, ..., :7].any()  # sign 1: +7
+    assert torch.equal(out[1, ..., :9], x[1, ..., 7:]) and not out[1, ..., 9:].any()  # sign 0: -7
