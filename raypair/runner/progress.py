@@ -105,10 +105,12 @@ class Progress(tune.Callback):
                 shown = fmt_value(value)
                 self._print(f"  {self._label(trial)} epoch {result['epoch']}: {self._metric(result)[0]}={shown} "
                             f"({result.get('epoch_time_s', 0):.2f} s/epoch)")
-        metric = self.book.exp.metric
-        if isinstance(result.get(metric), (int, float)) and result[metric] == result[metric] and self._better(result[metric]):
-            self.best = (float(result[metric]), self._label(trial))
+        self._note_best(result.get(self.book.exp.metric), trial)
         self._maybe_status()
+
+    def _note_best(self, value: Any, trial: TuneTrial) -> None:
+        if isinstance(value, (int, float)) and value == value and self._better(value):
+            self.best = (float(value), self._label(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
         self._ended(trial)
@@ -144,12 +146,9 @@ class Progress(tune.Callback):
         """The trial store's epochs after the last result Tune passed on (a Ray Train trial's last
         report can end the trial before it reaches the callbacks) count too; returns the last row."""
         rows = [r for r in self.book.store(key).history() if r.get("epoch", 0) > last.get("epoch", 0)]
-        metric = self.book.exp.metric
         for row in rows:
             self.epochs_done, self.trained = self.epochs_done + 1, self.trained + 1
-            value = row.get(metric)
-            if isinstance(value, (int, float)) and value == value and self._better(value):
-                self.best = (float(value), self._label(trial))
+            self._note_best(row.get(self.book.exp.metric), trial)
         return rows[-1] if rows else last
 
     def _maybe_status(self) -> None:
