@@ -86,7 +86,10 @@ def test_build_method_hands_the_method_everything():
     run = run_model().model_validate({"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}, "seed": 3})
     erm = build_method(run, INFO, device="cpu", rank=2, pool=pool)
     assert erm.pool is pool and erm.generator.device == torch.device("cpu")
-    assert torch.equal(erm.generator.get_state(), torch.Generator().manual_seed(3 * 1000 + 2).get_state())
+    from raypair.ops.sampling import stream_key  # its keys are pinned in tests/test_streams.py
+    assert torch.equal(erm.generator.get_state(), torch.Generator().manual_seed(stream_key("method", 3, 2)).get_state())
+    other = build_method(run, INFO, device="cpu", rank=1, pool=pool)
+    assert other.generator.initial_seed() != erm.generator.initial_seed()  # one stream per worker
     assert next(mod for mod in erm.model.modules() if isinstance(mod, torch.nn.Conv2d)).in_channels == 3
     assert [len(g["params"]) for g in erm.optim_groups()] == [len(list(erm.parameters()))]
 

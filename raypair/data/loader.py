@@ -82,7 +82,8 @@ class DeviceLoader:
             lo, hi = self._part
             yield from (slice(a, min(a + self.batch_size, hi)) for a in range(lo, hi, self.batch_size))
             return
-        perm = torch.randperm(len(self.x), generator=seeded_generator(self.seed, epoch)).to(self.device)
+        gen = seeded_generator("data.shuffle", self.seed, epoch)
+        perm = torch.randperm(len(self.x), generator=gen).to(self.device)
         g, mine = self._global, shard_indices(self._global, self.rank, self.world_size)
         yield from (perm[s * g:(s + 1) * g][mine] for s in range(len(self)))
 
@@ -110,7 +111,7 @@ class DeviceLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""
-        gen = seeded_generator(self.seed, epoch, self.rank, device=self.device) if self.augment else None
+        gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) if self.augment else None
         for idx in self._batches(epoch):
             yield self._prepare(idx, gen)
 

@@ -80,19 +80,21 @@ def load_splits(cfg: DataConfig) -> Splits:
     tr = torch.arange(len(raw.train_y))
     te = torch.arange(len(raw.test_y))
     if cfg.val_fraction > 0:
-        held = _holdout(raw.train_y, cfg.val_fraction, seeded_generator(cfg.split_seed, 0))
+        held = _holdout(raw.train_y, cfg.val_fraction, seeded_generator("split.holdout", cfg.split_seed))
         tr, va = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
         eval_src = "train"
     else:
         va, te, eval_src = te, None, "test"
     if cfg.train_subset:
-        tr = tr[_balanced(raw.train_y[tr], cfg.train_subset, seeded_generator(cfg.split_seed, 1), "data.train_subset",
+        tr = tr[_balanced(raw.train_y[tr], cfg.train_subset, seeded_generator("split.train_subset", cfg.split_seed),
+                          "data.train_subset",
                           "training images left after the validation hold-out")]
     if cfg.test_subset:
-        va = va[_balanced(getattr(raw, f"{eval_src}_y")[va], cfg.test_subset, seeded_generator(cfg.split_seed, 2),
+        va = va[_balanced(getattr(raw, f"{eval_src}_y")[va], cfg.test_subset, seeded_generator("split.val_subset", cfg.split_seed),
                           "data.test_subset", "evaluation images")]
         if te is not None:
-            te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator(cfg.split_seed, 3), "data.test_subset",
+            te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator("split.test_subset", cfg.split_seed),
+                              "data.test_subset",
                               "test images")]
     # the images: one copy per host, shared by every trial on the same split (the labels are small)
     picks = {"train_x": ("train_x", tr), "val_x": (f"{eval_src}_x", va)}

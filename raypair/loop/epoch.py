@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from raypair.data import DeviceLoader
 from raypair.methods import Method, StepOut
 from raypair.ops.pairing import cycle_partners
+from raypair.ops.sampling import seeded_generator
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix
     dev = next(method.parameters()).device
     paired = type(method).eval_pairs is not Method.eval_pairs
     partners = loader.reordered(cycle_partners(len(loader.y), seed)).epoch(0) if paired else None
-    gen = torch.Generator(dev).manual_seed(seed)
+    gen = seeded_generator("eval.draws", seed, device=dev)
     names: list[str] = []
     pair_names: list[str] = []
     sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; per pair metric: its sum; then n

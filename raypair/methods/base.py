@@ -39,7 +39,7 @@ The contract is the config class, six methods and ``parts``; everything else on 
 
 Attributes a method reads, all given by ``build_method``: ``cfg``, ``model``, ``info`` (the data's
 classes, shape and normalisation), ``generator`` (its random stream, on the device: seeded
-``run.seed * 1000 + rank``, one stream per worker, as the loop trains) and ``pool`` (the training
+the ``method`` stream of ``(run.seed, rank)``, one per worker, as the loop trains) and ``pool`` (the training
 split or None, for methods that pair with the dataset: ``pool.draw(n, generator, avoid=labels)``).
 A method never logs, reports, checkpoints or reads a global flag.
 
@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from raypair.config import MethodConfig, RunConfigBase
 from raypair.models import build_model
 from raypair.ops.losses import one_hot, soft_cross_entropy
+from raypair.ops.sampling import stream_key
 from raypair.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
@@ -139,10 +140,11 @@ def build_method(run: RunConfigBase, info: Any, *, device: Union[torch.device, s
     """The method of ``run`` ready to train: ``run.model`` built for ``info`` (classes, input
     channels ``in_chans``, image size) from the torch RNG as it stands (seed it first for a fixed
     init), the method around it on ``device``, its generator on ``device`` seeded ``generator_seed``
-    (default ``run.seed * 1000 + rank``: one stream per worker) and ``pool`` (the training split)."""
+    (default: the ``method`` stream of ``(run.seed, rank)``, one per worker, see
+    :data:`raypair.ops.sampling.STREAMS`) and ``pool`` (the training split)."""
     cfg, (c, size) = run.method, info.image_shape[:2]
     model = build_model(run.model, info.num_classes, in_chans(cfg, c), size)
     method = METHODS.get(cfg.name)(cfg, model, info).to(device)
-    seed = run.seed * 1000 + rank if generator_seed is None else generator_seed
+    seed = stream_key("method", run.seed, rank) if generator_seed is None else generator_seed
     method.generator, method.pool = torch.Generator(device).manual_seed(seed), pool
     return method

@@ -77,7 +77,7 @@ from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.masks import cutout_mask
 from raypair.ops.mixing import cutmix_beta
-from raypair.ops.sampling import host_to_device
+from raypair.ops.sampling import host_to_device, stream_key
 
 LOGS = ("beta", "stage", "q", "alpha", "omega", "theta", "mask_area")  # the per-epoch logs
 
@@ -150,7 +150,7 @@ class PairTraining(Method):
         """The gate's host stream, seeded by (the method's seed, the epoch): it decides how much to
         compute, so it is drawn where that is decided; a resumed run re-seeds it at the epoch start."""
         if self._gate_rng is None:
-            self._gate_rng = np.random.default_rng([self.generator.initial_seed(), self._epoch])
+            self._gate_rng = np.random.default_rng(stream_key("gate", self.generator.initial_seed(), self._epoch))
         return self._gate_rng
 
     @torch.compiler.disable  # host logic: a compiled step calls it as it is

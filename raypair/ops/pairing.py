@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from raypair.ops.sampling import seeded_generator
+
 
 def draw_avoiding(y: Tensor, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
                   max_rounds: int = 64) -> Tensor:
@@ -48,7 +50,7 @@ def cycle_partners(n: int, seed: int) -> Tensor:
     once as the first and once as the second image of a pair."""
     if n < 2:
         raise ValueError(f"pairing an evaluation split needs at least 2 samples, got {n}")
-    p = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    p = torch.randperm(n, generator=seeded_generator("eval.partners", seed))
     pi = torch.empty(n, dtype=torch.int64)
     pi[p] = p.roll(-1)
     return pi

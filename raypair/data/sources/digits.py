@@ -28,7 +28,7 @@ def _digits(size: int) -> Raw:
                                         antialias=size < 8)
     x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     y = torch.from_numpy(d.target).long()
-    test = holdout_mask(y, DIGITS_TEST_FRACTION, seeded_generator(DIGITS_TEST_SEED))
+    test = holdout_mask(y, DIGITS_TEST_FRACTION, seeded_generator("digits.test", DIGITS_TEST_SEED))
     return Raw(x[~test], y[~test], x[test], y[test], tuple(str(k) for k in range(10)))
 
 
