@@ -1,8 +1,22 @@
-"""Test environment: the shared CIFAR-10 beside the checkout (RAYPAIR_DATA), a private decode
-cache."""
+"""Test environment and tiers.
+
+Tiers (markers, ``--strict-markers``): the default ``pytest -q`` runs the fast tier, the tests with
+none of the markers below, in-process; ``slow`` (subprocesses, servers, spawned ranks, torch.compile,
+the GPU benchmark's CPU pass), ``ray`` (a real local Ray) and ``soak`` (the long kill chains, opt-in)
+are selected with ``-m``. A fast-tier test that starts a process fails here, naming the test, so the
+tier stays what it says.
+
+``RAYPAIR_STRICT=1`` (CI sets it): a skipped test fails, except a ``gpu`` test on a machine without
+CUDA, so a missing dataset or dependency cannot hide a test.
+
+Also: the shared CIFAR-10 beside the checkout (RAYPAIR_DATA), a private decode cache.
+"""
 from __future__ import annotations
 
+import multiprocessing.process
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +26,73 @@ _shared = ROOT.parent / "shared" / "data"
 if "RAYPAIR_DATA" not in os.environ and _shared.is_dir():
     os.environ["RAYPAIR_DATA"] = str(_shared)
 
+SLOW_TIERS = ("slow", "ray", "soak")
+STRICT = os.environ.get("RAYPAIR_STRICT", "") not in ("", "0")
+
+
+class FastTierError(RuntimeError):
+    """A test of the fast tier started a process: mark it ``slow`` (or ``ray``)."""
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     if "RAYPAIR_CACHE" not in os.environ:
         os.environ["RAYPAIR_CACHE"] = str(tmp_path_factory.mktemp("raypair-cache"))
     yield
+
+
+def _in_slow_tier(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(m) for m in SLOW_TIERS)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request, monkeypatch):
+    """In the fast tier no subprocess, spawned rank, server or Ray (Ray starts its daemons as
+    processes, so this covers it)."""
+    if _in_slow_tier(request.node):
+        yield
+        return
+    name = request.node.nodeid
+
+    real_popen = subprocess.Popen
+
+    class Refused(real_popen):  # type: ignore[misc, valid-type]
+        """Python, and anything installed in this environment (raypair, Ray's daemons, MLflow's
+        server), is refused; a system tool a library asks about the host (``uname -p``) is not."""
+
+        def __init__(self, args, *a, **k):
+            first = str(args if isinstance(args, (str, bytes, os.PathLike)) else args[0])
+            first = first.split()[0] if k.get("shell") else first
+            if first == sys.executable or Path(first).name.startswith("python") or first.startswith(sys.prefix):
+                raise FastTierError(f"{name} starts a process ({args!r}): mark it slow or ray")
+            super().__init__(args, *a, **k)
+
+    def refuse_start(self):
+        raise FastTierError(f"{name} starts a process ({self!r}): mark it slow or ray")
+
+    monkeypatch.setattr(subprocess, "Popen", Refused)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse_start)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under RAYPAIR_STRICT a skip is a failure (a gpu test without CUDA excepted)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (STRICT and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    if item.get_closest_marker("gpu"):
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return
+        except ImportError:
+            pass
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under RAYPAIR_STRICT=1 (a missing dataset or dependency?): {reason}"
 
 
 def cifar_available() -> bool:

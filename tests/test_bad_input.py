@@ -571,6 +571,7 @@ def _fresh_env(tmp_path: Path, world: Path) -> dict[str, str]:
             "RAYPAIR_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_the_whole_table_in_a_fresh_process_never_imports_ray(world: Path, tmp_path: Path) -> None:
     """One fresh process runs every case: none imports Ray, no Ray session folder appears in its
     TMPDIR, nothing lands in its HOME or working folder, and --storage is never made."""
@@ -593,6 +594,7 @@ REAL = ["--seeds repeated", "ui port high", "storage is a file", "non-utf8 bytes
         "truncated jpeg in parquet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", REAL)
 def test_the_real_command(case_id: str, world: Path, tmp_path: Path) -> None:
     case = next(c for c in CASES if c.id == case_id.replace("--seeds", "seeds"))

@@ -21,6 +21,8 @@ from torch._dynamo.utils import counters
 from raypair.loop import add_logs, train_step
 from test_no_sync import ACC, build
 
+pytestmark = pytest.mark.slow  # torch.compile: seconds per case
+
 torch.set_num_threads(1)
 
 

@@ -128,6 +128,7 @@ def test_data_source_is_checked_against_the_registered_sources(capsys):
                            "(valid: auto, cifar, imagefolder, parquet, sklearn) (got 'hf')")
 
 
+@pytest.mark.slow
 def test_exit_code_in_a_real_process(tmp_path):
     out = subprocess.run([sys.executable, "-m", "raypair", "validate", str(QUICK), "--set", "epochs=-3"],
                          capture_output=True, text=True, timeout=120)

@@ -251,6 +251,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_share_beta_the_all_reduced_train_acc(tmp_path):
     torch.multiprocessing.spawn(_rank, args=(2, f"file://{tmp_path}/init", str(tmp_path)), nprocs=2)
     h0, h1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))

@@ -5,21 +5,46 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    return [b.strip() for b in blocks[:2]]
+    return [b.strip() for b in blocks[:3]]
 
 
 def test_ci_runs_the_readme_commands_verbatim():
-    install, tests = readme_commands()
+    """Install + quickstart, the fast tier, the slow tiers: each README command is a line of
+    .ci/run (a pytest line may be wrapped by the exit-5 check), in that order."""
+    install, fast, slow = readme_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert install in ci, install
-    assert tests in ci, tests
-    assert ci.index(install) < ci.index(tests)
+    at = [next((i for i, line in enumerate(ci) if line == cmd or line.endswith(" " + cmd)), None)
+          for cmd in (install, fast, slow)]
+    assert None not in at, dict(zip((install, fast, slow), at))
+    assert at == sorted(at)
     assert "tune search_spaces/quickstart.yaml" in install
+    assert fast == ".venv/bin/pytest -q"  # the fast tier is the default run
+    assert "slow or ray" in slow and "not soak" in slow
+
+
+def test_every_test_is_in_exactly_one_tier_and_ci_runs_all_but_soak():
+    """The default -m (pyproject addopts) and CI's slow command cover every collected test once; the
+    tiers are the markers declared (and only those, --strict-markers)."""
+    import tomllib
+
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in ini["addopts"]
+    fast = ini["addopts"][ini["addopts"].index("-m") + 1]
+    slow = readme_commands()[2].split("-m ", 1)[1].strip().strip('"')
+    declared = {m.split(":")[0] for m in ini["markers"]}
+    assert declared == {"slow", "ray", "soak", "gpu"}
+    for marks in [set(), {"slow"}, {"ray"}, {"soak"}, {"ray", "soak"}, {"slow", "ray"}, {"gpu"}, {"gpu", "slow"}]:
+        env = {m: m in marks for m in declared}
+        in_fast, in_slow = eval(fast, {}, env), eval(slow, {}, env)  # noqa: S307 - our own marker expressions
+        assert not (in_fast and in_slow), marks
+        assert in_fast or in_slow or "soak" in marks, marks
 
 
 def imports_of(path: Path) -> set[str]:
@@ -75,6 +100,7 @@ def test_no_module_over_300_lines():
     assert not long, long
 
 
+@pytest.mark.slow
 def test_help_is_fast_and_lazy():
     import subprocess
     import sys

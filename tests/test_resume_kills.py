@@ -6,8 +6,10 @@ trials that ran, none of them RUNNING.
 
 Kill instants are events read from the trial store while the driver runs (start-up, a trial
 asked for, an epoch recorded, a trial's last epoch recorded but not yet ended, an end recorded),
-so they land at different points of the same chain. ``RAYPAIR_KILLS=N`` sets how many per chain
-(default: 10 on the direct path, 4 on the slower Ray Train path).
+so they land at different points of the same chain. Two sizes of each chain: the CI one (tier
+``ray``: 3 kills on the direct path, 2 under Ray Train, a smaller sweep) and the long one (tier
+``soak``, opt-in: ``pytest -m soak``; 10 and 4 kills, every event above). ``RAYPAIR_KILLS=N`` sets how
+many kills per chain for both.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from typing import Callable
 import pytest
 import yaml
 
-pytestmark = pytest.mark.ray
-pytest.importorskip("ray")
+# (trainer, kills, sweep trials): the CI chain in tier ray, the long chain in tier soak (opt-in)
+CHAINS = [pytest.param("direct", 3, 4, id="direct", marks=pytest.mark.ray),
+          pytest.param("train", 2, 2, id="train", marks=pytest.mark.ray),
+          pytest.param("direct", 10, 10, id="direct-soak", marks=[pytest.mark.soak, pytest.mark.timeout(1800)]),
+          pytest.param("train", 4, 3, id="train-soak", marks=[pytest.mark.soak, pytest.mark.timeout(1800)])]
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
@@ -176,12 +181,12 @@ def _kills(default: int) -> int:
     return int(os.environ.get("RAYPAIR_KILLS", default))
 
 
-@pytest.mark.parametrize("trainer,kills", [("direct", 10), ("train", 4)])
-def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills):
+@pytest.mark.parametrize("trainer,kills,trials", CHAINS)
+def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills, trials):
     spec = yaml.safe_load(QUICK.read_text())
     epochs = 4
     spec["run"]["epochs"] = epochs
-    spec["tune"].update(num_samples=10 if trainer == "direct" else 3, max_concurrent_trials=2)
+    spec["tune"].update(num_samples=trials, max_concurrent_trials=2)
     spec["tune"]["scheduler"]["grace_period"] = 2  # ASHA stops some trials: "stopped" ends are resumed too
     spec["run"]["scale"]["trainer"] = trainer
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec))
@@ -193,10 +198,10 @@ def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills):
     assert out["trials"] == spec["tune"]["num_samples"]
 
 
-@pytest.mark.parametrize("trainer,kills", [("direct", 10), ("train", 4)])
-def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills):
+@pytest.mark.parametrize("trainer,kills,trials", CHAINS)
+def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills, trials):
     storage = tmp_path / "runs"
-    seeds = "0,1,2" if trainer == "direct" else "0"
+    seeds = "0,1,2" if trainer == "direct" and trials > 4 else "0"
     cmd = [sys.executable, "-m", "raypair", "ablate", str(DIGITS), "--storage", str(storage), "--seeds", seeds,
            "--set", f"scale.trainer={trainer}"]
     launches = kill_chain(cmd, storage / "digits_aug", 3, _kills(kills), tmp_path / "log.txt")
@@ -205,6 +210,7 @@ def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills):
     assert out["trials"] == 3 * len(seeds.split(","))
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("how", ["SIGTERM to the driver", "SIGINT to the group"])
 def test_a_stopped_driver_leaves_no_process_and_no_running_run(tmp_path, how):
     """``timeout`` sends SIGTERM to the driver; Ctrl-C sends SIGINT to the whole foreground group.

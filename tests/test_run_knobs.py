@@ -31,10 +31,37 @@ BASE: dict[str, Any] = {"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}
 # values for fields whose type gives no alternatives (str, list, dict, tuple), or whose generic ones
 # all fail validation under BASE (a subset of 1 image, a cosine floor above optim.lr)
 EXPLICIT: dict[str, list[Any]] = {
-    "data.name": ["cifar10"], "data.image_size": [8, 24], "data.train_subset": [200], "data.test_subset": [100],
+    # data.name: a small ImageFolder this module writes (no shared data needed)
+    "data.name": ["toy"], "data.image_size": [8, 24], "data.train_subset": [200], "data.test_subset": [100],
     "model.name": ["tiny_vit"], "model.kwargs": [{"width": 8}], "optim.betas": [[0.8, 0.99]],
     "schedule.milestones": [[1], [0.5]], "schedule.min_lr": [0.01, 0.05], "scale.gpus_per_worker": [0, 0.5],
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_data_root(tmp_path_factory):
+    """``data.name: toy``: an ImageFolder of random 12 px PNGs (3 classes, 20 train / 6 test each)
+    under a data root of this module's own."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("knob-data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 6)):
+        for c in range(3):
+            folder = root / "toy" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    old = os.environ.get("RAYPAIR_DATA")
+    os.environ["RAYPAIR_DATA"] = str(root)
+    yield
+    if old is None:
+        os.environ.pop("RAYPAIR_DATA")
+    else:
+        os.environ["RAYPAIR_DATA"] = old
 
 
 def leaves(model: type[BaseModel] = RunConfigBase, prefix: str = "") -> list[tuple[str, Any]]:

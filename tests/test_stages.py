@@ -59,6 +59,7 @@ def test_figure_shades_the_stages_the_run_went_through(tmp_path):
         stage_timeline([], 0.25, 0.75, tmp_path / "none.png")
 
 
+@pytest.mark.slow
 def test_script_trains_logs_and_draws(tmp_path):
     """benchmarks/stage_timeline.py on digits: one JSON line per epoch beside the figure, read back."""
     run = {"data": {"name": "digits", "image_size": 16, "pad": 2}, "model": {"name": "tiny_cnn"},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("optuna_dashboard")
+pytestmark = pytest.mark.slow  # servers in subprocesses
 
 
 def _free_pair() -> int:

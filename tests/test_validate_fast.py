@@ -32,6 +32,7 @@ def _imported_by_validate(path: Path) -> list[str]:
     return eval(line[0].split(" ", 2)[2])  # noqa: S307 - our own printed list
 
 
+@pytest.mark.slow
 def test_validate_imports_no_heavy_module(tmp_path: Path) -> None:
     run = {"name": "r", "data": {"name": "digits", "image_size": 16, "val_fraction": 0.2},
            "model": {"name": "tiny_cnn"}, "method": {"name": "pair_training"}, "epochs": 2}
@@ -42,6 +43,7 @@ def test_validate_imports_no_heavy_module(tmp_path: Path) -> None:
         assert _imported_by_validate(path) == [], path
 
 
+@pytest.mark.slow
 def test_a_timm_model_or_model_kwargs_still_build(tmp_path: Path) -> None:
     """A name raypair does not own, or kwargs, are checked by building the model (timm imported)."""
     run_file = tmp_path / "run.yaml"

@@ -454,6 +454,7 @@ def _dml_rank(rank: int, world: int, init: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_alternating_dml_trains_under_ddp(tmp_path):
     """Each part leaves the other branch without gradients: DDP must not wait for them."""
     torch.multiprocessing.spawn(_dml_rank, args=(2, f"file://{tmp_path}/init", str(tmp_path)), nprocs=2)
