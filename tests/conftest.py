@@ -75,6 +75,18 @@ def _fast_tier_starts_no_process(request, monkeypatch):
     yield
 
 
+# per-test timeouts (pytest-timeout): pyproject's 300 s, or this for a tier whose tests run sweeps
+TIER_TIMEOUT = {"ray": 900, "soak": 3600}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            limits = [t for m, t in TIER_TIMEOUT.items() if item.get_closest_marker(m)]
+            if limits:
+                item.add_marker(pytest.mark.timeout(max(limits)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under RAYPAIR_STRICT a skip is a failure (a gpu test without CUDA excepted)."""

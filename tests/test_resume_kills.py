@@ -28,8 +28,8 @@ import yaml
 # (trainer, kills, sweep trials): the CI chain in tier ray, the long chain in tier soak (opt-in)
 CHAINS = [pytest.param("direct", 3, 4, id="direct", marks=pytest.mark.ray),
           pytest.param("train", 2, 2, id="train", marks=pytest.mark.ray),
-          pytest.param("direct", 10, 10, id="direct-soak", marks=[pytest.mark.soak, pytest.mark.timeout(1800)]),
-          pytest.param("train", 4, 3, id="train-soak", marks=[pytest.mark.soak, pytest.mark.timeout(1800)])]
+          pytest.param("direct", 10, 10, id="direct-soak", marks=pytest.mark.soak),
+          pytest.param("train", 4, 3, id="train-soak", marks=pytest.mark.soak)]
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
