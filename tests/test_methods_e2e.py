@@ -12,7 +12,7 @@ from conftest import cifar_available
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not cifar_available(), reason="needs CIFAR-10 under RAYPAIR_DATA")]
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_subset=160", "data.test_subset=64", "epochs=1", "batch_size=32", "model.name=tiny_cnn"]

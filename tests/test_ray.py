@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.ray
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402
 import ray.train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
