@@ -152,12 +152,19 @@ def check(storage: Path, experiment: str, launches: list[dict], epochs: int, opt
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
         dup_steps += len(steps) - len(set(steps))
         assert sorted(set(steps)) == list(range(1, int(c.data.tags["raypair.epochs_done"]) + 1)), steps
+    trained = 0
     for hist in exp.glob("trials/*/history.jsonl"):
         got = [json.loads(ln)["epoch"] for ln in hist.read_text().splitlines()]
         assert got == list(range(1, len(got) + 1)), (hist, got)
+        if got:  # a trial that trained noted its worker: else a rerun of it would go unseen above
+            workers = hist.parent / "workers.jsonl"
+            assert workers.is_file() and workers.read_text().strip(), f"{hist.parent.name}: no workers.jsonl"
+            trained += 1
     stores = len(list(exp.glob("trials/*/trial.json")))
+    assert trained >= 1, "no trial recorded an epoch"
     out = {"kills": sum(lc["killed"] for lc in launches), "rerun": rerun, "dup_steps": dup_steps,
-           "running": running, "trials": stores, "mlflow_children": len(children)}
+           "running": running, "trials": stores, "mlflow_children": len(children),
+           "ended_before_a_kill": len(set().union(*(lc["ended"] for lc in launches[:-1])))}
     if optuna_db is not None:
         import optuna
 
@@ -190,6 +197,8 @@ def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills):
     launches = kill_chain(cmd, storage / "quickstart", epochs, _kills(kills), tmp_path / "log.txt")
     out = check(storage, "quickstart", launches, epochs, storage / "quickstart" / "optuna.db")
     assert out["kills"] >= min(_kills(kills), 3)
+    if _kills(kills) >= 4:  # the 4th kill lands on "an end recorded": the no-rerun check had something to check
+        assert out["ended_before_a_kill"] >= 1, out
     assert out["trials"] == spec["tune"]["num_samples"]
 
 
@@ -202,6 +211,8 @@ def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills):
     launches = kill_chain(cmd, storage / "digits_aug", 3, _kills(kills), tmp_path / "log.txt")
     out = check(storage, "digits_aug", launches, 3, None)
     assert out["kills"] >= min(_kills(kills), 3)
+    if _kills(kills) >= 4:  # the 4th kill lands on "an end recorded": the no-rerun check had something to check
+        assert out["ended_before_a_kill"] >= 1, out
     assert out["trials"] == 3 * len(seeds.split(","))
 
 
