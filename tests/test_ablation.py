@@ -39,9 +39,17 @@ def test_ablation_file_validates(path, quick):
         for run in ab.runs.values():
             assert run.epochs <= 30 and (run.data.train_subset or 10**9) <= 10000 or run.data.name == "digits"
         assert len(ab.pairs()) <= 36
-    for v in ab.variants:  # every variant compares with something, or is the reference
+    refs = 0
+    for v, variant in ab.variants.items():  # every variant compares with something, or is the reference
+        is_ref = {**variant.levels, **ab.reference} == variant.levels
         ref = ab.reference_of(v)
-        assert ref is None or ref in ab.variants or not quick
+        refs += is_ref
+        if is_ref:
+            assert ref is None, (v, ref)
+        else:  # the same levels with the reference factor's level swapped, run in this profile too
+            want = {**variant.levels, **ab.reference}
+            assert ref is not None and ab.variants[ref].levels == want, f"{path.name}: {v} has no reference ({want})"
+    assert refs >= 1, f"{path.name}: no variant is the reference {ab.reference}"
 
 
 def test_paper_numbers_parse():

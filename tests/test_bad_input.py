@@ -648,11 +648,20 @@ def test_valid_inputs_are_accepted(argv: list[str], capsys: pytest.CaptureFixtur
 
 
 def test_unicode_and_anchors_are_fine(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    text = QUICK.read_text().replace("tune:", "# θ_min ≤ θ_max, ω\nx-common: &c {name: sgd}\ntune:")
-    text = text.replace("x-common: &c {name: sgd}\n", "")
+    """A unicode comment, an anchor with its alias and a merge key (``<<: *``) in a real file: the
+    values they carry reach the resolved run."""
+    text = QUICK.read_text().replace("tune:", "# θ_min ≤ θ_max, ω\ntune:")
+    text = text.replace("pad: 2}", "pad: &p 3}").replace("warmup_epochs: 1}", "warmup_epochs: *p}")
+    text = text.replace("  model: {name: tiny_cnn}", "  model: &m {name: tiny_cnn, drop_rate: 0.25}")
+    text = text.replace("  optim: {name: sgd,", "  optim: {<<: {name: sgd, lr: 0.07},")
+    assert text.count("*p") == 1 and "&m" in text and "<<:" in text and "θ_min" in text  # the edits landed
     p = tmp_path / "u.yaml"
     p.write_text(text, encoding="utf-8")
     assert main(["validate", str(p)]) == 0, capsys.readouterr().err
+    run = yaml.safe_load(capsys.readouterr().out)["run"]
+    assert run["data"]["pad"] == 3 and run["schedule"]["warmup_epochs"] == 3  # the alias carries the anchor's value
+    assert run["model"]["drop_rate"] == 0.25
+    assert run["optim"]["name"] == "sgd" and run["optim"]["lr"] == 0.05  # merged; the mapping's own key wins
 
 
 def test_stderr_is_one_line_for_a_long_value(capsys: pytest.CaptureFixture) -> None:

@@ -102,5 +102,5 @@ def test_lenet_one_sgd_step_lowers_the_loss():
 
 
 def test_unknown_name_still_refused():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^model\.name: unknown timm model .*\(got 'lenet_cifar_nope'\)$"):
         check_model_name("lenet_cifar_nope")

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.ray
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"

@@ -60,9 +60,12 @@ def test_bad_override_is_one_line_exit_2(tmp_path, capsys, override, field, valu
 
 
 def test_ray_not_started_on_bad_input(tmp_path, capsys):
-    ray = pytest.importorskip("ray")
-    run_cli(capsys, "tune", str(QUICK), "--set", "optim.lr=0", "--storage", str(tmp_path))
+    import ray
+
+    code, err = run_cli(capsys, "tune", str(QUICK), "--set", "optim.lr=0", "--storage", str(tmp_path / "runs"))
+    assert code == 2 and err == "raypair: error: optim.lr: Input should be greater than 0 (got 0)\n", err
     assert not ray.is_initialized()
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("space, field", [
@@ -145,7 +148,9 @@ def test_validate_prints_resolved_space(capsys):
 
 
 def test_every_search_space_validates():
-    for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
+    paths = sorted((ROOT / "search_spaces").glob("*.yaml"))
+    assert QUICK in paths and len(paths) >= 2, paths  # the loop below checks something
+    for path in paths:
         sweep = load_sweep(path)
         assert sweep.space, path
         assert sweep.tune.num_samples >= 1

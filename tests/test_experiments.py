@@ -184,7 +184,6 @@ def test_a_divergence_inside_ray_train_is_found_in_the_worker_errors():
 def test_a_trial_stopped_while_its_history_replays_keeps_what_it_trained(tmp_path):
     """ASHA may stop a resumed trial at epoch 2 while it replays a history that reached epoch 3 or
     its last epoch: the end records what it trained, and MLflow gets exactly those epochs."""
-    pytest.importorskip("ray")
     from raypair.runner.book import Book
     from raypair.tracking import Tracker, default_uri
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

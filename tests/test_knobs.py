@@ -1,7 +1,8 @@
 """Every knob of every method reaches its computation: a sweep over a knob that changes nothing is
 impossible. For each field of each method's config, in every mode (each other Literal/bool field
 set to each of its values) where the field is active, changing its value must change the loss,
-the logits, the logs, the epoch's constant learning rate or the evaluation logits within twelve epochs.
+the logits, the gradients, the optimiser's groups, the epoch's constant learning rate or the evaluation
+logits within twelve epochs. A changed log alone does not count: a knob must reach the computation.
 Fields a config reports as inactive are refused by the search-space checker instead."""
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49
                              std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
 SKIP = {"name", "aug"}  # aug is applied by the loader (tests/test_loop.py checks it reaches it)
 EPOCHS = 12  # the run's epochs; a fine-tuning phase follows them
+STEPS = 2  # batches per epoch: a knob of a gated pair batch (PairTraining's ramp gate) needs a second draw
 
 
 def _bounds(field: Any) -> tuple[float, float]:
@@ -85,8 +87,10 @@ def build(method_cfg: dict[str, Any]):
 
 
 def steps(method_cfg: dict[str, Any]) -> Iterator[Any]:
-    """Per epoch: loss, logits, logs, the epoch's constant lr and evaluation logits on a fixed batch,
-    over the run's ``EPOCHS`` and any the method trains after them (a fine-tuning phase)."""
+    """Per step (``STEPS`` an epoch): loss, logits, gradients and optimiser groups, the epoch's
+    constant lr and evaluation logits on a fixed batch, over the run's ``EPOCHS`` and any the method trains after
+    them (a fine-tuning phase). ``step.logs`` are left out: a knob that changes only what is logged
+    has not reached the computation."""
     built = build(method_cfg)
     assert built is not None
     cfg, m = built
@@ -95,18 +99,18 @@ def steps(method_cfg: dict[str, Any]) -> Iterator[Any]:
     for e in range(EPOCHS + cfg.extra_epochs()):
         lr = m.on_epoch_start(e, EPOCHS, {"train_acc": e / (EPOCHS - 1), "train_loss": 2.0 - 0.1 * e})
         m.generator.manual_seed(100 + e)
-        m.train()
-        step = m(x, y)
-        m.zero_grad(set_to_none=True)
-        step.loss.backward()  # knobs that only steer gradients (VPL's bidirectional)
-        grad = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in m.optim_groups()]
-        logs = {**{k: float(torch.as_tensor(v).detach()) for k, v in step.logs.items()},
-                "_grad": grad.tolist(), "_groups": groups}
-        m.eval()
-        heads = m.eval_logits(x)
-        yield (float(step.loss.detach()), step.logits.detach(), logs, lr,
-               {k: v.detach() for k, v in heads.items()})
+        for _ in range(STEPS):
+            m.train()
+            step = m(x, y)
+            m.zero_grad(set_to_none=True)
+            step.loss.backward()  # knobs that only steer gradients (VPL's bidirectional)
+            grad = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+            groups = [{k: v for k, v in g.items() if k != "params"} for g in m.optim_groups()]
+            computed = {"_grad": grad.tolist(), "_groups": groups}
+            m.eval()
+            heads = m.eval_logits(x)
+            yield (float(step.loss.detach()), step.logits.detach(), computed, lr,
+                   {k: v.detach() for k, v in heads.items()})
 
 
 def same(a: Any, b: Any) -> bool:

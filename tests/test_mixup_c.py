@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from raypair.config import ModelConfig, run_model
 from raypair.data import DeviceLoader
@@ -206,7 +207,7 @@ def test_config_bounds_inactive_and_stem_check():
                                                   "ft_epochs": 0}}).method.inactive() == {"alpha", "ft_lr",
                                                                                          "dual_loss"}
     for bad in ({"r": 0.6}, {"alpha": 0.0}, {"ft_epochs": -1}, {"ft_lr": 0.0}, {"heads": 3}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValidationError, match=rf"method\.mixup_c\.{next(iter(bad))}\n"):
             run_model().model_validate({"method": {"name": "mixup_c", **bad}, "epochs": 20})
     with pytest.raises(ValueError, match=r"stem conv takes 2C = 6 channels \(build_method builds it"):
         METHODS.get("mixup_c")(cfg, build_model(ModelConfig(name="tiny_cnn"), 10, C), INFO)  # a C-channel stem

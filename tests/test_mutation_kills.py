@@ -116,6 +116,62 @@ def pair_method(beta: float, **knobs):
     return m
 
 
+BLACK = -torch.tensor(INFO.mean) / torch.tensor(INFO.std)  # the loader's zero pixel, normalised
+
+
+def rf_by_hand(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """RF as methods.md §0 defines it, written out sample by sample (not with the op under test):
+    pad by P = 4 (CIFAR's 32 px) with the normalised black, offsets oy then ox ~ U{0..2P}, then
+    flip ~ Bernoulli(0.5), all drawn on ``g`` in that order; crop H x W at (oy, ox), reverse columns."""
+    b, c, h, w = x.shape
+    p = 4
+    oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+    ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
+    flip = torch.rand(b, generator=g) < 0.5
+    out = torch.empty_like(x)
+    for i in range(b):
+        padded = BLACK.reshape(c, 1, 1).repeat(1, h + 2 * p, w + 2 * p)
+        padded[:, p:p + h, p:p + w] = x[i]
+        crop = padded[:, int(oy[i]):int(oy[i]) + h, int(ox[i]):int(ox[i]) + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def holes_by_hand(x: torch.Tensor, side: int, g: torch.Generator) -> torch.Tensor:
+    """D-Mask's one zero square per image: centre cy then cx uniform over the image, the square
+    [c - side//2, c - side//2 + side) clipped to the image (the side kept for an odd side)."""
+    b, _, h, w = x.shape
+    cy = torch.randint(h, (b, 1), generator=g)
+    cx = torch.randint(w, (b, 1), generator=g)
+    out = x.clone()
+    for i in range(b):
+        y0, x0 = int(cy[i, 0]) - side // 2, int(cx[i, 0]) - side // 2
+        out[i, :, max(y0, 0):max(y0 + side, 0), max(x0, 0):max(x0 + side, 0)] = 0.0
+    return out
+
+
+def dmix_by_hand(x: torch.Tensor, y: torch.Tensor, theta: float, k: int, g: torch.Generator):
+    """D-Mix as methods.md §3 defines it, sample by sample: a ``diffclass`` partner (scores
+    U[0, 1) [B, B], same-label entries -1, the best one), then a box of sides round(sqrt(theta) H) x
+    round(sqrt(theta) W) with its corner uniform fully inside (one U[0, 1) [2, B] draw), pasted from
+    the partner; soft label (1 - theta_eff) Y + theta_eff Y[j], theta_eff = h w / (H W)."""
+    b, _, h, w = x.shape
+    score = torch.rand(b, b, generator=g)
+    score[y[:, None] == y[None, :]] = -1.0
+    j = score.argmax(1)
+    ok = score.max(1).values >= 0
+    u = torch.rand(2, b, generator=g)
+    out, target = x.clone(), torch.zeros(b, k)
+    for i in range(b):
+        bh, bw = (round(math.sqrt(theta) * h), round(math.sqrt(theta) * w)) if ok[i] else (0, 0)
+        top, left = int(u[0, i] * (h - bh + 1)), int(u[1, i] * (w - bw + 1))
+        out[i, :, top:top + bh, left:left + bw] = x[j[i], :, top:top + bh, left:left + bw]
+        lam = torch.tensor(1.0 - bh * bw / (h * w), dtype=torch.float32)
+        target[i, y[i]] += lam
+        target[i, y[j[i]]] += 1 - lam
+    return out, target
+
+
 @pytest.mark.parametrize("cumulative", [True, False])
 def test_cumulative_rf_crops_and_flips_before_the_dmask_holes(cumulative):
     m = pair_method(0.5, cumulative_rf=cumulative)  # stage 2 (dmask), q = 0.5: one hole of side 13
@@ -124,12 +180,10 @@ def test_cumulative_rf_crops_and_flips_before_the_dmask_holes(cumulative):
     m.generator.manual_seed(7)
     out = m.mix(x, y).x
     g = gen(7)
-    black = -torch.tensor(INFO.mean) / torch.tensor(INFO.std)
-    base = pt.rf(x, g, black) if cumulative else x
-    expected = base * cutout_mask(16, 32, 32, 1, 13, g, trim_odd=False)
-    assert torch.equal(out, expected)
+    base = rf_by_hand(x, g) if cumulative else x
+    assert torch.equal(out, holes_by_hand(base, 13, g))
     if cumulative:  # RF moved the pixels: not the holes on the un-cropped batch
-        assert not torch.equal(out, x * cutout_mask(16, 32, 32, 1, 13, gen(7), trim_odd=False))
+        assert not torch.equal(out, holes_by_hand(x, 13, gen(7)))
 
 
 @pytest.mark.parametrize("cumulative", [True, False])
@@ -140,10 +194,19 @@ def test_cumulative_rf_crops_and_flips_before_the_dmix_paste(cumulative):
     m.generator.manual_seed(9)
     out = m.mix(x, y)
     g = gen(9)
-    black = -torch.tensor(INFO.mean) / torch.tensor(INFO.std)
-    base = pt.rf(x, g, black) if cumulative else x
-    xp, tp, _ = pt.dmix(base, y, 0.3, 10, g)
+    base = rf_by_hand(x, g) if cumulative else x
+    xp, tp = dmix_by_hand(base, y, 0.3, 10, g)
     assert torch.equal(out.x, xp) and torch.equal(out.target, tp)
+    assert not torch.equal(out.x, base) and (out.target.max(1).values < 1).all()  # a box was pasted into every row
+
+
+def test_rf_pads_by_an_eighth_of_the_side_with_black():
+    """The op itself against the hand-written RF: at 32 px the pad is 4 (a crop may show up to 4
+    black rows or columns, never 5)."""
+    x = torch.randn(64, 3, 32, 32, generator=gen(11))
+    assert torch.equal(pt.rf(x, gen(12), BLACK), rf_by_hand(x, gen(12)))
+    black_rows = [(pt.rf(x, gen(s), BLACK)[:, 0] == BLACK[0]).all(2).sum(1).max().item() for s in range(20)]
+    assert max(black_rows) == 4
 
 
 # ------------------------------------------------------------------------------ VPL's EMA copies

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.ray
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402
 
 
 @pytest.fixture

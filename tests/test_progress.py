@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("ray")
+import ray  # noqa: E402,F401  (a declared dependency: missing, the file fails instead of skipping)
 
 from raypair.experiments.base import Record, Trial  # noqa: E402
 from raypair.experiments.sweep import load_sweep  # noqa: E402

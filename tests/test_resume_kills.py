@@ -25,11 +25,16 @@ from typing import Callable
 import pytest
 import yaml
 
-# (trainer, kills, sweep trials): the CI chain in tier ray, the long chain in tier soak (opt-in)
-CHAINS = [pytest.param("direct", 3, 4, id="direct", marks=pytest.mark.ray),
-          pytest.param("train", 2, 2, id="train", marks=pytest.mark.ray),
-          pytest.param("direct", 10, 10, id="direct-soak", marks=pytest.mark.soak),
-          pytest.param("train", 4, 3, id="train-soak", marks=pytest.mark.soak)]
+import ray  # noqa: F401  (a declared dependency: missing, the file fails instead of skipping)
+
+# (trainer, kills, sweep trials, first events): the CI chain in tier ray, the long chain in tier soak
+# (opt-in). The CI chains are short, so they put "an end recorded" early: a trial that ended before a
+# kill is what the no-rerun check needs to check anything.
+CI_EVENTS = ("first epoch recorded", "an end recorded", "a last epoch recorded")
+CHAINS = [pytest.param("direct", 3, 4, CI_EVENTS, id="direct", marks=pytest.mark.ray),
+          pytest.param("train", 2, 2, CI_EVENTS, id="train", marks=pytest.mark.ray),
+          pytest.param("direct", 10, 10, (), id="direct-soak", marks=pytest.mark.soak),
+          pytest.param("train", 4, 3, (), id="train-soak", marks=pytest.mark.soak)]
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
@@ -83,12 +88,14 @@ def _ended(exp: Path) -> set[str]:
             if json.loads(p.read_text())["status"] != "failed"}
 
 
-def kill_chain(cmd: list[str], exp: Path, epochs: int, kills: int, log: Path) -> list[dict]:
-    """Launch, kill at the next event, resume, ...; then resume to the end. One entry per launch."""
+def kill_chain(cmd: list[str], exp: Path, epochs: int, kills: int, log: Path, first: tuple = ()) -> list[dict]:
+    """Launch, kill at the next event, resume, ...; then resume to the end. One entry per launch.
+    The events are ``first`` (names of EVENTS), then EVENTS in order."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    order = [next(e for e in EVENTS if e[0] == name) for name in first] + EVENTS
     launches = []
     for i in range(kills + 1):
-        name, event = EVENTS[i % len(EVENTS)] if i < kills else ("none", lambda *a: False)
+        name, event = order[i % len(order)] if i < kills else ("none", lambda *a: False)
         s0, started = _state(exp, epochs), time.time()
         before = {p.name for p in exp.glob("tune-*")}
         with open(log, "a") as f:
@@ -116,6 +123,14 @@ def kill_chain(cmd: list[str], exp: Path, epochs: int, kills: int, log: Path) ->
             break
     assert launches[-1]["code"] == 0, log.read_text()[-4000:]
     return launches
+
+
+def _an_end_was_protected(launches: list[dict], out: dict) -> None:
+    """A chain that planned a kill at "an end recorded" made it, after a trial had ended: so the
+    no-rerun check had a finished trial to protect."""
+    if "an end recorded" in [lc["event"] for lc in launches]:
+        assert any(lc["killed"] for lc in launches if lc["event"] == "an end recorded"), launches
+        assert out["ended_before_a_kill"] >= 1, out
 
 
 def _wait_for_orphans(pgid: int) -> None:
@@ -157,12 +172,19 @@ def check(storage: Path, experiment: str, launches: list[dict], epochs: int, opt
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
         dup_steps += len(steps) - len(set(steps))
         assert sorted(set(steps)) == list(range(1, int(c.data.tags["raypair.epochs_done"]) + 1)), steps
+    trained = 0
     for hist in exp.glob("trials/*/history.jsonl"):
         got = [json.loads(ln)["epoch"] for ln in hist.read_text().splitlines()]
         assert got == list(range(1, len(got) + 1)), (hist, got)
+        if got:  # a trial that trained noted its worker: else a rerun of it would go unseen above
+            workers = hist.parent / "workers.jsonl"
+            assert workers.is_file() and workers.read_text().strip(), f"{hist.parent.name}: no workers.jsonl"
+            trained += 1
     stores = len(list(exp.glob("trials/*/trial.json")))
+    assert trained >= 1, "no trial recorded an epoch"
     out = {"kills": sum(lc["killed"] for lc in launches), "rerun": rerun, "dup_steps": dup_steps,
-           "running": running, "trials": stores, "mlflow_children": len(children)}
+           "running": running, "trials": stores, "mlflow_children": len(children),
+           "ended_before_a_kill": len(set().union(*(lc["ended"] for lc in launches[:-1])))}
     if optuna_db is not None:
         import optuna
 
@@ -181,8 +203,8 @@ def _kills(default: int) -> int:
     return int(os.environ.get("RAYPAIR_KILLS", default))
 
 
-@pytest.mark.parametrize("trainer,kills,trials", CHAINS)
-def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills, trials):
+@pytest.mark.parametrize("trainer,kills,trials,first", CHAINS)
+def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills, trials, first):
     spec = yaml.safe_load(QUICK.read_text())
     epochs = 4
     spec["run"]["epochs"] = epochs
@@ -192,21 +214,23 @@ def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills, trials)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec))
     storage = tmp_path / "runs"
     cmd = [sys.executable, "-m", "raypair", "tune", str(tmp_path / "space.yaml"), "--storage", str(storage)]
-    launches = kill_chain(cmd, storage / "quickstart", epochs, _kills(kills), tmp_path / "log.txt")
+    launches = kill_chain(cmd, storage / "quickstart", epochs, _kills(kills), tmp_path / "log.txt", first)
     out = check(storage, "quickstart", launches, epochs, storage / "quickstart" / "optuna.db")
     assert out["kills"] >= min(_kills(kills), 3)
+    _an_end_was_protected(launches, out)
     assert out["trials"] == spec["tune"]["num_samples"]
 
 
-@pytest.mark.parametrize("trainer,kills,trials", CHAINS)
-def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills, trials):
+@pytest.mark.parametrize("trainer,kills,trials,first", CHAINS)
+def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills, trials, first):
     storage = tmp_path / "runs"
     seeds = "0,1,2" if trainer == "direct" and trials > 4 else "0"
     cmd = [sys.executable, "-m", "raypair", "ablate", str(DIGITS), "--storage", str(storage), "--seeds", seeds,
            "--set", f"scale.trainer={trainer}"]
-    launches = kill_chain(cmd, storage / "digits_aug", 3, _kills(kills), tmp_path / "log.txt")
+    launches = kill_chain(cmd, storage / "digits_aug", 3, _kills(kills), tmp_path / "log.txt", first)
     out = check(storage, "digits_aug", launches, 3, None)
     assert out["kills"] >= min(_kills(kills), 3)
+    _an_end_was_protected(launches, out)
     assert out["trials"] == 3 * len(seeds.split(","))
 
 

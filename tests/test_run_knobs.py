@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import pytest
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from raypair.config import ConfigError, RunConfigBase, run_model
 from raypair.experiments.sweep import check_read
@@ -100,7 +100,7 @@ def put(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def run_of(raw: dict[str, Any]) -> Optional[RunConfigBase]:
     try:
         return run_model().model_validate(raw)
-    except Exception:  # noqa: BLE001 - an invalid combination is simply not a context
+    except ValidationError:  # an invalid combination is simply not a context (a crash is not one)
         return None
 
 

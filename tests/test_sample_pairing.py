@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from raypair.config import run_model
 from raypair.data import DeviceLoader
@@ -78,7 +79,7 @@ def test_schedule_short_run_still_goes_through_every_phase():
 
 
 def test_config_refuses_a_schedule_that_never_mixes():
-    with pytest.raises(Exception, match="final_off_frac"):
+    with pytest.raises(ValidationError, match="final_off_frac"):
         make(warmup_frac=0.6, final_off_frac=0.4)
 
 

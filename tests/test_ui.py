@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import optuna_dashboard  # noqa: F401  (declared in the test extra: missing, the file fails instead of skipping)
+
 pytestmark = pytest.mark.slow  # servers in subprocesses
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from raypair.config import ConfigError, OptimConfig, build_run, run_model
 from raypair.loop import build_optimizer, save_checkpoint, train_step
@@ -141,7 +142,7 @@ def test_inactive_knobs_per_mode():
     assert "rho" not in cfg(mode="dml").inactive() and "tau" in cfg(mode="dml").inactive()
     assert "dml_update" not in cfg(mode="dml").inactive()
     assert "erase_mode" in cfg(random_erasing=0.0).inactive() and "ema_decay" not in cfg(ema=True).inactive()
-    with pytest.raises(Exception, match="teacher_checkpoint"):
+    with pytest.raises(ValidationError, match="teacher_checkpoint: mode distill needs"):
         cfg(mode="distill")
 
 
