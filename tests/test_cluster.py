@@ -194,7 +194,7 @@ def test_a_local_sweeps_ray_listens_on_loopback_only(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(
         "import json, os, ray\n"
-        "import psutil  # ray vendors it\n"
+        "import psutil  # the test extra declares it\n"
         "from raypair.runner.cluster import start_ray\n"
         "start_ray(None)\n"
         "ray.get(ray.remote(lambda: 1).remote())\n"
