@@ -111,7 +111,8 @@ class DeviceLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""
-        gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) if self.augment else None
+        gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) \
+            if self.augment else None
         for idx in self._batches(epoch):
             yield self._prepare(idx, gen)
 

@@ -90,8 +90,9 @@ def load_splits(cfg: DataConfig) -> Splits:
                           "data.train_subset",
                           "training images left after the validation hold-out")]
     if cfg.test_subset:
-        va = va[_balanced(getattr(raw, f"{eval_src}_y")[va], cfg.test_subset, seeded_generator("split.val_subset", cfg.split_seed),
-                          "data.test_subset", "evaluation images")]
+        gen = seeded_generator("split.val_subset", cfg.split_seed)
+        va = va[_balanced(getattr(raw, f"{eval_src}_y")[va], cfg.test_subset, gen, "data.test_subset",
+                          "evaluation images")]
         if te is not None:
             te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator("split.test_subset", cfg.split_seed),
                               "data.test_subset",
