@@ -360,3 +360,13 @@ def test_alternating_dml_erases_once_and_hands_the_erased_batch_on(order):
     assert torch.equal(out1.logits, second) and out1.carry is None
     assert set(out1.logs) == {f"loss_ce_{other}", kl_key[other]}
     assert next_draw(m.generator) == next_draw(ref)  # part 1 drew nothing
+
+
+def test_vpl_runs_on_non_square_images():
+    # the transformer is built for the data's (H, W), not H x H (a bug found by reading survivor
+    # raypair.methods.vpl.xǁVplǁ__init____mutmut_9: image_shape[1] vs [2] made no difference to the tests)
+    info = SimpleNamespace(**{**vars(INFO), "image_shape": (3, 8, 16)})
+    m = method("vpl", info=info, vit_model="tiny_vit", random_erasing=0.0)
+    assert tuple(m.vit.patch_embed.img_size) == (8, 16)
+    x, y = batch(2, (3, 8, 16))
+    assert torch.isfinite(m(x, y).loss)

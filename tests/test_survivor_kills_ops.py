@@ -93,6 +93,8 @@ def test_pad_crop_flip_keeps_uint8_with_a_per_channel_tensor_fill():
     (3, 12, 2, 2, True, (2, 8, 2, 0)),    # centre right of the 8-column image: empty at 8
     (-3, -2, 4, 6, True, (0, 0, 0, 1)),   # centre above / left: rows [-5, -1) empty, cols [-5, 1)
     (2, 5, 5, 5, False, (0, 3, 5, 5)),    # odd side kept: [c - 2, c + 3)
+    (0, -5, 2, 4, True, (0, 0, 1, 0)),    # cols [-7, -3): empty at 0
+    (2, 0, 4, 1, True, (0, 0, 4, 0)),     # an odd side 1 trims to 0 columns: [0, 0)
 ])
 def test_centred_box_is_the_clipped_interval_by_hand(cy, cx, sh, sw, trim, want):
     top, left, h, w = centred_box(torch.tensor([cy]), torch.tensor([cx]), sh, sw, 6, 8, trim)
@@ -166,7 +168,9 @@ def test_partner_ok_is_bool(rule):
 def test_cycle_partners_follow_their_seeded_permutation_forward(n, seed):
     # docstring: pi[p[k]] = p[(k + 1) % n] for p = randperm(n) on the eval.partners stream of seed
     p = torch.randperm(n, generator=torch.Generator().manual_seed(stream_key("eval.partners", seed))).tolist()
-    pi = cycle_partners(n, seed).tolist()
+    pi = cycle_partners(n, seed)
+    assert pi.dtype == torch.int64
+    pi = pi.tolist()
     assert all(pi[p[k]] == p[(k + 1) % n] for k in range(n))
 
 
@@ -185,3 +189,11 @@ def test_holdout_takes_round_half_up_at_least_one_per_class_and_skips_absent_cla
 def test_holdout_of_a_single_sample_class_raises():
     with pytest.raises(HoldoutError, match="holds out all 1 samples of class 1"):
         holdout_mask(torch.tensor([0, 0, 0, 1]), 0.1, gen(0))
+
+
+def test_unknown_stream_error_lists_every_stream():
+    with pytest.raises(ValueError) as e:
+        stream_key("shuffle", 0)
+    assert str(e.value) == ("unknown random stream 'shuffle'; one of data.shuffle, data.augment, split.holdout, "
+                            "split.train_subset, split.val_subset, split.test_subset, digits.test, method, "
+                            "eval.partners, eval.draws, gate")
