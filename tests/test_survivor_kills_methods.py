@@ -370,3 +370,21 @@ def test_vpl_runs_on_non_square_images():
     assert tuple(m.vit.patch_embed.img_size) == (8, 16)
     x, y = batch(2, (3, 8, 16))
     assert torch.isfinite(m(x, y).loss)
+
+
+def test_a_fresh_pair_training_steps_as_epoch_0_before_any_epoch_start():
+    # built, not yet told an epoch: beta 0, stage 1, alpha 0 (ramp): plain CE on x, no pair
+    m = pt_method("S8")
+    x, y = batch(4)
+    out = m(x, y)
+    assert close(out.loss, hand_ce(m.model(x), y)) and out.logs["pair"] == 0.0 and out.logs["stage"].item() == 1.0
+
+
+def test_cutmix_control_is_cutmix_with_alpha_1_and_a_perm_partner():
+    from raypair.ops.mixing import cutmix_beta  # the composed op (tested on its own); alpha 1 is methods.md §5
+    m = pt_method("cutmix", seed=8)
+    m.on_epoch_start(0, 1, {"train_acc": 0.0})
+    x, y = batch(6)
+    out = m.mix(x, y)
+    xr, tr, _ = cutmix_beta(x, torch.eye(10)[y], y, 1.0, "perm", gen(8))
+    assert torch.equal(out.x, xr) and torch.equal(out.target, tr) and out.logs == {}
