@@ -223,6 +223,9 @@ def test_vpl_train_accs_and_ce_logs_are_per_branch():
     assert out.logs["train_acc_vit"].item() == (zt.argmax(1) == y).double().mean().item()
     assert close(out.logs["loss_ce_cnn"], hand_ce(zc, y)) and close(out.logs["loss_ce_vit"], hand_ce(zt, y))
     assert out.logs["erased"] == 0.0
+    r = int(zt.max(1).values.argmax())  # the row of the largest logit goes last: a flattened argmax
+    x = torch.cat([x[r + 1:], x[:r + 1]])  # (>= 10) then matches no label
+    _, _, _, zt = heads(m, x)
     for hits in (1, 3):  # the transformer right on 1, then 3 of 4 rows
         y = picked_labels(zt, hits)
         assert m(x, y).logs["train_acc_vit"].item() == hits / 4

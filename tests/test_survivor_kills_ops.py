@@ -197,3 +197,25 @@ def test_unknown_stream_error_lists_every_stream():
     assert str(e.value) == ("unknown random stream 'shuffle'; one of data.shuffle, data.augment, split.holdout, "
                             "split.train_subset, split.val_subset, split.test_subset, digits.test, method, "
                             "eval.partners, eval.draws, gate")
+
+
+# ------------------------------------------------------------------------------ pad_crop_flip
+# (tests/test_data.py covers it through the loader but is not in mutmut's selection)
+@pytest.mark.parametrize("pad", [0, 1, 3])
+def test_pad_crop_flip_pads_zero_by_default_per_sample_loop(pad):
+    x = torch.rand(6, 2, 5, 7, generator=gen(4)) + 1.0
+    assert torch.equal(pad_crop_flip(x, pad, gen(5)), crop_flip_ref(x, pad, gen(5), 0.0))
+
+
+def test_pad_crop_flip_flips_only_below_one_half(monkeypatch):
+    real = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full(real(*a, **k).shape, 0.5))
+    x = torch.arange(2 * 9, dtype=torch.float32).reshape(2, 1, 3, 3)
+    assert torch.equal(pad_crop_flip(x, 0, gen(0)), x)  # u = 0.5 is not < 0.5: no flip
+
+
+def test_pad_crop_flip_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match=re.escape("x must be [B, C, H, W], got shape (3, 4, 4)")):
+        pad_crop_flip(torch.zeros(3, 4, 4), 1, gen(0))
+    with pytest.raises(ValueError, match=re.escape("pad must be >= 0, got -1")):
+        pad_crop_flip(torch.zeros(1, 3, 4, 4), -1, gen(0))
