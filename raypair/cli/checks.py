@@ -62,7 +62,7 @@ def preflight(run: Any, prefix: str = "") -> None:
             return
         from raypair.models import check_model
 
-        c, size = info.image_shape[:2]
+        c, size = info.image_shape[0], tuple(info.image_shape[1:3])
         check_model(run.model, info.num_classes, c * run.method.images_per_input, size)
     except ConfigError as e:
         field = e.field if e.field.startswith(("$", "-")) else prefix + e.field

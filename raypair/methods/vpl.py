@@ -86,12 +86,12 @@ class Vpl(Method):
 
     def __init__(self, cfg: VplConfig, model: nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
-        c, h = info.image_shape[0], info.image_shape[1]
+        c, hw = info.image_shape[0], tuple(info.image_shape[1:3])  # (H, W): non-square images too
         vcfg, distill = ModelConfig(name=cfg.vit_model), cfg.mode == "distill"
         with torch.random.fork_rng(devices=[], enabled=cfg.vit_seed is not None):
             if cfg.vit_seed is not None:
                 torch.manual_seed(cfg.vit_seed)
-            self.vit = build_model(vcfg, info.num_classes, c, image_size=h)
+            self.vit = build_model(vcfg, info.num_classes, c, image_size=hw)
         if distill:
             to_vit = cfg.student == "cnn"
             prefixes, fit = (("vit.", "model."), f"vit_model={cfg.vit_model}") if to_vit else (("model.",), "model")

@@ -17,8 +17,10 @@ def check_model_name(name: str) -> None:
         raise ConfigError("model.name", f"unknown timm model{hint}", name)
 
 
-def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int | None = None) -> nn.Module:
-    """``timm.create_model`` with the data's classes and channels; no pretrained weights are fetched."""
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int,
+                image_size: int | tuple[int, int] | None = None) -> nn.Module:
+    """``timm.create_model`` with the data's classes and channels; no pretrained weights are fetched.
+    ``image_size`` (a side or ``(H, W)``) sets a transformer's patch grid; CNNs do not take it."""
     check_model_name(cfg.name)
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate)
     if image_size is not None and _takes_img_size(cfg.name):
@@ -31,7 +33,8 @@ def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: i
         raise ConfigError("model.kwargs", f"{cfg.name} rejects them: {text[:200]}", cfg.kwargs) from None
 
 
-def check_model(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int | None = None) -> None:
+def check_model(cfg: ModelConfig, num_classes: int, in_chans: int,
+                image_size: int | tuple[int, int] | None = None) -> None:
     """Build the model on the meta device (no memory, ~10 ms) so that an unknown or bad
     ``model.kwargs`` key fails here, before any trial, as a ConfigError naming it. A model whose
     constructor needs real tensors (``.item()`` in its init) is built on the CPU instead."""
