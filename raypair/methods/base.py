@@ -138,8 +138,8 @@ def in_chans(cfg: Union[MethodConfig, type[MethodConfig]], channels: int) -> int
 def build_method(run: RunConfigBase, info: Any, *, device: Union[torch.device, str] = "cpu", rank: int = 0,
                  pool: Any = None, generator_seed: Optional[int] = None) -> Method:
     """The method of ``run`` ready to train: ``run.model`` built for ``info`` (classes, input
-    channels ``in_chans``, image size ``(H, W)``: a transformer of a non-square dataset gets its grid) from the torch RNG as it stands (seed it first for a fixed
-    init), the method around it on ``device``, its generator on ``device`` seeded ``generator_seed``
+    channels ``in_chans``, image size ``(H, W)``: a transformer of a non-square dataset gets its grid)
+    from the torch RNG as it stands (seed it first for a fixed init), the method around it on ``device``, its generator on ``device`` seeded ``generator_seed``
     (default: the ``method`` stream of ``(run.seed, rank)``, one per worker, see
     :data:`raypair.ops.sampling.STREAMS`) and ``pool`` (the training split)."""
     cfg, c, size = run.method, info.image_shape[0], tuple(info.image_shape[1:3])  # size (H, W)
