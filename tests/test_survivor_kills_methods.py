@@ -20,16 +20,7 @@ from raypair.models import build_model
 from raypair.ops.erasing import random_erasing
 from raypair.ops.mixing import sample_beta
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def next_draw(g: torch.Generator) -> float:
-    return float(torch.rand((), generator=g))
+from test_mutation_kills_methods import INFO, gen, next_draw  # the shared info and draw helpers
 
 
 def method(name: str, info=INFO, model: str = "tiny_cnn", init_seed: int = 0, seed: int = 0, **knobs):
