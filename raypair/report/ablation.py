@@ -7,33 +7,17 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from raypair.experiments.ablation import Ablation
 from raypair.report import plots
-from raypair.report.cells import diff, num, paper, pm, scale
-from raypair.report.stats import Interval, diff_ci, mean_ci
+from raypair.report.cells import Row, diff, num, paper, pm, scale
+from raypair.report.stats import diff_ci, mean_ci
 from raypair.tracking.read import Child, Parent
 
 CI_NOTE = ("Mean ± 95% confidence interval over seeds (Student t). Δ: difference to the reference "
            "variant with its 95% interval, paired over seeds when both ran the same seeds (else Welch); "
            "* marks an interval that excludes 0.")
-
-
-@dataclass
-class Row:
-    """One (variant, metric) line of the ablation table."""
-
-    variant: str
-    metric: str
-    values: dict[int, float]  # seed -> final value (in the shown unit)
-    ci: Optional[Interval]
-    reference: Optional[str] = None
-    diff: Optional[Interval] = None
-    paper: Optional[tuple[float, Optional[float]]] = None
-    paper_diff: Optional[float] = None
 
 
 def _finals(ab: Ablation, children: list[Child]) -> dict[str, dict[str, dict[int, float]]]:

@@ -1,10 +1,25 @@
-"""How one number or interval is written in a report's Markdown table or CSV."""
+"""A report table's rows, and how one number or interval is written in its Markdown or CSV."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from raypair.report.stats import Interval
+
+
+@dataclass
+class Row:
+    """One (variant, metric) line of the ablation table."""
+
+    variant: str
+    metric: str
+    values: dict[int, float]  # seed -> final value (in the shown unit)
+    ci: Optional[Interval]
+    reference: Optional[str] = None
+    diff: Optional[Interval] = None
+    paper: Optional[tuple[float, Optional[float]]] = None
+    paper_diff: Optional[float] = None
 
 
 def scale(metric: str) -> float:

@@ -5,11 +5,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raypair.report.cells import Row
 from raypair.report.stats import mean_ci
 
 if TYPE_CHECKING:
     from raypair.experiments.ablation import Ablation
-    from raypair.report.ablation import Row
     from raypair.tracking.read import Child
 
 CURVES = ("val_acc", "train_loss")  # the per-epoch metrics an ablation's curves show (read for every run)

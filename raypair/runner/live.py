@@ -6,25 +6,40 @@
      t0012  method.omega=0.3321 method.omega_mode=beta    41/200      0.7712
     best val_acc=0.8123  t0004  method.omega=1.2 method.omega_mode=const
 
-What it shows is :class:`raypair.runner.progress.Progress`'s state; the line per ended trial (and,
+What it shows is :class:`raypair.runner.progress.Progress`'s state (the members :class:`State` names); the line per ended trial (and,
 with ``--verbose``, per epoch) scrolls above it. Only the driver holds a view: it is made on first
 use and never pickled (Tune saves its callbacks)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TextIO
+from collections import Counter
+from typing import Any, Optional, Protocol, TextIO
 
 from raypair.experiments.base import fmt_value
 
-if TYPE_CHECKING:
-    from raypair.runner.progress import Progress
-
 SHOWN = ("finished", "stopped", "failed", "diverged")  # always shown, even at 0; other statuses once seen
+
+
+class State(Protocol):
+    """What the view reads of a running experiment's progress (``runner.progress.Progress`` has it;
+    named here so that this module, which Progress uses, does not import it back)."""
+
+    book: Any  # .exp (name, metric, base_run.epochs) and .shown (key -> the trial's description)
+    planned: Optional[int]
+    total_epochs: Optional[int]
+    epochs_done: int
+    running: dict[str, tuple[int, Optional[float]]]  # key -> (epoch, metric)
+    ended: Counter[str]
+    best: Optional[tuple[float, str]]
+
+    def timing(self) -> tuple[float, Optional[float]]: ...  # (elapsed, ETA upper bound) in seconds
+
+    def clock_text(self, seconds: float) -> str: ...
 
 
 class View:
     """A ``rich.live.Live`` over ``progress``; ``print`` writes a line above it."""
 
-    def __init__(self, progress: "Progress", out: TextIO) -> None:
+    def __init__(self, progress: State, out: TextIO) -> None:
         import sys
 
         from rich.console import Console
@@ -47,7 +62,7 @@ class View:
         return render(self.progress)
 
 
-def render(p: "Progress") -> Any:
+def render(p: State) -> Any:
     """The view of ``p``'s state: the bar, the counts, the running trials, the best so far."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
