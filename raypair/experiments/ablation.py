@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from raypair.config import (ConfigError, Name, RunConfigBase, Strict, build_run, check_name, deep_merge, field_at,
                             from_validation, parse_override, read_yaml, set_path, to_plain)
 from raypair.config.run import Seed
-from raypair.experiments.base import check_metric, read_base_run
+from raypair.experiments.base import check_metric
+from raypair.experiments.sweep import read_base_run
 from raypair.experiments.pairs import (Ablation, Overrides, PaperRef, Variant, check_paper_protocol, from_plain,
                                        parse_paper_number, slug)
 from raypair.experiments.sweep import check_read

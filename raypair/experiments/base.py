@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, read_yaml, reported_metrics, set_path, to_plain
+from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, reported_metrics, set_path, to_plain
 
 
 STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
@@ -195,26 +195,6 @@ def check_metric(field: str, name: str, runs: list[RunConfigBase]) -> None:
         shown = sorted(m for m in reported if m.startswith("val_acc") and not m.startswith("val_acc5")
                        or m in ("train_loss", "test_acc"))
         raise ConfigError(field, f"not a metric that {who} (e.g. {', '.join(shown)})", name)
-
-
-def read_base_run(path: Path, base: str) -> dict[str, Any]:
-    """The run a file's ``base:`` names, relative to the file: a run file (one level: it may not
-    have a ``base:`` of its own) or a search-space file, whose resolved base run is taken.
-    Every error about the file itself names the field ``base``."""
-    try:
-        base_path = (path.parent / base).resolve()
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ConfigError("base", f"not a usable path: {e}", base) from None
-    raw = read_yaml(base_path, field="base")
-    if "variants" in raw or "factors" in raw:
-        raise ConfigError("base", f"{base_path} is an ablation file; base: names a run or search-space file", base)
-    if "base" in raw:  # (a file naming itself would recurse forever)
-        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
-    if "space" in raw or "tune" in raw or "run" in raw:
-        from raypair.experiments.sweep import load_sweep
-
-        return load_sweep(base_path, check=False).run_raw
-    return raw
 
 
 def best_record(records: list[Record], metric: str, mode: str) -> Optional[Record]:

@@ -13,13 +13,21 @@ import itertools
 import math
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol
 
-from raypair.config import ParamSpace
+from raypair.config import ParamSpace, TuneSettings
 from raypair.experiments.base import Proposer, Record, Trial
 
-if TYPE_CHECKING:
-    from raypair.experiments.sweep import Sweep
+
+class Searched(Protocol):
+    """What a proposer reads of a sweep (``experiments.sweep.Sweep`` has it; named here so that this
+    module, which the sweep uses, does not import it back)."""
+
+    name: str
+    metric: str
+    mode: str
+    space: dict[str, ParamSpace]
+    tune: TuneSettings
 
 _PRIMITIVE = (type(None), bool, int, float, str)
 
@@ -55,7 +63,7 @@ def _draw(ps: ParamSpace, rng: random.Random) -> Any:
 
 
 class OptunaProposer(Proposer):
-    def __init__(self, sweep: "Sweep", db: Path, known: dict[str, Record]) -> None:
+    def __init__(self, sweep: Searched, db: Path, known: dict[str, Record]) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

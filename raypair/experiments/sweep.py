@@ -20,7 +20,7 @@ from raypair.config import (NOT_SEARCHABLE, ConfigError, ParamSpace, RunConfigBa
                             set_path, to_plain)
 from raypair.config.base import short
 from raypair.experiments.base import (Described, Experiment, ListProposer, Proposer, Record, Trial, check_metric,
-                                      read_base_run, fmt_value)
+                                      fmt_value)
 
 
 @dataclass
@@ -98,6 +98,24 @@ class Sweep(Experiment):
 
     def scheduler(self) -> Optional[SchedulerConfig]:
         return self.tune.scheduler if self.tune.scheduler.name != "none" else None
+
+
+def read_base_run(path: Path, base: str) -> dict[str, Any]:
+    """The run a file's ``base:`` names, relative to the file: a run file (one level: it may not
+    have a ``base:`` of its own) or a search-space file, whose resolved base run is taken.
+    Every error about the file itself names the field ``base``."""
+    try:
+        base_path = (path.parent / base).resolve()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError("base", f"not a usable path: {e}", base) from None
+    raw = read_yaml(base_path, field="base")
+    if "variants" in raw or "factors" in raw:
+        raise ConfigError("base", f"{base_path} is an ablation file; base: names a run or search-space file", base)
+    if "base" in raw:  # (a file naming itself would recurse forever)
+        raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
+    if "space" in raw or "tune" in raw or "run" in raw:
+        return load_sweep(base_path, check=False).run_raw
+    return raw
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
