@@ -60,7 +60,7 @@ def imports_of(path: Path) -> set[str]:
 # layer folder -> the raypair layers it may import (a layer may always import itself)
 LAYERS = {
     "ops": set(),
-    "config": {"data"},  # the source registry, imported lazily
+    "config": set(),  # data.source is checked where the data is resolved (data/sources)
     "models": {"config"},
     "methods": {"ops", "config", "models", "registry"},
     "data": {"ops", "config", "registry"},

@@ -4,8 +4,8 @@ that holds them, and its loading from YAML with ``--set dotted.path=value`` over
 One name per concept: the YAML key, the schema field, the op's keyword and the MLflow param are
 the same dotted path (``optim.lr``, ``method.aug``). Method configs live in ``raypair/config/methods/``
 (one module per method, torch-free) and are gathered into the ``method`` field's tagged union by
-:func:`run_model`; data sources register themselves in ``raypair/data/sources/`` and
-``data.source`` is checked against that registry.
+:func:`run_model`. Data sources register themselves in ``raypair/data/sources/``, which checks
+``data.source`` against its registry where it resolves the data (config imports no data code).
 """
 from __future__ import annotations
 
@@ -53,16 +53,6 @@ class DataConfig(Strict):
     def inactive(self) -> set[str]:
         # the seed of the hold-out and the subsets: without them every image is used, in order
         return set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
-
-    @field_validator("source")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        from raypair.data.sources import SOURCES  # the registry fills as its modules import
-
-        valid = ["auto", *SOURCES.names()]
-        if value not in valid:
-            raise ValueError(f"unknown data source (valid: {', '.join(valid)})")
-        return value
 
 
 class ModelConfig(Strict):

@@ -121,6 +121,9 @@ def cache_dir(cfg: DataConfig) -> Path:
 def _candidates(cfg: DataConfig) -> list[Source]:
     """The sources to try for ``cfg``, in order: the forced one, or auto's search."""
     if cfg.source != "auto":
+        if cfg.source not in SOURCES.names():
+            valid = ", ".join(["auto", *SOURCES.names()])
+            raise ConfigError("data.source", f"unknown data source (valid: {valid})", cfg.source)
         return [SOURCES.get(cfg.source)()]
     tried: list[Source] = []
     for src in sorted((SOURCES.get(n)() for n in SOURCES.names()), key=lambda s: s.order):
