@@ -105,8 +105,3 @@ def pytest_runtest_makereport(item, call):
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"skipped under RAYPAIR_STRICT=1 (a missing dataset or dependency?): {reason}"
-
-
-def cifar_available() -> bool:
-    root = os.environ.get("RAYPAIR_DATA")
-    return bool(root) and (Path(root) / "cifar10" / "train.parquet").exists()

@@ -25,6 +25,7 @@ from raypair.config import ConfigError, RunConfigBase, run_model
 from raypair.experiments.sweep import check_read
 from raypair.loop import Dist, build_optimizer, divergence, evaluate, group_lr, setup, train_step
 from test_knobs import alternatives
+from test_validate_fast import folder_dataset
 
 torch.set_num_threads(1)
 BASE: dict[str, Any] = {"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}, "epochs": 3, "batch_size": 16}
@@ -40,28 +41,13 @@ EXPLICIT: dict[str, list[Any]] = {
 
 @pytest.fixture(autouse=True, scope="module")
 def _toy_data_root(tmp_path_factory):
-    """``data.name: toy``: an ImageFolder of random 12 px PNGs (3 classes, 20 train / 6 test each)
-    under a data root of this module's own."""
-    import os
-
-    import numpy as np
-    from PIL import Image
-
+    """``data.name: toy``: an ImageFolder of digits (3 classes, 20 train / 6 test each) under a data
+    root of this module's own."""
     root = tmp_path_factory.mktemp("knob-data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 20), ("test", 6)):
-        for c in range(3):
-            folder = root / "toy" / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    old = os.environ.get("RAYPAIR_DATA")
-    os.environ["RAYPAIR_DATA"] = str(root)
-    yield
-    if old is None:
-        os.environ.pop("RAYPAIR_DATA")
-    else:
-        os.environ["RAYPAIR_DATA"] = old
+    folder_dataset(root / "toy", {0: 20, 1: 20, 2: 20}, test=6)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYPAIR_DATA", str(root))
+        yield
 
 
 def leaves(model: type[BaseModel] = RunConfigBase, prefix: str = "") -> list[tuple[str, Any]]:

@@ -75,7 +75,7 @@ def test_own_models_build_under_any_config_input(name: str) -> None:
             build_model(ModelConfig(name=name, drop_rate=drop), classes, chans, size)
 
 
-def _folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
+def folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
     """Real images (scikit-learn's digits, 8x8 grey) as an ImageFolder tree: ``train[k]`` per class k."""
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -120,7 +120,7 @@ def test_cached_shape_agrees_with_the_full_load(dataset: str, tmp_path: Path) ->
     exactly when the full load succeeds, with the same classes and image shape: hold-outs that
     round either way or empty a class, and subsets at and one past each split's size."""
     if dataset == "folder":
-        _folder_dataset(tmp_path / "pets", {0: 6, 1: 4, 2: 2}, test=2)
+        folder_dataset(tmp_path / "pets", {0: 6, 1: 4, 2: 2}, test=2)
         base = {"name": "pets", "root": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
         assert cached_shape(DataConfig(**base)) is None  # cold cache: not vouched for
         _full(DataConfig(**base))  # warms the cache

@@ -38,9 +38,10 @@ The contract is the config class, six methods and ``parts``; everything else on 
   ``optim.lr`` for it (VPL's per-branch rates); the schedule scales every group's lr alike.
 
 Attributes a method reads, all given by ``build_method``: ``cfg``, ``model``, ``info`` (the data's
-classes, shape and normalisation), ``generator`` (its random stream, on the device: seeded
-the ``method`` stream of ``(run.seed, rank)``, one per worker, as the loop trains) and ``pool`` (the training
-split or None, for methods that pair with the dataset: ``pool.draw(n, generator, avoid=labels)``).
+classes, shape and normalisation), ``generator`` (its random stream, on the device: seeded by the
+``method`` stream of ``(run.seed, rank)``, one per worker, as the loop trains) and ``pool`` (the
+training split or None, for methods that pair with the dataset: ``pool.draw(n, generator,
+avoid=labels)``).
 A method never logs, reports, checkpoints or reads a global flag.
 
 Why this shape: what one method alone needed is data, not extra hooks (``eval_pairs`` serves two:
@@ -139,9 +140,10 @@ def build_method(run: RunConfigBase, info: Any, *, device: Union[torch.device, s
                  pool: Any = None, generator_seed: Optional[int] = None) -> Method:
     """The method of ``run`` ready to train: ``run.model`` built for ``info`` (classes, input
     channels ``in_chans``, image size ``(H, W)``: a transformer of a non-square dataset gets its grid)
-    from the torch RNG as it stands (seed it first for a fixed init), the method around it on ``device``, its generator on ``device`` seeded ``generator_seed``
-    (default: the ``method`` stream of ``(run.seed, rank)``, one per worker, see
-    :data:`raypair.ops.sampling.STREAMS`) and ``pool`` (the training split)."""
+    from the torch RNG as it stands (seed it first for a fixed init), the method around it on
+    ``device``, its generator on ``device`` seeded ``generator_seed`` (default: the ``method`` stream of
+    ``(run.seed, rank)``, one per worker, see :data:`raypair.ops.sampling.STREAMS`) and ``pool`` (the
+    training split)."""
     cfg, c, size = run.method, info.image_shape[0], tuple(info.image_shape[1:3])  # size (H, W)
     model = build_model(run.model, info.num_classes, in_chans(cfg, c), size)
     method = METHODS.get(cfg.name)(cfg, model, info).to(device)

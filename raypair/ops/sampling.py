@@ -35,7 +35,6 @@ STREAMS = (
     "eval.draws",         # (seed,): the ratios a paired evaluation draws, the same at every evaluation
     "gate",               # (method stream's seed, epoch): PairTraining's host-side gate
 )
-_WORDS = 0xFFFFFFFF
 
 
 def stream_key(stream: str, *ints: int) -> int:
@@ -46,7 +45,7 @@ def stream_key(stream: str, *ints: int) -> int:
     words = [STREAMS.index(stream), len(ints)]
     for i in ints:
         u = int(i) & 0xFFFFFFFFFFFFFFFF
-        words += [u & _WORDS, u >> 32]
+        words += [u & 0xFFFFFFFF, u >> 32]
     state = np.random.SeedSequence(words).generate_state(1, np.uint64)[0]
     return int(state) & 0x7FFFFFFFFFFFFFFF
 

@@ -6,9 +6,9 @@
      t0012  method.omega=0.3321 method.omega_mode=beta    41/200      0.7712
     best val_acc=0.8123  t0004  method.omega=1.2 method.omega_mode=const
 
-What it shows is :class:`raypair.runner.progress.Progress`'s state (the members :class:`State` names); the line per ended trial (and,
-with ``--verbose``, per epoch) scrolls above it. Only the driver holds a view: it is made on first
-use and never pickled (Tune saves its callbacks)."""
+What it shows is :class:`raypair.runner.progress.Progress`'s state (the members :class:`State`
+names); the line per ended trial (and, with ``--verbose``, per epoch) scrolls above it. Only the
+driver holds a view: it is made on first use and never pickled (Tune saves its callbacks)."""
 from __future__ import annotations
 
 from collections import Counter
