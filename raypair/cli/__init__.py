@@ -1,4 +1,4 @@
-"""``raypair`` command line: tune, ablate, report, train, validate, preview, ui (the commands are in
+"""``raypair`` command line: tune, ablate, train, run, report, validate, preview, status, ui (the commands are in
 ``commands.py``, the checks that run before anything starts in ``checks.py``, the option types in
 ``args.py``; this module builds the parser and turns a ConfigError into one line and exit 2).
 
@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from raypair.cli import args as A
 from raypair.config import ConfigError
+from raypair.registry import PluginError
 
 
 def _common(p: argparse.ArgumentParser, storage: bool = True) -> None:
@@ -64,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("train", help="one run, no search (one trial of the same runner)")
     r.add_argument("run", help="run YAML, or a search-space YAML (trains its base run)")
     _experiment(r, "run", "finish an interrupted run of the same --name")
+    g = sub.add_parser("run", help="run an experiment file of any kind (raypair.experiments.kinds, plug-ins included)")
+    g.add_argument("file", help="experiment YAML: an ablation, a search space, a run, or a kind: of a plug-in")
+    _experiment(g, "experiment", "finish an interrupted experiment of the same name")
     _tools(sub)
     return ap
 
@@ -110,13 +114,12 @@ def _tools(sub: Any) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = parser().parse_args(argv)
-    except SystemExit as e:  # a bad option (its one line is printed), or --help
-        return e.code if isinstance(e.code, int) else 2
-    from raypair.cli import commands
+        from raypair.cli import commands
 
-    try:
         return getattr(commands, f"cmd_{args.command}")(args)
-    except ConfigError as e:
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 2
+    except (ConfigError, PluginError) as e:  # a bad option or input; a plug-in that does not load
         print(f"raypair: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

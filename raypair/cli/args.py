@@ -10,7 +10,6 @@ import ipaddress
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 from urllib.parse import urlparse
@@ -48,8 +47,9 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"raypair: error: {one_line(message)}", file=sys.stderr)
-        sys.exit(2)
+        """A ConfigError of the one line: ``main`` prints it and exits 2, ``raypair.api`` raises it."""
+        field, _, what = one_line(message).partition(": ")
+        raise ConfigError(field, what) if what else ConfigError("", field)
 
 
 def _bad(what: str, text: Any) -> argparse.ArgumentTypeError:

@@ -8,27 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raypair.config import ConfigError, check_name, read_yaml
-
-KINDS = {"ablation": "an ablation file (variants: or factors:)", "space": "a search-space file (space:, run: or tune:)",
-         "run": "a run file"}
-COMMAND_OF = {"ablation": "raypair ablate", "space": "raypair tune", "run": "raypair train"}
+from raypair.config import ConfigError, check_name
 
 
-def file_kind(path: str, field: str, allowed: tuple[str, ...]) -> str:
-    """``ablation``, ``space`` or ``run``, read from the file's top-level keys; a kind the command
-    does not take is a ConfigError naming ``field`` and the command that takes it."""
-    raw = read_yaml(path, field)
-    if "variants" in raw or "factors" in raw:
-        kind = "ablation"
-    elif any(k in raw for k in ("space", "tune", "run", "base")):
-        kind = "space"
-    else:
-        kind = "run"
-    if kind not in allowed:
-        raise ConfigError(field, f"is {KINDS[kind]}, not {' or '.join(KINDS[k] for k in allowed)}; "
-                          f"use {COMMAND_OF[kind]}", path)
-    return kind
+def file_kind(path: str, field: str, command: str) -> Any:
+    """The kind of experiment file at ``path`` (from the table of kinds, ``raypair.experiments.kinds``);
+    a kind ``raypair <command>`` does not take is a ConfigError naming ``field`` and the command that does."""
+    from raypair.experiments.kinds import read_kind
+
+    return read_kind(path, field, command)
 
 
 def check_data(data: Any) -> Any:
@@ -71,7 +59,7 @@ def preflight(run: Any, prefix: str = "") -> None:
 
 def preflight_all(exp: Any) -> None:
     """The model and data of every distinct run an experiment trains (each ablation variant)."""
-    runs = {f"variants.{n}.": r for n, r in exp.runs.items()} if exp.kind == "ablation" else {"": exp.base_run}
+    runs = exp.checked_runs()
     seen: set[str] = set()
     for prefix, run in runs.items():
         key = repr((run.model, run.data, run.method.images_per_input))

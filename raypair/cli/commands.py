@@ -6,50 +6,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-from raypair.cli.checks import check_data, check_local_resources, file_kind, inside, preflight, preflight_all
+from raypair.cli.checks import check_data, check_local_resources, file_kind, inside, preflight_all
 from raypair.config import ConfigError
-
-
-def _load(kind: str, args: argparse.Namespace, path: str) -> Any:
-    if kind == "ablation":
-        from raypair.experiments.ablation import load_ablation
-
-        return load_ablation(path, args.overrides, quick=getattr(args, "quick", False), seeds=getattr(args, "seeds", None),
-                             only=getattr(args, "variants", None), name=getattr(args, "name", None),
-                             max_concurrent=getattr(args, "max_concurrent", None))
-    from raypair.experiments.sweep import load_sweep
-
-    return load_sweep(path, args.overrides, getattr(args, "num_samples", None), getattr(args, "name", None))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
-    from raypair.config import load_run, to_plain
-
-    kind = file_kind(args.file, "file", ("run", "space", "ablation"))
+    kind = file_kind(args.file, "file", "validate")
     for flag in ("quick", "seeds", "variants"):  # never silently ignored
-        if kind != "ablation" and getattr(args, flag) not in (None, False):
-            raise ConfigError(f"--{flag}", f"only an ablation file takes it; {args.file} is a {kind} file",
+        if flag not in kind.options and getattr(args, flag) not in (None, False):
+            from raypair.experiments.kinds import KINDS
+
+            takers = " or ".join(k.article for k in map(KINDS.get, KINDS.names()) if flag in k.options)
+            raise ConfigError(f"--{flag}", f"only {takers} takes it; {args.file} is a {kind.name} file",
                               getattr(args, flag))
-    if kind == "run":
-        run = load_run(args.file, args.overrides)
-        preflight(run)
-        out = to_plain(run)
-    else:
-        exp = _load(kind, args, args.file)
-        preflight_all(exp)
-        if kind == "ablation":
-            out = exp.plain() | {"pairs": len(exp.pairs())}
-        else:
-            out = {"name": exp.name, "run": to_plain(exp.run),
-                   "space": {k: {v.kind: list(v.args)} for k, v in exp.space.items()},
-                   "tune": exp.tune.model_dump(mode="json"), "resources_per_trial": exp.resources_per_trial()}
-    print(yaml.safe_dump(out, sort_keys=False), end="")
+    exp = kind.load(args.file, args)
+    preflight_all(exp)
+    print(yaml.safe_dump(exp.resolved(), sort_keys=False), end="")
     return 0
 
 
@@ -64,10 +41,12 @@ def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
     return Tracker(uri, experiment, artifact_root=str(storage / "mlartifacts") if local else None)
 
 
-def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
-    """Validate everything that can be validated, then run ``exp`` on Ray; returns the tracker,
-    the records of every trial and the storage folder."""
+def launch(exp: Any, args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """Validate everything that can be validated, then run ``exp`` on Ray; returns the records of
+    every trial and where the results are (an ``experiments.outcome.Where``)."""
+    from raypair.experiments.outcome import Where
     from raypair.runner.store import prepare
+    from raypair.tracking import view_route
 
     storage = args.storage
     exp_dir = inside(storage, exp.name, "--name" if args.name else "name")
@@ -79,87 +58,43 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
     _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address,
                                  verbose=args.verbose)
-    return tracker, records, storage
+    return records, Where(tracker.uri, tracker.experiment, view_route(tracker.experiment_id), storage)
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    from raypair.tracking import view_route
-
-    file_kind(args.space, "space", ("space",))
-    sweep = _load("space", args, args.space)
-    tracker, records, storage = launch(sweep, args)
-    code = print_trials(sweep, records)
-    print(f"MLflow: {tracker.uri} (experiment {sweep.name!r}); browse: raypair ui --storage {storage}, "
-          f"then http://127.0.0.1:5000/{view_route(tracker.experiment_id)}")
-    return code
+# the file each experiment command runs, and the field its errors name
+FILE_OF = {"tune": "space", "ablate": "ablation", "train": "run", "run": "file"}
 
 
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from raypair.tracking import view_route
+def experiment(args: argparse.Namespace) -> Any:
+    """The experiment an experiment command runs, loaded through the table of kinds: ``raypair run``
+    takes a file of any kind, the others their own kinds; ``train`` trains a file's base run."""
+    field = FILE_OF[args.command]
+    path = getattr(args, field)
+    kind = file_kind(path, field, args.command)
+    if args.command != "train":
+        return kind.load(path, args)
+    from raypair.experiments.kinds import single_run
 
-    file_kind(args.ablation, "ablation", ("ablation",))
-    ab = _load("ablation", args, args.ablation)
-    tracker, records, storage = launch(ab, args)
-    tags, _ = ab.summary(records)
-    finished, failed = tags["raypair.pairs_finished"], tags["raypair.pairs_failed"]
-    print(f"{finished} of {tags['raypair.pairs']} pairs finished, {failed} failed\n"
-          f"MLflow: {tracker.uri} (experiment {ab.name!r}; its run table: raypair ui, then "
-          f"http://127.0.0.1:5000/{view_route(tracker.experiment_id)})\n"
-          f"report: raypair report {ab.name} --storage {storage}")
-    return 0 if failed == 0 else 1
+    return single_run(kind.base_raw(path, args.overrides), args.name)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from raypair.config import check_name, load_run, to_plain
-    from raypair.experiments.single import SingleRun
-
-    if file_kind(args.run, "run", ("run", "space")) == "space":  # a search-space file trains its base run
-        from raypair.experiments.sweep import load_sweep
-
-        raw = load_sweep(args.run, args.overrides, check=False).run_raw
-    else:
-        raw = to_plain(load_run(args.run, args.overrides))
-    name = args.name or f"{check_name('name', raw.get('name', 'run'))[:90]}-{uuid.uuid4().hex[:8]}"
-    exp = SingleRun(name, raw)
-    tracker, records, _ = launch(exp, args)
-    rec = records[0]
-    shown = {k: round(v, 4) for k, v in (rec.rows[-1] if rec.rows else {}).items()
-             if k.startswith(("val_", "test_", "train_")) and isinstance(v, float)}
-    print(f"{rec.status} {exp.name}: {shown}\nMLflow: {tracker.uri} (experiment {tracker.experiment!r}, "
-          f"parent run {exp.name!r})")
-    return 0 if rec.status == "finished" else 1
+def execute(args: argparse.Namespace) -> tuple[Any, list[Any], Any]:
+    """Load and run the experiment of an experiment command: (experiment, records, outcome). The CLI
+    prints the outcome; ``raypair.api`` returns the records as rows."""
+    exp = experiment(args)
+    records, where = launch(exp, args)
+    return exp, records, exp.outcome(records, where)
 
 
-def print_trials(exp: Any, records: list[Any]) -> int:
-    """A line per trial (status, epochs, best value of the metric, its label), the counts, the best
-    one. Exit code: 0 when every trial ended well (finished, stopped early or infeasible), 1 when
-    some failed or diverged, or when no trial finished an epoch."""
-    from raypair.experiments.base import STATUSES, best_record, fmt_value
-
-    metric, mode = exp.metric, exp.mode
-    print(f"\n{len(records)} trials of {exp.kind} {exp.name!r}:")
-    lines = {}
-    for rec in records:
-        epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
-        status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
-        lines[rec.key] = (f"  {status:9}  epochs={epochs:<3} best {metric}={fmt_value(rec.best(metric, mode)):8}  "
-                          f"{exp.describe(_trial(rec)).label}")
-        print(lines[rec.key])
-    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
-    print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    best = best_record(records, metric, mode)  # among trials that ended well
-    if best is None:
-        print("raypair: no trial finished an epoch without failing or diverging", file=sys.stderr)
-        return 1
-    print(f"best {metric} = {best.best(metric, mode):.4f}\n{lines[best.key].strip()}")
-    return 1 if counts["failed"] or counts["diverged"] else 0
+def cmd_run(args: argparse.Namespace) -> int:
+    _, _, out = execute(args)
+    print(out.text)
+    if out.error:
+        print(out.error, file=sys.stderr)
+    return out.code
 
 
-def _trial(rec: Any) -> Any:
-    from raypair.experiments.base import Trial
-
-    return Trial(rec.key, rec.params)
-
+cmd_tune = cmd_ablate = cmd_train = cmd_run
 
 
 # ------------------------------------------------------------------------- other commands

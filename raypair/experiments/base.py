@@ -153,6 +153,29 @@ class Experiment(abc.ABC):
         """An early-stopping scheduler (ASHA) over the trials, or None."""
         return None
 
+    def view_keys(self) -> list[tuple[str, str]]:
+        """What tells its trials apart in the MLflow run table, as ``(params|tags, key)`` columns."""
+        return []
+
+    def checked_runs(self) -> dict[str, RunConfigBase]:
+        """The distinct runs whose model and data are checked before anything starts, each under the
+        prefix its errors carry (default: the base run, errors as its own fields)."""
+        return {"": self.base_run}
+
+    def resolved(self) -> dict[str, Any]:
+        """What ``raypair validate`` prints of it (default: its name and its resolved base run)."""
+        return {"name": self.name, "run": to_plain(self.base_run)}
+
+    def outcome(self, records: list[Record], where: Any) -> Any:
+        """What the command that ran it prints (an ``outcome.Outcome``), told where the results
+        are (an ``outcome.Where``); default: a line per trial, the counts, the best, the MLflow store."""
+        from raypair.experiments.outcome import trial_table
+
+        out = trial_table(self, records)
+        out.text += (f"\nMLflow: {where.uri} (experiment {where.experiment!r}); browse: raypair ui --storage "
+                     f"{where.storage}, then http://127.0.0.1:5000/{where.route}")
+        return out
+
     def resource_runs(self) -> list[RunConfigBase]:
         """Runs whose resources bound how many trials fit at once (default: the base run)."""
         return [self.base_run]

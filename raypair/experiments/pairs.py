@@ -100,6 +100,25 @@ class Ablation(Experiment):
     def resource_runs(self) -> list[RunConfigBase]:
         return list(self.runs.values())
 
+    def view_keys(self) -> list[tuple[str, str]]:
+        return [("tags", "raypair.variant"), ("tags", "raypair.seed")]
+
+    def checked_runs(self) -> dict[str, RunConfigBase]:
+        return {f"variants.{n}.": r for n, r in self.runs.items()}
+
+    def resolved(self) -> dict[str, Any]:
+        return self.plain() | {"pairs": len(self.pairs())}
+
+    def outcome(self, records: list[Record], where: Any) -> Any:
+        from raypair.experiments.outcome import Outcome
+
+        tags, _ = self.summary(records)
+        finished, failed = tags["raypair.pairs_finished"], tags["raypair.pairs_failed"]
+        return Outcome(f"{finished} of {tags['raypair.pairs']} pairs finished, {failed} failed\n"
+                       f"MLflow: {where.uri} (experiment {self.name!r}; its run table: raypair ui, then "
+                       f"http://127.0.0.1:5000/{where.route})\n"
+                       f"report: raypair report {self.name} --storage {where.storage}", 0 if failed == 0 else 1)
+
     def pin(self, values: dict[str, Any]) -> None:
         super().pin(values)
         self.runs = {v: self.pair_run(v, self.seeds[0]) for v in self.variants}

@@ -38,6 +38,18 @@ class SingleRun(Experiment):
     def describe(self, trial: Trial) -> Described:
         return Described(self.name, self.name, {"raypair.method": self.base_run.method.name})
 
+    def resolved(self) -> dict[str, Any]:
+        return to_plain(self.base_run)
+
+    def outcome(self, records: list[Record], where: Any) -> Any:
+        from raypair.experiments.outcome import Outcome
+
+        rec = records[0]
+        shown = {k: round(v, 4) for k, v in (rec.rows[-1] if rec.rows else {}).items()
+                 if k.startswith(("val_", "test_", "train_")) and isinstance(v, float)}
+        return Outcome(f"{rec.status} {self.name}: {shown}\nMLflow: {where.uri} (experiment {where.experiment!r}, "
+                       f"parent run {self.name!r})", 0 if rec.status == "finished" else 1)
+
     def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         plain = to_plain(self.base_run)
         return {"raypair.kind": "run"}, flatten(plain), plain

@@ -99,6 +99,14 @@ class Sweep(Experiment):
     def scheduler(self) -> Optional[SchedulerConfig]:
         return self.tune.scheduler if self.tune.scheduler.name != "none" else None
 
+    def view_keys(self) -> list[tuple[str, str]]:
+        return [("params", k) for k in self.space]
+
+    def resolved(self) -> dict[str, Any]:
+        return {"name": self.name, "run": to_plain(self.run),
+                "space": {k: {v.kind: list(v.args)} for k, v in self.space.items()},
+                "tune": self.tune.model_dump(mode="json"), "resources_per_trial": self.resources_per_trial()}
+
 
 def read_base_run(path: Path, base: str) -> dict[str, Any]:
     """The run a file's ``base:`` names, relative to the file: a run file (one level: it may not

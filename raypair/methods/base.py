@@ -66,7 +66,24 @@ from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.sampling import stream_key
 from raypair.registry import Registry
 
-METHODS: Registry[type["Method"]] = Registry("method")
+def _adopt(name: str, config: Any) -> None:
+    """A ``raypair.methods`` plug-in names its torch-free config class; the config names its torch
+    code as ``implementation = "package.module:Class"``, imported here (not when a file is validated)."""
+    import importlib
+
+    if name in METHODS:
+        return
+    where = getattr(config, "implementation", None)
+    if not isinstance(where, str) or ":" not in where:
+        raise ValueError(f"its config {getattr(config, '__name__', config)} names no implementation "
+                         "(implementation: ClassVar[str] = 'package.module:Class')")
+    module, _, attr = where.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if name not in METHODS:  # (importing the module may have registered it)
+        METHODS.register(name)(cls)
+
+
+METHODS: Registry[type["Method"]] = Registry("method", group="raypair.methods", adopt=_adopt)
 Logs = dict[str, Union[float, Tensor]]
 
 

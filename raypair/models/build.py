@@ -7,11 +7,12 @@ import timm
 from torch import nn
 
 from raypair.config import ConfigError, ModelConfig
+from raypair.config.model_names import is_model
 
 
 def check_model_name(name: str) -> None:
     """Raise ``ConfigError`` on ``model.name`` if timm has no model ``name``, naming similar ones."""
-    if not timm.is_model(name):
+    if not is_model(name):  # (raypair's nets, timm's, and those of the raypair.models plug-ins)
         near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
         hint = f" (similar: {', '.join(near)})" if near else ""
         raise ConfigError("model.name", f"unknown timm model{hint}", name)

@@ -40,8 +40,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
     # the run table shows what tells the trials apart and the metric, best first
-    keys = [("params", k) for k in getattr(exp, "space", {})] if exp.kind == "sweep" else \
-        [("tags", "raypair.variant"), ("tags", "raypair.seed")] if exp.kind == "ablation" else []
+    keys = exp.view_keys()
     tracker.save_view(f"{exp.kind} {exp.name}: {'trials' if keys else 'runs'} by {exp.metric}",
                       keys + [("metrics", exp.metric)], ("metrics", exp.metric), ascending=exp.mode == "min")
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,

@@ -9,7 +9,8 @@ import pkgutil
 from raypair.config.method import MethodConfig
 from raypair.registry import Registry
 
-CONFIGS: Registry[type[MethodConfig]] = Registry("method")
+# + the plug-ins: each entry point of ``raypair.methods`` names a method's (torch-free) config class
+CONFIGS: Registry[type[MethodConfig]] = Registry("method", group="raypair.methods")
 
 for _mod in pkgutil.iter_modules(__path__):
     if not _mod.name.startswith("_"):

@@ -90,7 +90,7 @@ class Source(ABC):
         return ""
 
 
-SOURCES: Registry[type[Source]] = Registry("data source")
+SOURCES: Registry[type[Source]] = Registry("data source", group="raypair.sources")  # and the plug-ins
 
 
 def register(cls: type[Source]) -> type[Source]:
