@@ -93,26 +93,37 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
         run_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, run_raw)
     if name is not None:
         check_name("--name", name)
-    if max_concurrent is not None:
-        if not 1 <= max_concurrent <= 10_000:
-            raise ConfigError("--max-concurrent", "must lie in [1, 10000]", max_concurrent)
-        max_conc = max_concurrent
+    max_conc = _max_concurrent(max_concurrent, max_conc)
     for text in overrides:
         run_raw = set_path(run_raw, *parse_override(text))
     build_run(run_raw)  # the base itself first: its errors name its own fields
     variants, reference = _variants(spec)
+    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, run_raw,
+                  _picked(variants, chosen, only), list(seeds or chosen_seeds), spec.metrics, spec.mode,
+                  max_conc, reference, spec.paper, path, quick)
+    _check(ab, spec, variants)
+    check_paper_protocol(ab)  # a paper's number beside ours: the paper's protocol (pairs.py)
+    return ab
+
+
+def _picked(variants: dict[str, Variant], chosen: Optional[list[str]],
+            only: Optional[list[str]]) -> dict[str, Variant]:
+    """The variants to run: ``--variants`` (``only``), else the quick profile's subset, else all."""
     for where, names in (("quick.variants", chosen), ("--variants", only)):
         for n in names or []:
             if n not in variants:
                 raise ConfigError(where, f"no such variant (have: {', '.join(variants)})", n)
     pick = only or chosen  # --variants replaces the quick profile's subset
-    keep = [n for n in variants if pick is None or n in pick]
-    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, run_raw,
-                  {n: variants[n] for n in keep}, list(seeds or chosen_seeds), spec.metrics, spec.mode,
-                  max_conc, reference, spec.paper, path, quick)
-    _check(ab, spec, variants)
-    check_paper_protocol(ab)  # a paper's number beside ours: the paper's protocol (pairs.py)
-    return ab
+    return {n: v for n, v in variants.items() if pick is None or n in pick}
+
+
+def _max_concurrent(given: Optional[int], default: int) -> int:
+    """``--max-concurrent``, checked, or the file's (or its quick profile's)."""
+    if given is None:
+        return default
+    if not 1 <= given <= 10_000:
+        raise ConfigError("--max-concurrent", "must lie in [1, 10000]", given)
+    return given
 
 
 def _quick(path: Path, spec: AblationFile, run_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
@@ -152,6 +163,13 @@ def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
         del out[ex]
     if not out:
         raise ConfigError("exclude", "leaves no variant to run", spec.exclude)
+    return out, _reference(spec, factors, out)
+
+
+def _reference(spec: AblationFile, factors: dict[str, dict[str, Optional[Overrides]]],
+               out: dict[str, Variant]) -> dict[str, str]:
+    """The reference level of each factor: the file's (a variant's levels, or factor -> level), or
+    the first level of the first factor."""
     ref = spec.reference
     if ref is None:
         first = next(iter(factors))
@@ -163,7 +181,7 @@ def _variants(spec: AblationFile) -> tuple[dict[str, Variant], dict[str, str]]:
     for f, lv in ref.items():
         if f not in factors or lv not in factors[f]:
             raise ConfigError(f"reference.{f}", "no such factor level", lv)
-    return out, ref
+    return ref
 
 
 def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -> None:

@@ -137,19 +137,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
     for key in ("run", "space", "tune"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ConfigError(key, "must be a mapping", raw[key])
-    fixed = []
-    for text in overrides:
-        key, value = parse_override(text)
-        if key.split(".")[0] == "space":  # --set space.optim.lr='{uniform: [0.01, 0.1]}'; =null drops it
-            if key == "space":
-                raise ConfigError("--set", "set one searched path: space.PATH=...", text)
-            space = {k: v for k, v in (raw.get("space") or {}).items() if k != key[6:]}
-            raw["space"] = space | ({} if value is None else {key[6:]: value})
-        elif key.split(".")[0] == "tune":
-            raw = set_path(raw, key, value)
-        else:
-            raw["run"] = set_path(raw.get("run") or {}, key, value)
-            fixed.append(key)
+    raw, fixed = _overridden(raw, overrides)
     if num_samples is not None:
         raw = set_path(raw, "tune.num_samples", num_samples)
     if name is not None:
@@ -164,24 +152,33 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
                  "name": "--name" if name is not None else field}.get(field, field)
         raise ConfigError(field, e.message, e.value) from None
     run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
-    run = build_run(run_raw)
-    sweep = Sweep(spec.name, run_raw, run, spec.space, spec.tune, path)
+    sweep = Sweep(spec.name, run_raw, build_run(run_raw), spec.space, spec.tune, path)
     if check:
         check_space(sweep, fixed)
     return sweep
 
 
+def _overridden(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """A search-space file's mapping with the ``--set`` overrides applied, and the run paths they fix."""
+    fixed = []
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] == "space":  # --set space.optim.lr='{uniform: [0.01, 0.1]}'; =null drops it
+            if key == "space":
+                raise ConfigError("--set", "set one searched path: space.PATH=...", text)
+            space = {k: v for k, v in (raw.get("space") or {}).items() if k != key[6:]}
+            raw["space"] = space | ({} if value is None else {key[6:]: value})
+        elif key.split(".")[0] == "tune":
+            raw = set_path(raw, key, value)
+        else:
+            raw["run"] = set_path(raw.get("run") or {}, key, value)
+            fixed.append(key)
+    return raw, fixed
+
+
 def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
     t = sweep.tune
-    check_metric("tune.metric", t.metric, [sweep.run])
-    if t.scheduler.name == "asha" and t.metric.startswith("test_"):
-        raise ConfigError("tune.metric", "test_ metrics come with the last epoch only, so ASHA cannot stop on "
-                          "them; use a val_ metric or tune.scheduler.name=none", t.metric)
-    if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.run.epochs:
-        raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.run.epochs}", t.scheduler.max_t)
-    if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:
-        raise ConfigError("tune.scheduler.grace_period", f"exceeds epochs={sweep.run.epochs}",
-                          t.scheduler.grace_period)
+    _check_tune(sweep)
     if not sweep.space:
         raise ConfigError("space", "a search-space file needs at least one searched path (to train its run "
                           "alone: raypair train)", {})
@@ -208,6 +205,20 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
         for trial in runs:
             check_read(trial, path, field)
     check_ranges(sweep)
+
+
+def _check_tune(sweep: Sweep) -> None:
+    """The tune settings against the base run: its metric, and ASHA within its epochs."""
+    t = sweep.tune
+    check_metric("tune.metric", t.metric, [sweep.run])
+    if t.scheduler.name == "asha" and t.metric.startswith("test_"):
+        raise ConfigError("tune.metric", "test_ metrics come with the last epoch only, so ASHA cannot stop on "
+                          "them; use a val_ metric or tune.scheduler.name=none", t.metric)
+    if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.run.epochs:
+        raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.run.epochs}", t.scheduler.max_t)
+    if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:
+        raise ConfigError("tune.scheduler.grace_period", f"exceeds epochs={sweep.run.epochs}",
+                          t.scheduler.grace_period)
 
 
 def check_ranges(sweep: Sweep) -> None:
