@@ -71,6 +71,7 @@ LAYERS = {
     "report": {"config", "experiments", "tracking"},
     "runner": {"config", "experiments", "tracking", "loop", "data", "models"},
     "cli": {"config", "experiments", "runner", "tracking", "report", "data", "models", "preview"},
+    "api": {"cli", "config", "experiments"},  # the commands as Python functions
 }
 
 

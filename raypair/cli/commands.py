@@ -16,6 +16,12 @@ from raypair.config import ConfigError
 def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
+    print(yaml.safe_dump(resolved(args), sort_keys=False), end="")
+    return 0
+
+
+def resolved(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``raypair validate`` prints: the file's experiment, resolved and checked."""
     kind = file_kind(args.file, "file", "validate")
     for flag in ("quick", "seeds", "variants"):  # never silently ignored
         if flag not in kind.options and getattr(args, flag) not in (None, False):
@@ -26,8 +32,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                               getattr(args, flag))
     exp = kind.load(args.file, args)
     preflight_all(exp)
-    print(yaml.safe_dump(exp.resolved(), sort_keys=False), end="")
-    return 0
+    return exp.resolved()
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -98,13 +103,17 @@ cmd_tune = cmd_ablate = cmd_train = cmd_run
 
 
 # ------------------------------------------------------------------------- other commands
-def cmd_report(args: argparse.Namespace) -> int:
+def report_files(args: argparse.Namespace) -> list[Path]:
+    """Write the report of ``raypair report``; the files written."""
     from raypair.report import report
 
     storage, uri = _store(args)
     out = args.out or inside(storage, args.experiment, "experiment") / "report"
-    files = report(uri, args.experiment, out, top=args.top, log=not args.no_log)
-    for f in files:
+    return report(uri, args.experiment, out, top=args.top, log=not args.no_log)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    for f in report_files(args):
         print(f"wrote {f}")
     return 0
 

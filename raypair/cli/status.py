@@ -21,10 +21,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for exp_dir in found:
             print(_headline(exp_dir, _plan(exp_dir), list(read_records(exp_dir).values())))
         return 0
-    exp_dir = storage / args.name
-    if exp_dir not in found:
-        known = ", ".join(p.name for p in found) or "none"
-        raise ConfigError("name", f"no experiment of that name under {storage} (there: {known})", args.name)
+    exp_dir = _folder(storage, args.name, found)
     plan, records = _plan(exp_dir), list(read_records(exp_dir).values())
     print(_headline(exp_dir, plan, records))
     metric, mode = plan.get("metric", "val_acc"), plan.get("mode", "max")
@@ -43,6 +40,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             parts.append(f"{more} more trial{'s' if more > 1 else ''} to start")
         print("--resume continues: " + ", ".join(parts))
     return 0
+
+
+def _folder(storage: Path, name: str, found: list[Path]) -> Path:
+    if storage / name not in found:
+        known = ", ".join(p.name for p in found) or "none"
+        raise ConfigError("name", f"no experiment of that name under {storage} (there: {known})", name)
+    return storage / name
+
+
+def trial_records(args: argparse.Namespace) -> list[Record]:
+    """The trial records of experiment ``args.name`` under ``args.storage`` (``raypair.api.status``)."""
+    storage = Path(args.storage).resolve()
+    found = sorted(p.parent for p in storage.glob(f"*/{STATE_FILE}")) if storage.is_dir() else []
+    return list(read_records(_folder(storage, args.name, found)).values())
 
 
 def _plan(exp_dir: Path) -> dict[str, Any]:
