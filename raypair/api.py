@@ -36,10 +36,19 @@ class Rows(list):
     """A list of dicts, one per trial (or table row)."""
 
     def frame(self) -> Any:
-        """The rows as a pandas DataFrame."""
-        import pandas as pd
+        """The rows as a pandas DataFrame, through pyarrow's conversion (pandas comes with MLflow);
+        a column whose rows hold values of different types is shown as text."""
+        import pyarrow as pa
 
-        return pd.DataFrame(list(self))
+        keys = list(dict.fromkeys(k for row in self for k in row))
+        return pa.table({k: _column(pa, [row.get(k) for row in self]) for k in keys}).to_pandas()
+
+
+def _column(pa: Any, values: list[Any]) -> Any:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values])
 
 
 def tune(space: str | Path, *, frame: bool = False, **opts: Any) -> Any:

@@ -253,3 +253,13 @@ def test_keywords_become_the_command_line():
         "--num-samples", "4", "--quick", "--seeds", "0,1", "--set", "epochs=2", "--set", "optim.lr=0.5",
         "--set", "method.name=cutmix"]
     assert argv({"set": ["epochs=2"]}) == ["--set", "epochs=2"]
+
+
+def test_rows_become_a_data_frame():
+    from raypair.api import Rows
+
+    f = Rows([{"key": "t0", "lr": 0.1, "note": "a"}, {"key": "t1", "lr": 1, "note": 2, "extra": True}]).frame()
+    assert list(f.columns) == ["key", "lr", "note", "extra"] and len(f) == 2
+    assert f["lr"].tolist() == [0.1, 1.0]  # one numeric column
+    assert f["note"].tolist() == ["a", "2"]  # mixed types: as text
+    assert f["extra"].tolist() == [None, True]
