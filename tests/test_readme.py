@@ -110,3 +110,22 @@ def test_help_is_fast_and_lazy():
             "print(any(m in sys.modules for m in ('torch', 'ray', 'mlflow', 'timm', 'optuna')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_no_function_over_40_lines_and_one_over_30_says_why():
+    """A function's length is its lines from ``def`` to its last, docstring included (the AST's
+    ``end_lineno - lineno + 1``); one over 30 lines holds a ``# over 30 lines: <why>`` comment."""
+    bad = []
+    for path in (ROOT / "raypair").rglob("*.py"):
+        text = path.read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            n, where = node.end_lineno - node.lineno + 1, f"{path.relative_to(ROOT).as_posix()}:{node.name}"
+            says_why = any("# over 30 lines:" in ln for ln in lines[node.lineno - 1:node.end_lineno])
+            if n > 40:
+                bad.append(f"{where}: {n} lines, over 40")
+            elif n > 30 and not says_why:
+                bad.append(f"{where}: {n} lines, no '# over 30 lines: <why>' comment")
+    assert not bad, "\n".join(sorted(bad))

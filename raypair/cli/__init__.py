@@ -73,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _tools(sub: Any) -> None:
-    """The commands that start no experiment: report, validate, preview, ui."""
+    """The commands that start no experiment: report, validate, preview, status, ui (in this order)."""
+    for add in (_report, _validate, _preview, _status, _ui):
+        add(sub)
+
+
+def _report(sub: Any) -> None:
     rp = sub.add_parser("report", help="tables and figures of an ablation or sweep from MLflow")
     rp.add_argument("experiment", type=A.name, help="MLflow experiment: the ablation's or sweep's name")
     _storage(rp)
@@ -81,12 +86,18 @@ def _tools(sub: Any) -> None:
     rp.add_argument("--top", type=A.int_in(1, 10_000), default=10,
                     help="sweeps: how many best trials to list (default 10)")
     rp.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
+
+
+def _validate(sub: Any) -> None:
     v = sub.add_parser("validate", help="print the resolved config or trial space; starts nothing")
     v.add_argument("file")
     _common(v, storage=False)
     v.add_argument("--quick", action="store_true", help="an ablation: check its quick profile (what ablate --quick runs)")
     v.add_argument("--seeds", type=A.seeds, help="an ablation: comma-separated seeds instead of the file's")
     v.add_argument("--variants", type=A.names, help="an ablation: comma-separated subset of the variants")
+
+
+def _preview(sub: Any) -> None:
     p = sub.add_parser("preview", help="write a PNG grid of real images after a method's transform")
     p.add_argument("method", help="method name, e.g. cutmix")
     _common(p, storage=False)
@@ -98,10 +109,16 @@ def _tools(sub: Any) -> None:
     p.add_argument("--beta", type=A.fraction, help="previous epoch's train accuracy given to the epoch hook "
                    "(PairTraining's stages); implies --epoch 1 unless --epoch is given")
     p.add_argument("--data", default="cifar10", help="dataset (default cifar10; digits works offline)")
+
+
+def _status(sub: Any) -> None:
     st = sub.add_parser("status", help="where an experiment stands, from its trial store (no Ray, no MLflow)")
     st.add_argument("name", nargs="?", type=A.name,
                     help="experiment name (default: list every experiment under --storage)")
     st.add_argument("--storage", type=A.folder, default=os.environ.get("RAYPAIR_STORAGE", "runs"))
+
+
+def _ui(sub: Any) -> None:
     u = sub.add_parser("ui", help="start the MLflow UI on the store of --storage")
     _storage(u)
     u.add_argument("--host", type=A.host, default="127.0.0.1",

@@ -32,14 +32,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     best = best_record(records, metric, mode)
     if best is not None:
         print(f"best {metric} = {best.best(metric, mode):.4f} ({best.key})")
+    resumes = _resumes(plan, records)
+    if resumes:
+        print("--resume continues: " + ", ".join(resumes))
+    return 0
+
+
+def _resumes(plan: dict[str, Any], records: list[Record]) -> list[str]:
+    """What ``--resume`` would do: each cut-off trial (from which epoch), then the trials not started."""
     cut = [r for r in records if r.end is None]
     more = max(0, int(plan.get("planned") or 0) - len(records))
-    if cut or more:
-        parts = [f"{r.key} (from epoch {int(r.rows[-1]['epoch']) if r.rows else 0})" for r in cut]
-        if more:
-            parts.append(f"{more} more trial{'s' if more > 1 else ''} to start")
-        print("--resume continues: " + ", ".join(parts))
-    return 0
+    parts = [f"{r.key} (from epoch {int(r.rows[-1]['epoch']) if r.rows else 0})" for r in cut]
+    if more:
+        parts.append(f"{more} more trial{'s' if more > 1 else ''} to start")
+    return parts
 
 
 def _folder(storage: Path, name: str, found: list[Path]) -> Path:

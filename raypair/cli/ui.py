@@ -46,6 +46,20 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
+    servers = _start(uri, storage, args)
+    for what, _ in servers:
+        print(what, flush=True)
+    print("Ctrl-C stops them.", flush=True)
+    stop, died = _watch(servers)
+    if stop:
+        return 0
+    print(f"raypair: error: ui: a server stopped: {died[0].split(' on ')[0]} (is the port taken?)", file=sys.stderr)
+    return 1
+
+
+def _start(uri: str, storage: Path, args: argparse.Namespace) -> list[tuple[str, subprocess.Popen]]:
+    """The ports checked, then the MLflow UI and (a sweep's study, optuna-dashboard installed) the
+    dashboard started, each in a process group of its own: ``[(what and where, process)]``."""
     db = study_db(storage, args.study)
     exe = _dashboard() if db is not None else None
     dash_port = args.port + 1 if args.port < 65535 else args.port - 1
@@ -59,16 +73,25 @@ def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
     servers.append((f"MLflow UI on http://{args.host}:{args.port} for {uri}",
                     subprocess.Popen(mlflow, env=env, start_new_session=True)))
     if db is not None:
-        if exe is None:
-            print(f"Optuna study {db}: pip install 'raypair[dashboard]' (optuna-dashboard) to browse it here",
-                  flush=True)
-        else:
-            cmd = [exe, f"sqlite:///{db}", "--host", args.host, "--port", str(dash_port)]
-            servers.append((f"Optuna dashboard on http://{args.host}:{dash_port} for the study of sweep "
-                            f"{db.parent.name!r}", subprocess.Popen(cmd, env=env, start_new_session=True)))
-    for what, _ in servers:
-        print(what, flush=True)
-    print("Ctrl-C stops them.", flush=True)
+        servers += _start_dashboard(db, exe, args.host, dash_port, env)
+    return servers
+
+
+def _start_dashboard(db: Path, exe: Optional[str], host: str, port: int,
+                     env: dict[str, str]) -> list[tuple[str, subprocess.Popen]]:
+    """The Optuna dashboard of the study ``db``; none, and how to get it, without optuna-dashboard."""
+    if exe is None:
+        print(f"Optuna study {db}: pip install 'raypair[dashboard]' (optuna-dashboard) to browse it here",
+              flush=True)
+        return []
+    cmd = [exe, f"sqlite:///{db}", "--host", host, "--port", str(port)]
+    return [(f"Optuna dashboard on http://{host}:{port} for the study of sweep {db.parent.name!r}",
+             subprocess.Popen(cmd, env=env, start_new_session=True))]
+
+
+def _watch(servers: list[tuple[str, subprocess.Popen]]) -> tuple[list[str], list[str]]:
+    """Wait for SIGINT or SIGTERM or a server that exits, then stop every server's group:
+    ``(the signals received, the servers that exited)``."""
     stop: list[str] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -85,10 +108,7 @@ def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
             signal.signal(s, h)
         for _, p in servers:
             _stop_group(p)
-    if stop:
-        return 0
-    print(f"raypair: error: ui: a server stopped: {died[0].split(' on ')[0]} (is the port taken?)", file=sys.stderr)
-    return 1
+    return stop, died
 
 
 def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

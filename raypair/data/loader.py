@@ -25,6 +25,25 @@ def shard_indices(n_global_batch: int, rank: int, world_size: int) -> slice:
     return slice(rank * b, (rank + 1) * b)
 
 
+def _check_args(x: Tensor, y: Tensor, batch_size: int, train: bool, augment: bool, autoaugment: Optional[str],
+                rank: int, world_size: int) -> None:
+    """The arguments of :class:`DeviceLoader` but mean and std (checked once they are on the device)."""
+    if x.dtype != torch.uint8 or x.dim() != 4 or y.shape != x.shape[:1]:
+        raise ValueError(f"need x uint8 [N, C, H, W] and y [N], got x {x.dtype} {tuple(x.shape)}, "
+                         f"y {tuple(y.shape)}")
+    if autoaugment is not None and (autoaugment not in POLICIES or not augment):
+        raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)}, "
+                         f"got {autoaugment!r} with augment={augment}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    if train:
+        shard_indices(batch_size, rank, world_size)  # the global batch must split evenly
+    if train and len(x) < world_size:
+        raise ValueError(f"{len(x)} training samples cannot feed world_size={world_size} ranks")
+
+
 class DeviceLoader:
     """A whole split kept as uint8 on ``device``; batches are gathered, augmented and normalised there.
 
@@ -43,21 +62,8 @@ class DeviceLoader:
                  device: Union[torch.device, str] = "cpu", train: bool, augment: bool = False, pad: int = 4,
                  seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
                  autoaugment: Optional[str] = None) -> None:
-        if x.dtype != torch.uint8 or x.dim() != 4 or y.shape != x.shape[:1]:
-            raise ValueError(f"need x uint8 [N, C, H, W] and y [N], got x {x.dtype} {tuple(x.shape)}, "
-                             f"y {tuple(y.shape)}")
-        if autoaugment is not None and (autoaugment not in POLICIES or not augment):
-            raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)}, "
-                             f"got {autoaugment!r} with augment={augment}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_args(x, y, batch_size, train, augment, autoaugment, rank, world_size)
         n = len(x)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-        if train:
-            shard_indices(batch_size, rank, world_size)  # the global batch must split evenly
-        if train and n < world_size:
-            raise ValueError(f"{n} training samples cannot feed world_size={world_size} ranks")
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).to(self.device)

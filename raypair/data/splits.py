@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from raypair.config import ConfigError, DataConfig
-from raypair.data.sources import load_raw, resolve, shared_rows
+from raypair.data.sources import Raw, load_raw, resolve, shared_rows
 from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
 from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, seeded_generator
 
@@ -77,6 +77,23 @@ def _normalization(cfg: DataConfig, x: Tensor) -> tuple[tuple[float, ...], tuple
 def load_splits(cfg: DataConfig) -> Splits:
     """Decode (through the cache), hold out val, take the subsets, compute the normalisation."""
     raw = load_raw(cfg, resolve(cfg))
+    tr, va, te, eval_src = _rows(cfg, raw)
+    # the images: one copy per host, shared by every trial on the same split (the labels are small)
+    picks = {"train_x": ("train_x", tr), "val_x": (f"{eval_src}_x", va)}
+    if te is not None:
+        picks["test_x"] = ("test_x", te)
+    x = shared_rows(raw, picks)
+    mean, std = _normalization(cfg, x["train_x"])
+    info = DataInfo(cfg.name, len(raw.classes), tuple(x["train_x"].shape[1:]), mean, std, raw.classes,
+                    "val" if cfg.val_fraction > 0 else "test")
+    test = (None, None) if te is None else (x["test_x"], raw.test_y.index_select(0, te))
+    return Splits(x["train_x"], raw.train_y.index_select(0, tr), x["val_x"],
+                  getattr(raw, f"{eval_src}_y").index_select(0, va), *test, info)
+
+
+def _rows(cfg: DataConfig, raw: Raw) -> tuple[Tensor, Tensor, Optional[Tensor], str]:
+    """The rows of ``raw`` each split takes: train, eval (of the split named last: "train" for a
+    hold-out, else "test") and test (None when the test split is the eval split)."""
     tr = torch.arange(len(raw.train_y))
     te = torch.arange(len(raw.test_y))
     if cfg.val_fraction > 0:
@@ -97,14 +114,4 @@ def load_splits(cfg: DataConfig) -> Splits:
             te = te[_balanced(raw.test_y[te], cfg.test_subset, seeded_generator("split.test_subset", cfg.split_seed),
                               "data.test_subset",
                               "test images")]
-    # the images: one copy per host, shared by every trial on the same split (the labels are small)
-    picks = {"train_x": ("train_x", tr), "val_x": (f"{eval_src}_x", va)}
-    if te is not None:
-        picks["test_x"] = ("test_x", te)
-    x = shared_rows(raw, picks)
-    mean, std = _normalization(cfg, x["train_x"])
-    info = DataInfo(cfg.name, len(raw.classes), tuple(x["train_x"].shape[1:]), mean, std, raw.classes,
-                    "val" if cfg.val_fraction > 0 else "test")
-    test = (None, None) if te is None else (x["test_x"], raw.test_y.index_select(0, te))
-    return Splits(x["train_x"], raw.train_y.index_select(0, tr), x["val_x"],
-                  getattr(raw, f"{eval_src}_y").index_select(0, va), *test, info)
+    return tr, va, te, eval_src

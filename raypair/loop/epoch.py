@@ -105,30 +105,51 @@ def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix
     also gets the split paired by ``seed`` (the same pairs and ratios at every call) and each of its
     per-pair values' mean as ``{prefix}_{name}``."""
     method.eval()
+    names, pair_names, sums = _eval_sums(method, loader, amp, seed)
+    flat = all_reduce(sums, dist).tolist()
+    out = _head_metrics(flat, names, method.info.num_classes, prefix)
+    n = flat[-1]
+    out.update({f"{prefix}_{name}": flat[3 * len(names) + i] / n for i, name in enumerate(pair_names)})
+    return out
+
+
+def _eval_sums(method: Method, loader: DeviceLoader, amp: bool, seed: int) -> tuple[list[str], list[str], Tensor]:
+    """The head names, the pair-value names and this rank's float64 sums over its part of the split:
+    per head loss*n, top-1 hits, top-5 hits; per pair value its sum; then n."""
     dev = next(method.parameters()).device
     paired = type(method).eval_pairs is not Method.eval_pairs
     partners = loader.reordered(cycle_partners(len(loader.y), seed)).epoch(0) if paired else None
     gen = seeded_generator("eval.draws", seed, device=dev)
     names: list[str] = []
     pair_names: list[str] = []
-    sums: Optional[Tensor] = None  # per head: loss*n, top1, top5; per pair metric: its sum; then n
+    sums: Optional[Tensor] = None
     for x, y in loader.epoch(0):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             heads = method.eval_logits(x)
             pairs = method.eval_pairs(x, y, *next(partners), gen) if partners is not None else {}
         names, pair_names = list(heads), list(pairs)
-        row = []
-        for logits in heads.values():
-            logits = logits.float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            row += [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
-                    (top == y[:, None]).any(1).sum()]
-        row += [v.double().sum() for v in pairs.values()] + [torch.tensor(y.shape[0], device=dev)]
-        vals = torch.stack([r.double() for r in row])
+        vals = _batch_sums(heads, pairs, y, dev)
         sums = vals if sums is None else sums + vals
     assert sums is not None, "the evaluation split is empty"
-    flat = all_reduce(sums, dist).tolist()
-    n, k = flat[-1], method.info.num_classes
+    return names, pair_names, sums
+
+
+def _batch_sums(heads: dict[str, Tensor], pairs: dict[str, Tensor], y: Tensor, dev: torch.device) -> Tensor:
+    """One batch's float64 sums, laid out as :func:`_eval_sums` says."""
+    row = []
+    for logits in heads.values():
+        logits = logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        row += [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
+                (top == y[:, None]).any(1).sum()]
+    row += [v.double().sum() for v in pairs.values()] + [torch.tensor(y.shape[0], device=dev)]
+    return torch.stack([r.double() for r in row])
+
+
+def _head_metrics(flat: list[float], names: list[str], k: int, prefix: str) -> dict[str, float]:
+    """Each head's ``{prefix}_loss_{name}``, ``_acc_{name}`` (``_acc5_{name}`` for over 5 classes)
+    from the reduced sums; the first head's also untagged."""
+    n = flat[-1]
     out: dict[str, float] = {}
     for i, name in enumerate(names):
         tag = f"_{name}" if name else ""
@@ -139,5 +160,4 @@ def evaluate(method: Method, loader: DeviceLoader, amp: bool, dist: Dist, prefix
             out[f"{prefix}_loss"], out[f"{prefix}_acc"] = out[f"{prefix}_loss{tag}"], out[f"{prefix}_acc{tag}"]
             if k > 5:
                 out[f"{prefix}_acc5"] = out[f"{prefix}_acc5{tag}"]
-    out.update({f"{prefix}_{name}": flat[3 * len(names) + i] / n for i, name in enumerate(pair_names)})
     return out

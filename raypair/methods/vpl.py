@@ -172,18 +172,24 @@ class Vpl(Method):
             (z_s, z_t, ce) = (zc, zt, ce_c) if cfg.student == "cnn" else (zt, zc, ce_t)
             kl = V.kl_toward(z_s, z_t.detach(), cfg.rho)
             return StepOut(ce + kl, z_s, {**logs, "loss_ce_vit": ce_t.detach(), "loss_kl": kl.detach()})
-        loss = ce_c + ce_t
         logs["loss_ce_vit"] = ce_t.detach()
+        return StepOut(self._add_pair_terms(ce_c + ce_t, hc, ht, zc, zt, logs), zc, logs)
+
+    def _add_pair_terms(self, loss: Tensor, hc: Tensor, ht: Tensor, zc: Tensor, zt: Tensor,
+                        logs: dict[str, Any]) -> Tensor:
+        """``loss`` plus the terms that tie the branches (dml: both KLs; vpl: w_cl L_CL + w_kl L_KL;
+        independent: none), each logged into ``logs``."""
+        cfg = self.cfg
         if cfg.mode == "dml":  # dml_update joint: one step on both KLs from the same outputs
             kl_c, kl_t = V.kl_toward(zc, zt.detach(), cfg.rho), V.kl_toward(zt, zc.detach(), cfg.rho)
             logs.update(loss_kl=kl_c.detach(), loss_kl_vit=kl_t.detach())
-            loss = loss + kl_c + kl_t
-        elif cfg.mode == "vpl":
+            return loss + kl_c + kl_t
+        if cfg.mode == "vpl":
             cl, kl = self._pair_losses(hc, ht, zc, zt)
             w_cl, w_kl, stage = self.stage_w.unbind()
             logs.update(stage=stage, loss_cl=cl.detach(), loss_kl=kl.detach())
-            loss = loss + w_cl * cl + w_kl * kl
-        return StepOut(loss, zc, logs)
+            return loss + w_cl * cl + w_kl * kl
+        return loss
 
     def _dml_part(self, x: Tensor, y: Tensor, part: int) -> StepOut:
         """Alternating DML (Zhang et al. 2018, Algorithm 1): part 0 steps the first branch on CE + KL

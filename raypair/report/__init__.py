@@ -18,42 +18,60 @@ module here imports MLflow.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from raypair.config import ConfigError
 from raypair.experiments.ablation import from_plain
+from raypair.registry import Registry
 from raypair.report.ablation import ablation_report
 from raypair.report.plots import CURVES
 from raypair.report.sweep import sweep_report
-from raypair.tracking.read import RunReader
+from raypair.tracking.read import Child, Parent, RunReader
 
-KINDS = ("ablation", "sweep")
+
+@dataclass(frozen=True)
+class ReportKind:
+    """How the report of one kind of experiment is made: the metrics whose per-epoch history its
+    child runs are read with (beyond ``CURVES``), and the writer of its files."""
+
+    metrics: Callable[[Parent], list[str]]
+    write: Callable[[RunReader, Parent, list[Child], Path, int], list[Path]]
+
+
+# the kinds of experiment a report is written for, by their parent run's ``raypair.kind`` tag
+REPORTS: Registry[ReportKind] = Registry("report kind")
+REPORTS.register("ablation")(ReportKind(
+    metrics=lambda parent: [],
+    write=lambda reader, parent, children, out, top: ablation_report(
+        from_plain(yaml.safe_load(reader.artifact_text(parent.run_id, "ablation.yaml"))), parent, children, out)))
+REPORTS.register("sweep")(ReportKind(
+    metrics=lambda parent: [str(parent.params.get("tune.metric", "val_acc"))],
+    write=lambda reader, parent, children, out, top: sweep_report(
+        yaml.safe_load(reader.artifact_text(parent.run_id, "sweep.yaml")), parent, children, out, top)))
 
 
 def report(uri: str, experiment: str, out: Path, top: int = 10, log: bool = True) -> list[Path]:
-    """Write the report of the newest ablation or sweep of ``experiment`` at ``uri`` into ``out``
-    (``top`` best trials for a sweep); with ``log``, also log the files to its parent run."""
+    """Write the report of the newest reported experiment (ablation, sweep: ``REPORTS``) of
+    ``experiment`` at ``uri`` into ``out`` (``top`` best trials for a sweep); with ``log``, also
+    log the files to its parent run."""
     reader = RunReader(uri)
     exp_id = reader.experiment_id(experiment)
     if exp_id is None:
         raise ConfigError("experiment", f"no MLflow experiment of that name at {uri}", experiment)
-    parent = reader.newest_parent(exp_id, KINDS)
+    parent = reader.newest_parent(exp_id, REPORTS.names())
     if parent is None:
-        raise ConfigError("experiment", "holds no raypair ablation or sweep run", experiment)
+        raise ConfigError("experiment", f"holds no raypair {' or '.join(REPORTS.names())} run", experiment)
+    kind = REPORTS.get(parent.kind)
     out.mkdir(parents=True, exist_ok=True)
-    sweep_metric = [] if parent.kind == "ablation" else [str(parent.params.get("tune.metric", "val_acc"))]
-    children = reader.children(exp_id, parent.run_id, [*CURVES, *sweep_metric])
-    if parent.kind == "ablation":
-        ab = from_plain(yaml.safe_load(reader.artifact_text(parent.run_id, "ablation.yaml")))
-        files = ablation_report(ab, parent, children, out)
-    else:
-        sweep = yaml.safe_load(reader.artifact_text(parent.run_id, "sweep.yaml"))
-        files = sweep_report(sweep, parent, children, out, top)
+    children = reader.children(exp_id, parent.run_id, [*CURVES, *kind.metrics(parent)])
+    files = kind.write(reader, parent, children, out, top)
     if log:
         reader.log_files(parent.run_id, files, "report")
     return files
 
 
-__all__ = ["report"]
+__all__ = ["REPORTS", "ReportKind", "report"]

@@ -78,18 +78,28 @@ def bars(ab: Ablation, rows: list[Row], path: Path) -> Path:
     for j, lv in enumerate(levels):
         mine = [r for r in rows if level(r) == lv]
         xs = [groups.index(group(r)) + (j - (len(levels) - 1) / 2) * width for r in mine]
-        halves = [r.ci.half if math.isfinite(r.ci.half) else 0.0 for r in mine]
-        colors = None if len(factors) > 1 else [f"C{i}" for i in range(len(mine))]
-        ax.bar(xs, [r.ci.mean for r in mine], width * 0.9, yerr=halves, capsize=3, color=colors,
-               label=lv or None)
-        ends += [r.ci.mean - h for r, h in zip(mine, halves)] + [r.ci.mean + h for r, h in zip(mine, halves)]
-        for x, r in zip(xs, mine):
-            if r.paper is not None:
-                ax.plot([x], [r.paper[0]], "kx", markersize=8, label=None if paper_shown else "paper")
-                ends.append(r.paper[0])
-                paper_shown = True
+        drawn, paper_shown = _level_bars(ax, mine, xs, width, lv, len(factors) == 1, paper_shown)
+        ends += drawn
     _finish_bars(ax, ab, rows, groups, levels, ends, paper_shown)
     return _save(plt, fig, path)
+
+
+def _level_bars(ax: Any, mine: list[Row], xs: list[float], width: float, label: str, colored: bool,
+                paper_shown: bool) -> tuple[list[float], bool]:
+    """One level's bars at ``xs`` with their 95% intervals (each bar its own colour if ``colored``)
+    and the paper's numbers as black crosses ("paper" in the legend once): returns the values drawn
+    (interval ends, paper numbers) and whether the legend shows "paper" now."""
+    halves = [r.ci.half if math.isfinite(r.ci.half) else 0.0 for r in mine]
+    colors = [f"C{i}" for i in range(len(mine))] if colored else None
+    ax.bar(xs, [r.ci.mean for r in mine], width * 0.9, yerr=halves, capsize=3, color=colors,
+           label=label or None)
+    ends = [r.ci.mean - h for r, h in zip(mine, halves)] + [r.ci.mean + h for r, h in zip(mine, halves)]
+    for x, r in zip(xs, mine):
+        if r.paper is not None:
+            ax.plot([x], [r.paper[0]], "kx", markersize=8, label=None if paper_shown else "paper")
+            ends.append(r.paper[0])
+            paper_shown = True
+    return ends, paper_shown
 
 
 def _band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float]]:

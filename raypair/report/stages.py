@@ -42,10 +42,19 @@ def stage_timeline(history: list[dict[str, Any]], t1: float, t2: float, path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    ep = [int(r["epoch"]) for r in history]
     fig, (top, low) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, height_ratios=[2, 1])
+    _shade_stages(history, top, low)
+    _draw_beta(top, history, t1, t2, title)
+    _draw_gate(low, history)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _shade_stages(history: list[dict[str, Any]], top: Any, low: Any) -> None:
+    """Each epoch's band in both panels, coloured by its stage; each stage in the legend once."""
     seen: set[int] = set()
     for r in history:
         s = int(round(float(r["stage"])))
@@ -53,6 +62,11 @@ def stage_timeline(history: list[dict[str, Any]], t1: float, t2: float, path: st
             ax.axvspan(int(r["epoch"]) - 0.5, int(r["epoch"]) + 0.5, color=STAGE_COLORS[s], lw=0,
                        label=STAGE_NAMES[s] if ax is top and s not in seen else None)
         seen.add(s)
+
+
+def _draw_beta(top: Any, history: list[dict[str, Any]], t1: float, t2: float, title: str) -> None:
+    """The upper panel: beta, clean train top-1 and eval top-1 per epoch against t1 and t2."""
+    ep = [int(r["epoch"]) for r in history]
     top.plot(ep, [r["beta"] for r in history], "o-", color="black", label="beta (the epoch's stage input)")
     top.plot(ep, [r["train_acc"] for r in history], ".:", color="grey", label="clean train top-1 (next beta)")
     if all("val_acc" in r for r in history):
@@ -70,6 +84,13 @@ def stage_timeline(history: list[dict[str, Any]], t1: float, t2: float, path: st
     top.legend(fontsize=7, loc="upper left", framealpha=0.9)
     top.set_title(title or f"PairTraining stages: beta >= t1 from epoch {cross['t1']}, >= t2 from epoch {cross['t2']}",
                   fontsize=9)
+
+
+def _draw_gate(low: Any, history: list[dict[str, Any]]) -> None:
+    """The lower panel: alpha, the measured pair fraction and, where logged, theta and mask_area."""
+    from matplotlib.ticker import MaxNLocator
+
+    ep = [int(r["epoch"]) for r in history]
     low.plot(ep, [r["alpha"] for r in history], "o-", color="tab:blue", ms=3, label="alpha (scheduled)")
     low.plot(ep, [r["pair"] for r in history], "x:", color="tab:blue", label="pair (measured fraction)")
     for key, style in (("theta", "tab:purple"), ("mask_area", "tab:orange")):
@@ -80,7 +101,3 @@ def stage_timeline(history: list[dict[str, Any]], t1: float, t2: float, path: st
     low.set_xlabel("epoch")
     low.xaxis.set_major_locator(MaxNLocator(integer=True))
     low.legend(fontsize=7, loc="upper left", framealpha=0.9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -176,13 +176,10 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 def _open(folder: Path) -> Optional[Raw]:
     """A complete cache entry as copy-on-write maps (no read until load_splits gathers its indices:
     one pass, ~0.1 s for CIFAR; pages shared by every process on the host), or None."""
-    import numpy as np
-    import torch
-
     if not (folder / "meta.json").is_file():
         return None
     try:
-        arrays = {n: torch.from_numpy(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False)) for n in _ARRAYS}
+        arrays = {n: _mapped(folder / f"{n}.npy") for n in _ARRAYS}
         return Raw(**arrays, classes=tuple(json.loads((folder / "meta.json").read_text())["classes"]), folder=folder)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged cache entry: decode again and replace it
@@ -246,42 +243,55 @@ def shared_rows(raw: Raw, picks: dict[str, tuple[str, Tensor]]) -> dict[str, Ten
     by the indices themselves) and returned as copy-on-write maps of those files: every trial on a
     host that trains on the same split reads one copy in the page cache instead of gathering its
     own. Private copies otherwise (no cache entry, or a cache that cannot be written)."""
-    import fcntl
-
-    import numpy as np
     import torch
 
-    def gather(field: str, idx: Tensor) -> Tensor:
-        return getattr(raw, field).index_select(0, idx)
-
-    def mapped(path: Path) -> Tensor:  # a map of its own: the memo's tensors stay private
-        return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
-
-    whole = {n: mapped(raw.folder / f"{f}.npy") for n, (f, idx) in picks.items()  # a whole split in order
+    whole = {n: _mapped(raw.folder / f"{f}.npy") for n, (f, idx) in picks.items()  # a whole split in order
              if raw.folder is not None and torch.equal(idx, torch.arange(len(getattr(raw, f))))}
     picks = {n: p for n, p in picks.items() if n not in whole}
     size = sum(len(idx) * getattr(raw, field)[:1].numel() * getattr(raw, field).element_size()
                for field, idx in picks.values())
     if raw.folder is None or size < SHARE_MIN_BYTES:
-        return {**whole, **{n: gather(*p) for n, p in picks.items()}}
+        return {**whole, **{n: getattr(raw, f).index_select(0, i) for n, (f, i) in picks.items()}}
+    sub = _share_folder(raw.folder, picks)
+    try:
+        _write_once(sub, raw, picks)
+        return {**whole, **{n: _mapped(sub / f"{n}.npy") for n in picks}}
+    except (OSError, ValueError) as e:
+        warnings.warn(f"raypair: could not share the splits through {sub}: {e}", stacklevel=2)
+        return {**whole, **{n: getattr(raw, f).index_select(0, i) for n, (f, i) in picks.items()}}
+
+
+def _mapped(path: Path) -> Tensor:
+    """A copy-on-write map of its own of a ``.npy`` file: the memo's tensors stay private."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
+
+
+def _share_folder(folder: Path, picks: dict[str, tuple[str, Tensor]]) -> Path:
+    """The cache entry's subfolder for ``picks``, keyed by the names, fields and indices."""
     digest = hashlib.sha256()
     for name, (field, idx) in sorted(picks.items()):
         digest.update(f"{name}:{field}:".encode())
-        digest.update(idx.to(torch.int64).numpy().tobytes())
-    sub = raw.folder / f"split-{digest.hexdigest()[:20]}"
-    try:
-        sub.mkdir(exist_ok=True)
-        with open(sub / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one trial writes, the others wait for its files
-            if not (sub / "done").is_file():
-                for name, (field, idx) in picks.items():
-                    rows = gather(field, idx).numpy()
-                    _atomic_write(sub / f"{name}.npy", lambda fh, rows=rows: np.save(fh, rows))
-                _atomic_write(sub / "done", lambda fh: fh.write(b"ok"))
-        return {**whole, **{n: mapped(sub / f"{n}.npy") for n in picks}}
-    except (OSError, ValueError) as e:
-        warnings.warn(f"raypair: could not share the splits through {sub}: {e}", stacklevel=2)
-        return {**whole, **{n: gather(*p) for n, p in picks.items()}}
+        digest.update(idx.long().numpy().tobytes())
+    return folder / f"split-{digest.hexdigest()[:20]}"
+
+
+def _write_once(sub: Path, raw: Raw, picks: dict[str, tuple[str, Tensor]]) -> None:
+    """Write each pick's rows into ``sub`` unless a trial did already (``done`` marks it complete)."""
+    import fcntl
+
+    import numpy as np
+
+    sub.mkdir(exist_ok=True)
+    with open(sub / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one trial writes, the others wait for its files
+        if not (sub / "done").is_file():
+            for name, (field, idx) in picks.items():
+                rows = getattr(raw, field).index_select(0, idx).numpy()
+                _atomic_write(sub / f"{name}.npy", lambda fh, rows=rows: np.save(fh, rows))
+            _atomic_write(sub / "done", lambda fh: fh.write(b"ok"))
 
 
 def forget() -> None:

@@ -55,20 +55,43 @@ def _split(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor
     """Images, labels and class names (empty if unknown) of one split's Parquet files."""
     import torch
 
+    schema, img, lab = _columns(files[0])
+    blobs, labels, paths, rows = _read_columns(files, img, lab)
+    y = torch.from_numpy(np.concatenate(labels))
+
+    def describe(i: int) -> str:
+        start, f = max((r for r in rows if r[0] <= i), key=lambda r: r[0])
+        return f"{f} row {i - start}"
+
+    return decode(blobs, size, str(files[0].parent), describe), y, _class_names(schema, lab, y, paths)
+
+
+def _columns(first: Path) -> tuple[Any, str, str]:
+    """The schema of a split's first file, and the names of its image and label columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(files[0])
+        schema = pq.read_schema(first)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise _unreadable(files[0], e) from None
+        raise _unreadable(first, e) from None
     img = next((f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0), None)
     lab = next((n for n in ("label", "fine_label", "labels") if n in schema.names), None)
     if img is None or lab is None:
-        raise ConfigError("data.name", f"{files[0]} needs an image column (a struct with 'bytes') and a label "
+        raise ConfigError("data.name", f"{first} needs an image column (a struct with 'bytes') and a label "
                                        f"column (label, fine_label or labels); it has {schema.names}")
+    return schema, img, lab
+
+
+def _read_columns(files: tuple[Path, ...], img: str,
+                  lab: str) -> tuple[list[Tensor], list[np.ndarray], list[Any], list[tuple[int, Path]]]:
+    """Each image's bytes, the labels and (HF ImageFolder exports) the image paths of ``files``, and
+    per file ``(its first image's index, the file)``, to name a bad image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     blobs: list[Tensor] = []
-    labels, paths, rows = [], [], []  # rows: (first blob index, file) per file, to name a bad image
+    labels, paths, rows = [], [], []
     for f in files:
         rows.append((len(blobs), f))
         try:
@@ -83,13 +106,7 @@ def _split(files: tuple[Path, ...], size: Optional[int]) -> tuple[Tensor, Tensor
                     paths.append(col.field("path"))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
             raise _unreadable(f, e) from None
-    y = torch.from_numpy(np.concatenate(labels))
-
-    def describe(i: int) -> str:
-        start, f = max((r for r in rows if r[0] <= i), key=lambda r: r[0])
-        return f"{f} row {i - start}"
-
-    return decode(blobs, size, str(files[0].parent), describe), y, _class_names(schema, lab, y, paths)
+    return blobs, labels, paths, rows
 
 
 def _unreadable(f: Path, e: BaseException) -> ConfigError:
