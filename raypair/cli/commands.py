@@ -1,6 +1,8 @@
 """The commands. Heavy modules (torch, Ray, MLflow) are imported inside them, and every input is
 validated (options, config, search space, model, data, storage, resume state) before Ray starts
-(``checks.py``). ``tune``, ``ablate`` and ``train`` load an experiment and hand it to the one runner."""
+(``checks.py``). ``tune``, ``ablate``, ``train`` and ``run`` load an experiment through the table of
+kinds (``raypair.experiments.kinds``) and hand it to the one runner; what each prints at the end is
+the experiment's ``outcome``."""
 from __future__ import annotations
 
 import argparse

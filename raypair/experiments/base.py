@@ -3,7 +3,10 @@
 An experiment says *what* to run; ``raypair.runner`` (the only Ray code) says *how*. A sweep
 (``sweep.py``), an ablation (``ablation.py``) and a single run (``single.py``) each implement
 :class:`Experiment`; a new kind (say, seeds until a difference is significant) is one new file
-here that implements it, and nothing in the runner changes.
+that implements it and registers a ``Kind`` in the table of kinds (``kinds.py``, or from another
+package through the entry-point group ``raypair.kinds``): nothing in the runner or the CLI changes,
+for they ask the experiment (its view columns, the runs to check, what ``validate`` prints, what a
+command prints at the end) and the table (how a file is recognised and loaded) what they need.
 
 A trial is ``(key, params)``: ``key`` names it for good (its folder, its MLflow run, its Optuna
 trial) and ``params`` is what :meth:`Experiment.run_of` turns into its run config. Trials come
