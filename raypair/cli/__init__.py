@@ -1,6 +1,8 @@
-"""``raypair`` command line: tune, ablate, train, run, report, validate, preview, status, ui (the commands are in
-``commands.py``, the checks that run before anything starts in ``checks.py``, the option types in
-``args.py``; this module builds the parser and turns a ConfigError into one line and exit 2).
+"""``raypair`` command line: tune, ablate, train, run, report, validate, preview, status, ui (the
+commands are in ``commands.py``, the checks that run before anything starts in ``checks.py``, the
+option types in ``args.py``; this module builds the parser and turns a ConfigError, or a plug-in
+that fails to load, into one line and exit 2). ``run`` takes an experiment file of any kind in the
+table of kinds (``raypair.experiments.kinds``), plug-ins included.
 
 Heavy modules (torch, Ray, MLflow) are imported inside the commands, so ``--help`` is instant, and
 every input is validated (options, config, search space, model, dataset, storage) before Ray
