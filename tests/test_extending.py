@@ -217,7 +217,8 @@ def test_each_command_takes_its_kinds(capsys):
     assert "is a search-space file (space:, run: or tune:), not an ablation file (variants: or factors:); " \
            "use raypair tune" in capsys.readouterr().err
     assert main(["train", str(ABLATION)]) == 2
-    assert "not a run file or a search-space file (space:, run: or tune:); use raypair ablate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a run file or a search-space file (space:, run: or tune:); use raypair ablate" in err
 
 
 # ------------------------------------------------------------------------------------ the API

@@ -3,6 +3,7 @@ and run through the real CLI entry point (``raypair run``) and ``raypair.api`` o
 into a real MLflow store: no line of the CLI or the runner knows it."""
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,8 @@ def _grid_kind():
             return len(self.values)
 
         def proposer(self, exp_dir, known):
-            return ListProposer([Trial(f"v{i}", {"value": v}) for i, v in enumerate(self.values)], self.done_keys(known))
+            trials = [Trial(f"v{i}", {"value": v}) for i, v in enumerate(self.values)]
+            return ListProposer(trials, self.done_keys(known))
 
         def describe(self, trial):
             return Described(f"{self.knob}={trial.params['value']}", f"{self.knob}={trial.params['value']}",
@@ -94,6 +96,12 @@ def test_a_kind_defined_here_runs_through_the_cli_and_the_api(local_ray, grid_fi
     assert sorted(c.data.params["optim.lr"] for c in children) == ["0.01", "0.2"]
     assert sorted(c.data.tags["raypair.grid_value"] for c in children) == ["0.01", "0.2"]
     assert all(c.data.params["epochs"] == "1" for c in children)
+    # the run table's saved view shows the column the kind named (Experiment.view_keys), best first
+    exp_id = parents[0].info.experiment_id
+    view = json.loads(client.get_experiment(exp_id).tags["mlflow.sharedViewState.raypair"])
+    assert view["name"] == "grid lr-grid: trials by val_acc"
+    assert json.loads(view["state"])["selectedColumns"] == ["tags.`raypair.grid_value`", "metrics.`val_acc`"]
+    assert f"#/experiments/{exp_id}/runs?viewStateShareKey=raypair" in out
 
     rows = api.status("lr-grid", storage=str(storage))  # the trial store, as raypair status reads it
     assert sorted((r["key"], r["status"], r["value"], r["epochs"]) for r in rows) == [
