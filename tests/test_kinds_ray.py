@@ -114,3 +114,23 @@ def test_a_kind_defined_here_runs_through_the_cli_and_the_api(local_ray, grid_fi
     assert {"val_acc", "train_loss"} <= set(frame.columns)
     _, parents, children = mlflow_runs(storage, "lr-grid-api")
     assert len(children) == 2 and {c.data.params["batch_size"] for c in children} == {"32"}
+
+
+def test_the_api_tunes_and_reports_as_the_cli_does(local_ray, tmp_path):  # noqa: F811
+    from raypair import api
+
+    storage = str(tmp_path / "runs")
+    rows = api.tune(QUICK, storage=storage, name="api-sweep", num_samples=2,
+                    set={"epochs": 1, "tune.searcher.name": "random", "tune.scheduler.name": "none"})
+    assert sorted(r["key"] for r in rows) == ["t0000", "t0001"] and {r["status"] for r in rows} == {"finished"}
+    assert all(0.005 <= r["optim.lr"] <= 0.5 and r["epochs"] == 1 for r in rows)  # the space's bounds
+    _, parents, children = mlflow_runs(tmp_path / "runs", "api-sweep")
+    assert len(parents) == 1 and len(children) == 2
+
+    table = api.report("api-sweep", storage=storage, top=2)  # report.csv's rows, as the command writes it
+    assert (tmp_path / "runs" / "api-sweep" / "report" / "report.md").is_file()
+    # (the table's numbers are written to 6 significant digits)
+    assert sorted(float(r["best_val_acc"]) for r in table) == pytest.approx(sorted(r["val_acc"] for r in rows), rel=1e-5)
+    assert sorted(float(r["optim.lr"]) for r in table) == pytest.approx(sorted(r["optim.lr"] for r in rows), rel=1e-5)
+    frame = api.status("api-sweep", storage=storage, frame=True)
+    assert sorted(frame["key"]) == ["t0000", "t0001"] and list(frame["status"]) == ["finished"] * 2
