@@ -11,7 +11,7 @@ from scipy import optimize, stats
 
 from raypair.config import ConfigError
 from raypair.experiments.seqconfig import SequentialConfig, comparison_name, sequential_config
-from raypair.experiments.sequential import decide, next_seeds
+from raypair.experiments.sequential import decide, next_seeds, paired_differences
 from raypair.experiments.spending import side_spent, t_bounds, z_bounds
 
 ALPHA = 0.05
@@ -74,7 +74,7 @@ def test_a_single_look_decides_exactly_at_the_t_quantile(t_stat, state):
     d = with_t(t_stat * crit, 6) * 3.0  # scaling keeps t
     out = decide({"a vs ref": d}, cfg_of(delta=0.01))["a vs ref"]
     assert out.state == state
-    assert out.n == 6 and out.look == 1
+    assert out.n == 6 and out.look == 1 and out.level == ALPHA
     half = crit * d.std(ddof=1) / math.sqrt(6)
     assert (out.low, out.high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
 
@@ -95,7 +95,10 @@ def test_equivalence_is_two_one_sided_tests_within_delta(shrink, state):
     crit = stats.t.isf(ALPHA, n - 1)  # TOST at alpha: the 1 - 2 alpha interval inside (-delta, delta)
     e = with_t(0.0, n)
     d = 0.1 + e * shrink * (delta - 0.1) / crit * math.sqrt(n)
-    assert decide({"a vs ref": d}, cfg_of(delta=delta))["a vs ref"].state == state
+    out = decide({"a vs ref": d}, cfg_of(delta=delta))["a vs ref"]
+    assert out.state == state
+    if state == "equivalent":  # the interval shown is the 1 - 2 alpha one that lies inside +-delta
+        assert out.level == 2 * ALPHA and -delta < out.low < out.high < delta
 
 
 def holm_case(t_a: float, t_b: float, t_c: float) -> dict[str, str]:
@@ -170,3 +173,8 @@ def test_bad_differences_are_errors_naming_the_comparison():
         decide({"a vs ref": [1.0, float("nan"), 2.0]}, cfg_of())
     with pytest.raises(ConfigError, match="^sequential.comparisons: no comparison named 'x vs ref'"):
         decide({"x vs ref": [1.0, 2.0]}, cfg_of())
+
+
+def test_differences_pair_by_seed_over_the_seeds_both_arms_have():
+    finals = {"a": {2: 3.0, 0: 1.0, 1: 2.0}, "ref": {0: 0.5, 2: 1.0, 3: 9.0}}
+    assert paired_differences(finals, cfg_of()) == {"a vs ref": [0.5, 2.0]}

@@ -60,13 +60,15 @@ STATES = ("better", "worse", "equivalent", "open")
 @dataclass(frozen=True)
 class Decision:
     """One comparison's state, its estimate and interval at ``look`` (1-based; 0: no look yet), with
-    ``n`` seeds. ``low``/``high``: the RCI the claim was read from (open: at the current Holm level)."""
+    ``n`` seeds. ``low``/``high``: the RCI the claim was read from (open: at the current Holm level),
+    at two-sided level ``level`` (coverage 1 - level over all looks)."""
     state: str
     estimate: float
     low: float
     high: float
     n: int
     look: int
+    level: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,9 @@ class _Looks:
 
 def _looks_of(diffs: np.ndarray, plan: tuple[int, ...]) -> _Looks:
     n = np.array([k for k in plan if k <= diffs.size], dtype=int)
-    csum, csq = np.cumsum(diffs), np.cumsum(diffs * diffs)
-    mean = csum[n - 1] / n if n.size else np.zeros(0)
-    var = (csq[n - 1] - n * mean * mean) / np.maximum(n - 1, 1) if n.size else np.zeros(0)
-    return _Looks(n, mean, np.sqrt(np.maximum(var, 0.0) / np.maximum(n, 1)))
+    mean = np.array([diffs[:k].mean() for k in n])
+    sd = np.array([diffs[:k].std(ddof=1) for k in n])  # two-pass per look: no cancellation
+    return _Looks(n, mean, sd / np.sqrt(n))
 
 
 def _half(looks: _Looks, level: float, plan: tuple[int, ...]) -> np.ndarray:
@@ -131,7 +132,8 @@ def _paired(diffs_by_comparison: Mapping[str, Sequence[float]], cfg: SequentialC
 
 def decide(diffs_by_comparison: Mapping[str, Sequence[float]], cfg: SequentialConfig) -> dict[str, Decision]:
     """Each comparison's :class:`Decision` from its paired differences (variant - reference) in seed
-    order. Pure and deterministic: the same stored results always give the same decisions."""
+    order (:func:`paired_differences`); differences past ``max_seeds`` are not used. Pure and
+    deterministic: the same stored results always give the same decisions."""
     plan, m = cfg.looks, len(cfg.comparisons)
     looks = {k: _looks_of(d, plan) for k, d in _paired(diffs_by_comparison, cfg).items()}
     diff = holm(lambda k, a: _first_difference(looks[k], a, plan), list(looks), cfg.alpha)
@@ -148,11 +150,21 @@ def decide(diffs_by_comparison: Mapping[str, Sequence[float]], cfg: SequentialCo
         elif lk.n.size:
             level, i, state = rest, lk.n.size - 1, "open"
         else:
-            out[k] = Decision("open", float("nan"), -np.inf, np.inf, 0, 0)
+            out[k] = Decision("open", float("nan"), -np.inf, np.inf, 0, 0, rest)
             continue
         half = float(_half(lk, level, plan)[i])
         mean = float(lk.mean[i])
-        out[k] = Decision(state, mean, mean - half, mean + half, int(lk.n[i]), i + 1)
+        out[k] = Decision(state, mean, mean - half, mean + half, int(lk.n[i]), i + 1, level)
+    return out
+
+
+def paired_differences(finals: Mapping[str, Mapping[int, float]], cfg: SequentialConfig) -> dict[str, list[float]]:
+    """Each comparison's ``variant - reference`` over the seeds both arms finished, in seed order
+    (``finals``: variant -> seed -> final metric); a seed only one arm has is not used."""
+    out = {}
+    for a, b in cfg.comparisons:
+        va, vb = finals.get(a, {}), finals.get(b, {})
+        out[comparison_name(a, b)] = [float(va[s]) - float(vb[s]) for s in sorted(set(va) & set(vb))]
     return out
 
 

@@ -66,8 +66,8 @@ def z_bounds(alpha: float, fractions: tuple[float, ...]) -> tuple[float, ...]:
         want = float(total - before)
         if x is None:
             c = float(stats.norm.isf(want / 2)) if want > 0 else np.inf
-        elif want <= 0 or _exit_mass(60.0, t, x, mass, t - t0) >= want:
-            c = np.inf  # nothing to spend here (or less than a grid can resolve)
+        elif want <= 0:
+            c = np.inf  # nothing to spend at this look
         else:
             c = optimize.brentq(lambda c: _exit_mass(c, t, x, mass, t - t0) - want, 0.0, 60.0, xtol=1e-12)
         b = min(c, _WIDE) * np.sqrt(t)
