@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,6 +65,28 @@ def _get(url: str) -> bytes:
         return r.read()
 
 
+def _status(url: str, method: str = "GET", host: str = "") -> int:
+    req = urllib.request.Request(url, method=method, data=b"{}" if method != "GET" else None,
+                                 headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _check_the_dashboard_only_reads(port: int) -> None:
+    """What writes is refused (deleting the study, telling a trial), and so is a request addressed
+    to another host (a DNS-rebinding page); the study is still there afterwards."""
+    api = f"http://127.0.0.1:{port}/api/studies"
+    assert _status(api, host=f"localhost:{port}") == 200
+    assert _status(api, host=f"evil.example:{port}") == 403
+    assert _status(f"{api}/0", "DELETE") == 405
+    assert _status(f"{api}/0/trials", "POST") == 405
+    assert _status(f"http://127.0.0.1:{port}/api/trials/0/tell", "POST") == 405
+    assert "sw" in {s["study_name"] for s in json.loads(_get(api))["study_summaries"]}
+
+
 def test_ui_serves_mlflow_and_the_optuna_study_and_leaves_nothing_behind(tmp_path):
     import optuna
     from mlflow.tracking import MlflowClient
@@ -91,6 +114,7 @@ def test_ui_serves_mlflow_and_the_optuna_study_and_leaves_nothing_behind(tmp_pat
                     pass
             time.sleep(0.5)
         assert up == {"mlflow", "optuna"}, up
+        _check_the_dashboard_only_reads(port + 1)
         servers = _descendants(proc.pid)
         assert len(servers) >= 2
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C

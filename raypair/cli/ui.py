@@ -1,5 +1,6 @@
-"""``raypair ui``: the MLflow UI of a store and, for a sweep, the Optuna dashboard of its study, both
-on 127.0.0.1 unless ``--host`` says otherwise. Each server runs in its own process group, and
+"""``raypair ui``: the MLflow UI of a store and, for a sweep, the Optuna dashboard of its study
+(read-only, ``dashboard.py``), both on 127.0.0.1 unless ``--host`` says otherwise (then with a
+warning). Each server runs in its own process group, and
 Ctrl-C or SIGTERM stops both groups whole (MLflow's UI starts helper processes that outlive a
 plain kill of its main process), so nothing is left running."""
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from raypair.cli.dashboard import LOOPBACK
 from raypair.config import ConfigError
 
 
@@ -28,9 +30,14 @@ def study_db(storage: Path, name: Optional[str]) -> Optional[Path]:
     return dbs[-1] if dbs else None
 
 
-def _dashboard() -> Optional[str]:
-    exe = Path(sys.executable).parent / "optuna-dashboard"
-    return str(exe) if exe.exists() else None
+def _dashboard() -> Optional[list[str]]:
+    """The command that serves a study read-only (``raypair.cli.dashboard``), if optuna-dashboard is
+    installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        return None
+    return [sys.executable, "-m", "raypair.cli.dashboard"]
 
 
 def check_port(host: str, port: int) -> None:
@@ -46,6 +53,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(uri: str, storage: Path, args: argparse.Namespace) -> int:
+    if args.host not in LOOPBACK:
+        print(f"raypair: warning: --host {args.host}: the runs are served to every machine that can reach this "
+              "one, with no login (the default 127.0.0.1 serves this machine only)", file=sys.stderr, flush=True)
     servers = _start(uri, storage, args)
     for what, _ in servers:
         print(what, flush=True)
@@ -77,15 +87,15 @@ def _start(uri: str, storage: Path, args: argparse.Namespace) -> list[tuple[str,
     return servers
 
 
-def _start_dashboard(db: Path, exe: Optional[str], host: str, port: int,
+def _start_dashboard(db: Path, exe: Optional[list[str]], host: str, port: int,
                      env: dict[str, str]) -> list[tuple[str, subprocess.Popen]]:
     """The Optuna dashboard of the study ``db``; none, and how to get it, without optuna-dashboard."""
     if exe is None:
         print(f"Optuna study {db}: pip install 'raypair[dashboard]' (optuna-dashboard) to browse it here",
               flush=True)
         return []
-    cmd = [exe, f"sqlite:///{db}", "--host", host, "--port", str(port)]
-    return [(f"Optuna dashboard on http://{host}:{port} for the study of sweep {db.parent.name!r}",
+    cmd = [*exe, str(db), host, str(port)]
+    return [(f"Optuna dashboard on http://{host}:{port} (read-only) for the study of sweep {db.parent.name!r}",
              subprocess.Popen(cmd, env=env, start_new_session=True))]
 
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import yaml
+from typing import Any, Callable
 
 from raypair.config import ConfigError
+from raypair.config.yamlio import MAX_BYTES, YamlProblem, load_text
 from raypair.experiments.ablation import from_plain
 from raypair.registry import Registry
 from raypair.report.ablation import ablation_report
@@ -47,11 +46,22 @@ REPORTS: Registry[ReportKind] = Registry("report kind")
 REPORTS.register("ablation")(ReportKind(
     metrics=lambda parent: [],
     write=lambda reader, parent, children, out, top: ablation_report(
-        from_plain(yaml.safe_load(reader.artifact_text(parent.run_id, "ablation.yaml"))), parent, children, out)))
+        from_plain(logged_yaml(reader, parent, "ablation.yaml")), parent, children, out)))
 REPORTS.register("sweep")(ReportKind(
     metrics=lambda parent: [str(parent.params.get("tune.metric", "val_acc"))],
     write=lambda reader, parent, children, out, top: sweep_report(
-        yaml.safe_load(reader.artifact_text(parent.run_id, "sweep.yaml")), parent, children, out, top)))
+        logged_yaml(reader, parent, "sweep.yaml"), parent, children, out, top)))
+
+
+def logged_yaml(reader: RunReader, parent: Parent, name: str) -> Any:
+    """The YAML document the parent run logged as ``name``, read with the limits of a config file
+    (size, depth, aliases, duplicate keys): a store is not trusted more than a file given on the
+    command line. Anything else is a ConfigError naming the run and the artifact."""
+    try:
+        return load_text(reader.artifact_text(parent.run_id, name, limit=MAX_BYTES))
+    except YamlProblem as e:
+        raise ConfigError("experiment", f"its parent run {parent.run_id} logged a {name} that cannot be read: {e}",
+                          parent.run_id) from None
 
 
 def report(uri: str, experiment: str, out: Path, top: int = 10, log: bool = True) -> list[Path]:
@@ -74,4 +84,4 @@ def report(uri: str, experiment: str, out: Path, top: int = 10, log: bool = True
     return files
 
 
-__all__ = ["REPORTS", "ReportKind", "report"]
+__all__ = ["REPORTS", "ReportKind", "logged_yaml", "report"]

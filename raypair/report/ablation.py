@@ -5,13 +5,12 @@ layout (the last factor across). Written as ``report.md``, ``report.csv``, ``bar
 ``curves.png``."""
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from raypair.experiments.ablation import Ablation
 from raypair.report import plots
-from raypair.report.cells import Row, diff, num, paper, pm, scale
+from raypair.report.cells import Row, diff, num, paper, pm, scale, write_csv
 from raypair.report.stats import diff_ci, mean_ci
 from raypair.tracking.read import Child, Parent
 
@@ -145,8 +144,4 @@ def _csv_row(ab: Ablation, factors: list[str], r: Row) -> list[str | int]:
 def _write_csv(path: Path, ab: Ablation, rows: list[Row]) -> None:
     """One CSV line per row: the factors' levels, the interval, the difference, the paper."""
     factors = [f for f in next(iter(ab.variants.values())).levels if f != "variant"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["variant", *factors, *CSV_HEADER])
-        for r in rows:
-            w.writerow(_csv_row(ab, factors, r))
+    write_csv(path, ["variant", *factors, *CSV_HEADER], (_csv_row(ab, factors, r) for r in rows))

@@ -32,6 +32,32 @@ def num(x: Optional[float]) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
+def cell(v: Any) -> Any:
+    """A CSV cell a spreadsheet shows as written: text that would start a formula (a variant or
+    parameter named ``=HYPERLINK(...)``, say) gets a leading ``'`` (OWASP's advice); numbers, and
+    text that is a number (``-0.5``), are left as they are."""
+    if not isinstance(v, str) or not v.startswith(FORMULA_STARTS):
+        return v
+    try:
+        float(v)
+        return v
+    except ValueError:
+        return "'" + v
+
+
+def write_csv(path: Any, header: list[Any], rows: Any) -> None:
+    """``header`` and ``rows`` as a CSV file, every cell through :func:`cell`."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        for row in [header, *rows]:
+            w.writerow([cell(v) for v in row])
+
+
 def short(v: Any) -> str:
     """A table cell for a parameter or metric value: floats to 4 significant digits, ``–`` if missing."""
     if v is None:

@@ -4,7 +4,6 @@ parameter's importance by Optuna's fANOVA over the finished trials. Written as `
 ``importance.png`` (when there is an estimate) and ``curves.png`` (the best trials' learning curves)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from raypair.report import plots
-from raypair.report.cells import num, short
+from raypair.report.cells import num, short, write_csv
 from raypair.tracking.read import Child, Parent
 
 SEARCH_TAG = "raypair.search."
@@ -85,13 +84,10 @@ def _importance_table(importance: dict[str, float], metric: str) -> list[str]:
 
 
 def _write_csv(path: Path, trials: list[Trial], names: list[str], metric: str, heads: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["trial", "status", "epochs", f"best_{metric}", f"last_{metric}", *(f"last_{h}" for h in heads),
-                    *names])
-        for t in trials:
-            w.writerow([t.trial, t.status, t.epochs, num(t.best), num(t.last),
-                        *(num(t.child.final.get(h)) for h in heads), *(t.params.get(n, "") for n in names)])
+    write_csv(path, ["trial", "status", "epochs", f"best_{metric}", f"last_{metric}", *(f"last_{h}" for h in heads),
+                     *names],
+              ([t.trial, t.status, t.epochs, num(t.best), num(t.last), *(num(t.child.final.get(h)) for h in heads),
+                *(t.params.get(n, "") for n in names)] for t in trials))
 
 
 def sweep_report(sweep: dict[str, Any], parent: Parent, children: list[Child], out: Path, top: int) -> list[Path]:

@@ -112,10 +112,12 @@ class RunReader:
             out.append(c)
         return out
 
-    def artifact_text(self, run_id: str, path: str) -> str:
-        """The text of the artifact at ``path`` of run ``run_id``."""
+    def artifact_text(self, run_id: str, path: str, limit: int = 1 << 20) -> str:
+        """The text of the artifact at ``path`` of run ``run_id``: its first ``limit`` + 1 characters
+        at most (a reader that asks for ``limit`` finds a longer file too long, not a truncated one)."""
         with tempfile.TemporaryDirectory() as d:
-            return Path(self.client.download_artifacts(run_id, path, d)).read_text()
+            with open(self.client.download_artifacts(run_id, path, d), encoding="utf-8", errors="replace") as f:
+                return f.read(limit + 1)
 
     def log_files(self, run_id: str, files: Sequence[Path], folder: str) -> None:
         """Log each of ``files`` as an artifact of ``run_id`` under ``folder``."""
