@@ -20,9 +20,8 @@ import yaml
 
 from raypair.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
-DIGITS_AB = ROOT / "tests" / "data" / "ablation_digits.yaml"
+from helpers import ROOT, QUICK, DIGITS
+
 RUN = {"name": "r", "data": {"name": "digits", "image_size": 16}, "model": {"name": "tiny_cnn"},
        "method": {"name": "erm"}, "epochs": 2, "batch_size": 32}
 PT = {"name": "pair_training", "stage_ops": "S8"}
@@ -341,14 +340,14 @@ ABLATION_CASES = [
     Case("ablation variant eval batch", V("{w}/ab_eval_bs.yaml"), "variants.b.eval_batch_size", "no result"),
     Case("ablation variant pad under base", V("{w}/ab_pad_base.yaml"), "variants.b.data.pad", "base+"),
     Case("ablation negative seed", V("{w}/ab_seed_neg.yaml"), "seeds.0", "-1"),
-    Case("seeds repeated", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--seeds", "0,0"], "--seeds", "0,0"),
-    Case("seeds text", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--seeds", "a,b"], "--seeds", "a,b"),
-    Case("seeds negative", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--seeds", "-1"], "--seeds", "-1"),
-    Case("variants empty list", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--variants", ","], "--variants",
+    Case("seeds repeated", ["ablate", str(DIGITS), "--storage", "{s}", "--seeds", "0,0"], "--seeds", "0,0"),
+    Case("seeds text", ["ablate", str(DIGITS), "--storage", "{s}", "--seeds", "a,b"], "--seeds", "a,b"),
+    Case("seeds negative", ["ablate", str(DIGITS), "--storage", "{s}", "--seeds", "-1"], "--seeds", "-1"),
+    Case("variants empty list", ["ablate", str(DIGITS), "--storage", "{s}", "--variants", ","], "--variants",
          "','"),
-    Case("variants unknown", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--variants", "nope"], "--variants",
+    Case("variants unknown", ["ablate", str(DIGITS), "--storage", "{s}", "--variants", "nope"], "--variants",
          "nope"),
-    Case("max concurrent zero", ["ablate", str(DIGITS_AB), "--storage", "{s}", "--max-concurrent", "0"],
+    Case("max concurrent zero", ["ablate", str(DIGITS), "--storage", "{s}", "--max-concurrent", "0"],
          "--max-concurrent", "0"),
     Case("quick without profile", ["ablate", "{w}/ab.yaml", "--storage", "{s}", "--quick"], "--quick", "ab.yaml"),
     Case("ablate name escapes", ["ablate", "{w}/ab.yaml", "--storage", "{s}", "--name", "../abl"], "--name", "../abl"),
@@ -374,7 +373,7 @@ CLI_CASES = [
     Case("storage is a file", ["tune", str(QUICK), "--storage", "{w}/a_file"], "--storage", "a_file"),
     Case("storage under a file", ["tune", str(QUICK), "--storage", "{w}/a_file/sub"], "--storage", "a_file"),
     Case("storage an s3 URI", ["tune", str(QUICK), "--storage", "s3://bucket/runs"], "--storage", "s3://bucket/runs"),
-    Case("storage a gs URI", ["ablate", str(DIGITS_AB), "--storage", "gs://b/r"], "--storage", "gs://b/r"),
+    Case("storage a gs URI", ["ablate", str(DIGITS), "--storage", "gs://b/r"], "--storage", "gs://b/r"),
     Case("status bad name", ["status", "../x", "--storage", "{w}/storage_empty"], "name", "../x"),
     Case("status unknown name", ["status", "nope", "--storage", "{w}/storage_empty"], "name", "nope"),
     Case("ui unknown study", ["ui", "--storage", "{w}/storage_mlflow", "--study", "nope"], "--study", "nope"),

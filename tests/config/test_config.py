@@ -13,8 +13,7 @@ from raypair.cli import main
 from raypair.config import ConfigError, load_run, parse_override, set_path
 from raypair.experiments.sweep import load_sweep
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
+from helpers import ROOT, QUICK
 
 
 def write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:

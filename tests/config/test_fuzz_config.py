@@ -23,7 +23,8 @@ from raypair.config import ConfigError, load_run, parse_override  # noqa: E402
 from raypair.experiments.ablation import load_ablation  # noqa: E402
 from raypair.experiments.sweep import load_sweep  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import DIGITS, QUICK
+
 EXAMPLES = int(os.environ.get("RAYPAIR_FUZZ_EXAMPLES", "150"))
 settings.register_profile("raypair", max_examples=EXAMPLES, deadline=None, database=None,  # nothing written here
                           derandomize="RAYPAIR_FUZZ_SEED" not in os.environ,
@@ -33,8 +34,8 @@ FUZZ = settings.get_profile("raypair")
 
 RUN = {"name": "r", "data": {"name": "digits", "image_size": 16}, "model": {"name": "tiny_cnn"},
        "method": {"name": "erm", "aug": "base+"}, "optim": {"name": "sgd", "lr": 0.05}, "epochs": 2, "batch_size": 32}
-SPACE = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
-ABLATION = yaml.safe_load((ROOT / "tests" / "data" / "ablation_digits.yaml").read_text())
+SPACE = yaml.safe_load(QUICK.read_text())
+ABLATION = yaml.safe_load(DIGITS.read_text())
 ABLATION.pop("base", None)
 ABLATION["run"] = RUN
 BASES = {"run": RUN, "space": SPACE, "ablation": ABLATION}

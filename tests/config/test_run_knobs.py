@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 from raypair.config import ConfigError, RunConfigBase, run_model
 from raypair.experiments.sweep import check_read
 from raypair.loop import Dist, build_optimizer, divergence, evaluate, group_lr, setup, train_step
-from test_knobs import alternatives
-from test_validate_fast import folder_dataset
+
+from helpers import alternatives, folder_dataset
 
 torch.set_num_threads(1)
 BASE: dict[str, Any] = {"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}, "epochs": 3, "batch_size": 16}

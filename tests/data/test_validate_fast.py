@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -17,7 +16,8 @@ from raypair.config import ConfigError, DataConfig
 from raypair.config.model_names import OWN_MODELS
 from raypair.data.check import cached_shape
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT, folder_dataset
+
 HEAVY = ("torch", "timm", "ray", "mlflow", "optuna", "torchvision", "sklearn")
 
 
@@ -73,20 +73,6 @@ def test_own_models_build_under_any_config_input(name: str) -> None:
     for classes, chans, size, drop in itertools.product((2, 100), (1, 3, 6), (8, 17, 64), (0.0, 0.99)):
         with torch.device("meta"):
             build_model(ModelConfig(name=name, drop_rate=drop), classes, chans, size)
-
-
-def folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
-    """Real images (scikit-learn's digits, 8x8 grey) as an ImageFolder tree: ``train[k]`` per class k."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    for k, n in train.items():
-        idx = np.flatnonzero(d.target == k)
-        for split, rows in (("train", idx[:n]), ("test", idx[n:n + test])):
-            (root / split / f"c{k}").mkdir(parents=True, exist_ok=True)
-            for i in rows:
-                Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / split / f"c{k}" / f"{i}.png")
 
 
 def _full(cfg: DataConfig):  # noqa: ANN202

@@ -11,9 +11,9 @@ from raypair.experiments.ablation import load_ablation, parse_paper_number
 from raypair.cli import main
 from raypair.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT, DIGITS
+
 FILES = sorted((ROOT / "ablations").glob("*.yaml"))
-DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
 
 
 def test_there_is_an_ablation_file_per_paper_table():

@@ -19,9 +19,11 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from raypair.loop import add_logs, train_step
-from test_no_sync import ACC, build
+
+from helpers import acc_stats, loop_parts
 
 pytestmark = pytest.mark.slow  # torch.compile: seconds per case
+torch.set_num_threads(1)  # as test_no_sync steps them
 
 torch.set_num_threads(1)
 
@@ -31,7 +33,7 @@ def second(phases: list[tuple[int, int, dict]]) -> list[tuple[int, int, dict]]:
     return [(e, n, {**s, "train_acc": s["train_acc"] * 0.9 + 0.01} if "train_acc" in s else s) for e, n, s in phases]
 
 
-PT = [(0, 10, ACC(0.1)), (1, 10, ACC(0.5)), (2, 10, ACC(0.9))]
+PT = [(0, 10, acc_stats(0.1)), (1, 10, acc_stats(0.5)), (2, 10, acc_stats(0.9))]
 CASES = [
     ("erm", {"name": "erm"}, [(0, 1, {})]),
     ("cutout", {"name": "cutout"}, [(0, 1, {})]),
@@ -75,7 +77,7 @@ def _case(c: Any) -> Any:
 def test_compiled_step_does_not_recompile(method_cfg, phases):
     torch._dynamo.reset()
     counters.clear()
-    method, opt, data = build(method_cfg, {})
+    method, opt, data = loop_parts(method_cfg, {})
     net = torch.compile(method, backend="eager")
     run_phases(net, method, opt, data, phases[:1], n=2)  # warm-up: the first phase compiles
     first = counters["frames"]["ok"]

@@ -20,15 +20,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from raypair.config import run_model
-from raypair.data import DeviceLoader
-from raypair.loop import add_logs, build_optimizer, train_step
-from raypair.methods import build_method
+from raypair.loop import add_logs, train_step
+
+from helpers import acc_stats, loop_parts
 
 torch.set_num_threads(1)
 aten = torch.ops.aten
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.49, 0.48, 0.45),
-                             std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
 SYNCS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
          aten.is_nonzero.default, aten.equal.default, aten.lift_fresh.default, aten._unique2.default,
          aten.unique_consecutive.default, aten.unique_dim.default, aten.repeat_interleave.Tensor}
@@ -74,16 +71,9 @@ def guarded(monkeypatch: pytest.MonkeyPatch, fn: Any) -> Any:
             return fn()
 
 
-def loader(aug: str, seed: int = 0) -> DeviceLoader:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (64, 3, 16, 16), generator=g, dtype=torch.uint8)
-    return DeviceLoader(x, torch.arange(64) % 10, batch_size=8, mean=INFO.mean, std=INFO.std, train=True,
-                        augment=aug != "base", autoaugment="cifar10" if "aa" in aug else None, pad=2)
-
-
 # (id, method config, run overrides, [(epoch, epochs, stats) of each phase to step through])
-ACC = lambda a: {"train_acc": a, "train_loss": 1.0}  # noqa: E731
-PT = [(0, 10, ACC(0.1)), (1, 10, ACC(0.5)), (2, 10, ACC(0.9)), (3, 10, ACC(0.0))]  # stages 1, 2, 3, 1
+PT = [(0, 10, acc_stats(0.1)), (1, 10, acc_stats(0.5)), (2, 10, acc_stats(0.9)),
+      (3, 10, acc_stats(0.0))]  # stages 1, 2, 3, 1
 VPL = [(0, 3, {}), (1, 3, {}), (2, 3, {})]  # x = y = 34%: stages 1, 2, 3
 CASES = [
     ("erm_aa", {"name": "erm", "aug": "base+aa_cifar10"}, {}, [(0, 1, {})]),
@@ -116,18 +106,9 @@ CASES = [
 ]
 
 
-def build(method_cfg: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, Any, DeviceLoader]:
-    run = run_model().model_validate({"method": method_cfg, "model": {"name": "tiny_cnn"}, "epochs": 1,
-                                      "batch_size": 8, **extra})
-    torch.manual_seed(0)
-    method = build_method(run, INFO, pool=loader("base+", seed=1))
-    opt = build_optimizer(run.optim, method.optim_groups())
-    return method, opt, loader(method_cfg.get("aug", "base+"))
-
-
 def steps(monkeypatch: pytest.MonkeyPatch, method_cfg: dict[str, Any], extra: dict[str, Any],
           phases: list[tuple[int, int, dict]], n: int = 3) -> None:
-    method, opt, data = build(method_cfg, extra)
+    method, opt, data = loop_parts(method_cfg, extra)
     method.train()
     for epoch, epochs, stats in phases:
         method.on_epoch_start(epoch, epochs, stats)  # an epoch hook: may sync once per epoch

@@ -2,33 +2,20 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from raypair.config import run_model
-from raypair.data import DeviceLoader
-from raypair.methods import build_method
 from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
 from raypair.ops.mixing import bc_mix
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
+from helpers import CIFAR_8 as INFO, method_of, uint8_pool
 
 
 def make(seed: int = 0, info=INFO, pool=None, norm: bool = True, **knobs):
-    run = run_model().model_validate({"method": {"name": "bc", **knobs},
-                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": norm}}})
-    torch.manual_seed(0)
-    return build_method(run, info, pool=pool, generator_seed=seed)
-
-
-def pool(n: int = 40, classes: int = 4) -> DeviceLoader:
-    x = torch.randint(0, 256, (n, 3, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
-    return DeviceLoader(x, torch.arange(n) % classes, batch_size=8, mean=INFO.mean, std=INFO.std,
-                        train=True, augment=True, pad=2)
+    return method_of({"name": "bc", **knobs}, info, model={"name": "tiny_cnn", "kwargs": {"norm": norm}},
+                     generator_seed=seed, pool=pool)
 
 
 def two_class_batch(b: int = 64):
@@ -40,7 +27,7 @@ def two_class_batch(b: int = 64):
 
 @pytest.mark.parametrize("pairing", ["batch", "dataset"])
 def test_partners_always_have_another_label(pairing):
-    m = make(pairing=pairing, pool=pool())
+    m = make(pairing=pairing, pool=uint8_pool(40, 4))
     y = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3] * 32)
     x = torch.randn(len(y), 3, 8, 8)
     for _ in range(3):
@@ -108,7 +95,7 @@ def test_major_mode_picks_the_larger_ratio_label():
 
 @pytest.mark.parametrize("pairing", ["batch", "dataset"])
 def test_r_low_half_keeps_r_at_least_half(pairing):
-    m = make(seed=6, pairing=pairing, r_low=0.5, pool=pool(classes=10))
+    m = make(seed=6, pairing=pairing, r_low=0.5, pool=uint8_pool(40, 10))
     y = torch.arange(200) % 10
     out = m.mix(torch.randn(200, 3, 8, 8), y)
     r = out.target[torch.arange(200), y]

@@ -7,7 +7,6 @@ Fields a config reports as inactive are refused by the search-space checker inst
 from __future__ import annotations
 
 import itertools
-import types
 import typing
 from typing import Any, Iterator
 
@@ -19,42 +18,12 @@ from raypair.config import run_model
 from raypair.data import DeviceLoader
 from raypair.methods import METHODS, build_method
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
-                             std=(0.25, 0.24, 0.26), name="cifar10", classes=tuple("abcdefghij"))
+from helpers import alternatives, data_info
+
+INFO = data_info(32, name="cifar10", classes=tuple("abcdefghij"))
 SKIP = {"name", "aug"}  # aug is applied by the loader (tests/loop/test_loop.py checks it reaches it)
 EPOCHS = 12  # the run's epochs; a fine-tuning phase follows them
 STEPS = 2  # batches per epoch: a knob of a gated pair batch (PairTraining's ramp gate) needs a second draw
-
-
-def _bounds(field: Any) -> tuple[float, float]:
-    lo, hi = -1e9, 1e9
-    for m in field.metadata:
-        lo = max(lo, getattr(m, "ge", getattr(m, "gt", lo)))
-        hi = min(hi, getattr(m, "le", getattr(m, "lt", hi)))
-    return lo, hi
-
-
-def alternatives(field: Any, default: Any) -> list[Any]:
-    """Other valid-looking values of a field: other Literal options, the flipped bool, other numbers."""
-    ann = field.annotation
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    if field.examples:  # free-text fields (timm names) list valid alternatives
-        return [v for v in field.examples if v != default]
-    if typing.get_origin(ann) is typing.Literal:
-        return [a for a in args if a != default]
-    if typing.get_origin(ann) is typing.Union and args and typing.get_origin(args[0]) is typing.Literal:
-        return [a for a in typing.get_args(args[0]) if a != default]
-    if ann is bool:
-        return [not default]
-    lo, hi = _bounds(field)
-    if ann is int or int in args:
-        base = 0 if default is None else default
-        return [v for v in (base + 1, base - 1, base + 5, base * 2, 1, 3) if lo <= v <= hi and v != default]
-    if ann is float or float in args:
-        base = 1.0 if default is None else float(default)
-        cands = [base * 2, base / 2, base + 0.25, base - 0.25, (lo + hi) / 2 if hi < 1e9 else base + 1, 0.3, 0.7]
-        return [v for v in cands if lo < v < hi and v != default] or [v for v in cands if lo <= v <= hi and v != default]
-    return []
 
 
 def run_of(method_cfg: dict[str, Any]):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,9 @@ from raypair.models import build_model, check_model_name, param_count
 from raypair.ops.losses import kl_loss, one_hot, soft_cross_entropy
 from raypair.registry import Registry
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
+from helpers import data_info, method_of
+
+INFO = data_info(16, mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
 def tiny():
@@ -24,9 +25,7 @@ def tiny():
 
 def make(method: dict, **run):
     """A method on a tiny CNN (init seed 0) with generator seed 0, built as the loop builds it."""
-    torch.manual_seed(0)
-    cfg = run_model().model_validate({"method": method, "model": {"name": "tiny_cnn", "kwargs": {"norm": True}}, **run})
-    return build_method(cfg, INFO, generator_seed=0)
+    return method_of(method, INFO, run, model={"name": "tiny_cnn", "kwargs": {"norm": True}})
 
 
 def test_one_hot_and_smoothing_exact():

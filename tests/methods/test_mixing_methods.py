@@ -1,10 +1,9 @@
 """Cutout, mixup (with P1's variants and fine-tuning) and CutMix: exact per-method properties on a
-tiny CNN, the top-2 metrics on hand-made logits, and a short real run of each through the loop."""
+tiny CNN (CutMix's own in test_cutmix.py), the top-2 metrics on hand-made logits, and a short real
+run of each through the loop."""
 from __future__ import annotations
 
 import math
-
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,36 +12,15 @@ import yaml
 
 from raypair.config import ConfigError, build_run, run_model
 from raypair.loop import run_trial
-from raypair.methods import build_method
 from raypair.ops.losses import one_hot
 from raypair.ops.metrics import top2_hits
 from raypair.ops.masks import cutout_mask
 from raypair.ops.mixing import mix
 from raypair.experiments.sweep import load_sweep
 
-K, B, S = 10, 8, 16  # classes, batch, side: 16 x 16 = 256 pixels, so pixel fractions are exact floats
-INFO = SimpleNamespace(num_classes=K, image_shape=(3, S, S), mean=(0.5,) * 3, std=(0.25,) * 3)
+from helpers import MIX_B as B, MIX_INFO as INFO, MIX_K as K, MIX_ONE_HOT as ONE_HOT, MIX_S as S, MIX_Y as Y
 
-
-def build(name: str, seed: int = 0, **cfg):
-    torch.manual_seed(0)
-    run = run_model().model_validate({"method": {"name": name, **cfg}, "model": {"name": "tiny_cnn"}, "epochs": 5})
-    return build_method(run, INFO, generator_seed=seed)
-
-
-def images(seed: int = 0) -> torch.Tensor:
-    return torch.randn(B, 3, S, S, generator=torch.Generator().manual_seed(seed))
-
-
-Y = torch.arange(B)  # unique labels: class c is sample c, so a target row names its partner
-ONE_HOT = one_hot(Y, K)
-
-
-def partner_of(target: torch.Tensor) -> torch.Tensor:
-    """The partner j of every row, read off a unique-label target (a row with one class: itself)."""
-    other = target.clone()
-    other[torch.arange(B), Y] = 0
-    return torch.where(other.max(1).values > 0, other.argmax(1), Y)
+from helpers import mix_images as images, mix_method as build, mix_partner_of as partner_of
 
 
 # -------------------------------------------------------------------------------------- mixup
@@ -238,41 +216,6 @@ def test_finetuning_is_hard_label_ce_at_ft_lr_after_the_runs_epochs():
     plain = build("mixup", ft_lr=0.01)  # ft_epochs 0: never
     for epoch in range(5):
         assert plain.on_epoch_start(epoch, 5, {}) is None
-
-
-# ------------------------------------------------------------------------------------- cutmix
-def test_cutmix_target_weights_equal_the_pasted_fraction_of_the_chosen_partner():
-    m = build("cutmix")  # cutmix_prob 1, alpha 1, perm
-    x = torch.arange(B, dtype=torch.float32).reshape(B, 1, 1, 1).expand(B, 3, S, S)  # image i is all i
-    for _ in range(8):
-        out = m.mix(x, Y)
-        j = partner_of(out.target)
-        assert out.logs["cutmix_frac"] == 1.0 and torch.equal(out.target.sum(1), torch.ones(B))
-        pasted = None
-        for i in range(B):
-            kept = (out.x[i] == i).all(0)
-            if j[i] == i:  # kept everything (a perm fixed point, or an empty box)
-                assert kept.all() and out.target[i, i] == 1
-                continue
-            assert torch.equal(out.x[i][:, ~kept], torch.full((3, int((~kept).sum())), float(j[i])))
-            assert out.target[i, i] == kept.float().mean() == out.logs["lam"]
-            assert out.target[i, j[i]] == 1 - kept.float().mean()
-            pasted = ~kept if pasted is None else pasted
-            assert torch.equal(~kept, pasted)  # one box for the whole batch
-
-
-def test_cutmix_prob_zero_is_plain_ce_and_the_gate_follows_the_probability():
-    m = build("cutmix", cutmix_prob=0.0)
-    x = images()
-    mixed = m.mix(x, Y)
-    assert torch.equal(mixed.x, x) and torch.equal(mixed.target, ONE_HOT)
-    assert mixed.logs == {"cutmix_frac": 0.0, "lam": 1.0}
-    out = m(x, Y)
-    assert torch.allclose(out.loss, F.cross_entropy(out.logits, Y), atol=1e-6)
-    assert torch.equal(out.labels, Y)
-    half = build("cutmix", cutmix_prob=0.3)
-    frac = sum(half.mix(x, Y).logs["cutmix_frac"] for _ in range(400)) / 400
-    assert abs(frac - 0.3) < 0.08  # 3.5 sigma
 
 
 # ------------------------------------------------------------------------------------- cutout

@@ -4,7 +4,6 @@ P1's two-image test protocol, and ResNet-56."""
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,15 +19,14 @@ from raypair.ops.losses import one_hot
 from raypair.ops.mixing import sample_beta
 from raypair.ops.pairing import cycle_partners
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45),
-                       std=(0.25, 0.24, 0.26), name="cifar10")
+from helpers import CIFAR_32 as INFO, method_of
+
 C = 3
 
 
 def make(model: str = "tiny_cnn", seed: int = 0, **cfg):
-    run = run_model().model_validate({"method": {"name": "mixup_c", **cfg}, "model": {"name": model}, "epochs": 20})
-    torch.manual_seed(seed)
-    return build_method(run, INFO, generator_seed=0)  # a 2C-channel stem: MixupCConfig.images_per_input
+    # a 2C-channel stem: MixupCConfig.images_per_input
+    return method_of({"name": "mixup_c", **cfg}, INFO, {"epochs": 20}, model={"name": model}, init_seed=seed)
 
 
 def batch(b: int = 8, size: int = 32):

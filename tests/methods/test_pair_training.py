@@ -3,7 +3,6 @@ exactness, omega's exact scaling, the two forward modes, and beta shared by two 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,13 +12,11 @@ from pydantic import ValidationError
 
 from raypair.config import run_model
 from raypair.config.methods.pair_training import resolve_ops
-from raypair.methods import build_method
 from raypair.ops import pairtrain as pt
 from raypair.ops.losses import one_hot, soft_cross_entropy
 from raypair.ops.masks import cutout_mask
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
+from helpers import CIFAR_32 as INFO, method_of
 
 
 def cfg_of(**knobs):
@@ -28,10 +25,8 @@ def cfg_of(**knobs):
 
 def make(beta: float = 0.0, seed: int = 0, norm: bool = True, **knobs):
     """A PairTraining method at ``beta``; every call builds the same tiny CNN (init seed 0)."""
-    run = run_model().model_validate({"method": {"name": "pair_training", **knobs},
-                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": norm}}})
-    torch.manual_seed(0)
-    m = build_method(run, INFO, generator_seed=seed)
+    m = method_of({"name": "pair_training", **knobs}, INFO, model={"name": "tiny_cnn", "kwargs": {"norm": norm}},
+                  generator_seed=seed)
     m.on_epoch_start(1, 10, {"train_acc": beta})
     return m
 

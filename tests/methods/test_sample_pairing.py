@@ -1,37 +1,23 @@
 """SamplePairing (methods.md §4.6): the averaged image, the y_a label and the on/off schedule."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from pydantic import ValidationError
 
-from raypair.config import run_model
-from raypair.data import DeviceLoader
-from raypair.methods import build_method
 from raypair.methods.sample_pairing import sp_active, sp_phases
 from raypair.ops.losses import one_hot
 from raypair.ops.mixing import partner
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
+from helpers import CIFAR_8 as INFO, method_of, uint8_pool
 
 
 def make(seed: int = 0, pool=None, **knobs):
-    run = run_model().model_validate({"method": {"name": "sample_pairing", **knobs}, "model": {"name": "tiny_cnn"}})
-    torch.manual_seed(0)
-    return build_method(run, INFO, pool=pool, generator_seed=seed)
-
-
-def pool() -> DeviceLoader:
-    x = torch.randint(0, 256, (30, 3, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
-    return DeviceLoader(x, torch.arange(30) % 10, batch_size=8, mean=INFO.mean, std=INFO.std,
-                        train=True, augment=True, pad=2)
+    return method_of({"name": "sample_pairing", **knobs}, INFO, generator_seed=seed, pool=pool)
 
 
 def test_image_is_exactly_the_average_and_label_is_y_a_dataset_pairing():
-    m = make(seed=3, pool=pool())
+    m = make(seed=3, pool=uint8_pool(30, 10))
     x, y = torch.randn(8, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5, 6, 6])
     g = torch.Generator().manual_seed(3)
     xb, _ = m.pool.draw(8, g)  # the same draw the method makes from the same generator state

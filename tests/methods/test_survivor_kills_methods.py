@@ -20,13 +20,11 @@ from raypair.models import build_model
 from raypair.ops.erasing import random_erasing
 from raypair.ops.mixing import sample_beta
 
-from test_mutation_kills_methods import INFO, gen, next_draw  # the shared info and draw helpers
+from helpers import CIFAR_8 as INFO, gen, method_of, next_draw
 
 
 def method(name: str, info=INFO, model: str = "tiny_cnn", init_seed: int = 0, seed: int = 0, **knobs):
-    run = run_model().model_validate({"method": {"name": name, **knobs}, "model": {"name": model}})
-    torch.manual_seed(init_seed)
-    return build_method(run, info, generator_seed=seed)
+    return method_of({"name": name, **knobs}, info, model={"name": model}, init_seed=init_seed, generator_seed=seed)
 
 
 def batch(n: int = 6, shape=(3, 8, 8), seed: int = 3):

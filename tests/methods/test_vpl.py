@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import types
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,17 @@ from pydantic import ValidationError
 
 from raypair.config import ConfigError, OptimConfig, build_run, run_model
 from raypair.loop import build_optimizer, save_checkpoint, train_step
-from raypair.methods import build_method
 from raypair.methods.vpl import _branch
 from raypair.ops import vpl_ops as V
 from raypair.ops.erasing import random_erasing
 
-INFO = types.SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=(0.49, 0.48, 0.45),
-                             std=(0.25, 0.24, 0.26), name="cifar10")
+from helpers import ROOT, data_info, method_of
+
+INFO = data_info(16, name="cifar10")
 
 
 def make(epochs: int = 10, init_seed: int = 0, **kw):
-    run = run_model().model_validate({"method": {"name": "vpl", "vit_model": "tiny_vit", **kw},
-                                      "model": {"name": "tiny_cnn"}, "epochs": epochs})
-    torch.manual_seed(init_seed)
-    return build_method(run, INFO, generator_seed=0)
+    return method_of({"name": "vpl", "vit_model": "tiny_vit", **kw}, INFO, {"epochs": epochs}, init_seed=init_seed)
 
 
 def batch(n: int = 8, size: int = 16):
@@ -336,7 +332,6 @@ def test_both_branches_see_the_same_erased_batch():
 
 
 # ------------------------------------------------------------------ metrics, space, fp32 (issue 12)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _space(tmp_path, method: dict, space: dict, metric: str = "val_acc_vit"):

@@ -10,9 +10,7 @@ import torch
 
 from raypair.ops.erasing import random_erasing
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from helpers import gen
 
 
 def reference(x, p, g, mode="pixel", area=(0.02, 1 / 3), aspect=(0.3, 1 / 0.3), attempts=10):

@@ -1,6 +1,6 @@
 """The one box-mask primitive and the placements on it (raypair.ops.masks): exact areas, clipping at
 the borders, per-sample and several boxes per image, Cutout's odd side, CutMix's rand_bbox, D-Mix's
-inside placement, and the composed CutMix op on top of them. Loops here are references only."""
+inside placement (the composed CutMix op on top of them: test_mixing.py). Loops here are references only."""
 from __future__ import annotations
 
 import math
@@ -8,13 +8,10 @@ import math
 import pytest
 import torch
 
-from raypair.ops.losses import one_hot
 from raypair.ops.masks import area_lambda, box_mask, centred_box, cutmix_box, cutout_mask, inside_box
-from raypair.ops.mixing import cutmix, sample_beta
+from raypair.ops.mixing import sample_beta
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from helpers import gen
 
 
 def reference_mask(top, left, h, w, height: int, width: int) -> torch.Tensor:
@@ -144,28 +141,3 @@ def test_inside_box_is_fully_inside_with_exact_area():
 def test_area_lambda_counts_kept_pixels():
     bh, bw = torch.tensor([0, 4, 8, 3]), torch.tensor([0, 4, 8, 5])
     assert torch.equal(area_lambda(bh, bw, 8, 8), torch.tensor([1.0, 0.75, 0.0, 1 - 15 / 64]))
-
-
-# ---------------------------------------------------------------------------- the composed op
-def test_cutmix_inside_pastes_the_rounded_box_and_weighs_it_exactly():
-    # D-Mix's placement: sides round(sqrt(a) H) x round(sqrt(a) W), fully inside; a = 0 pastes nothing
-    b, h, w = 8, 32, 16
-    x = (torch.arange(b, dtype=torch.float32) + 1).view(b, 1, 1, 1).expand(b, 2, h, w)
-    j = torch.arange(b).roll(1)
-    area = torch.tensor([0.3, 0.5, 0.0, 1.0, 0.3, 0.1, 0.6, 0.25], dtype=torch.float64)
-    out, t, lam = cutmix(x, one_hot(torch.arange(b), b), j, area, gen(4), inside=True)
-    pasted = (out != x).all(1)
-    sides = [(round(math.sqrt(a) * h), round(math.sqrt(a) * w)) for a in area.tolist()]
-    assert pasted.flatten(1).sum(1).tolist() == [sh * sw for sh, sw in sides]
-    assert torch.equal(out[pasted[:, None].expand_as(out)], x[j][pasted[:, None].expand_as(out)])
-    assert torch.equal(lam, 1 - pasted.flatten(1).float().mean(1))
-    assert torch.equal(t[torch.arange(b), torch.arange(b)], lam) and torch.equal(t[torch.arange(b), j], 1 - lam)
-    assert torch.equal(out[2], x[2]) and t[2, 2] == 1  # area 0: image and label unchanged
-
-
-def test_cutmix_one_box_for_the_batch():
-    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8)
-    out, t, lam = cutmix(x, one_hot(torch.arange(4), 4), torch.arange(4).flip(0), torch.tensor([0.5]), gen(1))
-    pasted = (out != x).all(1)
-    assert lam.shape == (1,) and all(torch.equal(pasted[0], p) for p in pasted)  # the same box in every row
-    assert torch.equal(t.diagonal(), lam.expand(4)) and 1 - lam == pasted[0].float().mean()

@@ -10,12 +10,10 @@ import torch
 
 from raypair.ops.losses import one_hot
 from raypair.ops.masks import area_lambda, box_mask, cutmix_box, cutout_mask, inside_box
-from raypair.ops.mixing import (bc_mix, check_unit, cutmix, image_std, mix, partner, paste, sample_beta,
-                                sample_uniform)
+from raypair.ops.mixing import (bc_mix, check_unit, cutmix, cutmix_beta, image_std, mix, partner, paste,
+                                sample_beta, sample_uniform)
 
-
-def gen(seed: int, device: str = "cpu") -> torch.Generator:
-    return torch.Generator(device).manual_seed(seed)
+from helpers import gen, next_draw
 
 
 def cutmix_batch(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rule: str, g: torch.Generator):
@@ -240,3 +238,58 @@ def test_cycle_partners_pair_every_sample_with_another_once_by_seed():
     assert not torch.equal(cycle_partners(100, 3), cycle_partners(100, 4))
     with pytest.raises(ValueError, match="at least 2 samples, got 1"):
         cycle_partners(1, 0)
+
+
+# --------------------------------------------- CutMix's composed op (from tests of masks and mutation survivors)
+def test_cutmix_inside_pastes_the_rounded_box_and_weighs_it_exactly():
+    # D-Mix's placement: sides round(sqrt(a) H) x round(sqrt(a) W), fully inside; a = 0 pastes nothing
+    b, h, w = 8, 32, 16
+    x = (torch.arange(b, dtype=torch.float32) + 1).view(b, 1, 1, 1).expand(b, 2, h, w)
+    j = torch.arange(b).roll(1)
+    area = torch.tensor([0.3, 0.5, 0.0, 1.0, 0.3, 0.1, 0.6, 0.25], dtype=torch.float64)
+    out, t, lam = cutmix(x, one_hot(torch.arange(b), b), j, area, gen(4), inside=True)
+    pasted = (out != x).all(1)
+    sides = [(round(math.sqrt(a) * h), round(math.sqrt(a) * w)) for a in area.tolist()]
+    assert pasted.flatten(1).sum(1).tolist() == [sh * sw for sh, sw in sides]
+    assert torch.equal(out[pasted[:, None].expand_as(out)], x[j][pasted[:, None].expand_as(out)])
+    assert torch.equal(lam, 1 - pasted.flatten(1).float().mean(1))
+    assert torch.equal(t[torch.arange(b), torch.arange(b)], lam) and torch.equal(t[torch.arange(b), j], 1 - lam)
+    assert torch.equal(out[2], x[2]) and t[2, 2] == 1  # area 0: image and label unchanged
+
+
+def test_cutmix_one_box_for_the_batch():
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8)
+    out, t, lam = cutmix(x, one_hot(torch.arange(4), 4), torch.arange(4).flip(0), torch.tensor([0.5]), gen(1))
+    pasted = (out != x).all(1)
+    assert lam.shape == (1,) and all(torch.equal(pasted[0], p) for p in pasted)  # the same box in every row
+    assert torch.equal(t.diagonal(), lam.expand(4)) and 1 - lam == pasted[0].float().mean()
+
+
+def test_cutmix_beta_pastes_one_box_of_area_one_minus_lam():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    y = torch.tensor([0, 1])
+    target = torch.eye(2)
+    for seed in range(4):
+        ref = gen(seed)
+        lam = sample_beta(1.0, 1, ref)
+        j, _ = partner(y, "perm", ref)
+        expect = cutmix(x, target, j, 1.0 - lam.double(), ref)
+        g = gen(seed)
+        got = cutmix_beta(x, target, y, 1.0, "perm", g)
+        assert all(torch.equal(a, b) for a, b in zip(got, expect))
+        assert next_draw(g) == next_draw(ref)
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_cutmix_checks_its_area_unless_told_not_to(inside):
+    x, t, j = torch.zeros(2, 1, 4, 4), torch.eye(2), torch.tensor([1, 0])
+    with pytest.raises(ValueError, match="area must lie in \\[0, 1\\]|box sides must fit in 4x4"):
+        cutmix(x, t, j, torch.tensor([1.5, 0.2], dtype=torch.float64), gen(0), inside=inside)
+    with pytest.raises(ValueError):
+        cutmix(x, t, j, torch.tensor([1.5, 0.2], dtype=torch.float64), gen(0), inside=inside, check=True)
+
+
+def test_cutmix_keeps_the_image_dtype():
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).bfloat16()
+    out, _, _ = cutmix(x, torch.eye(2), torch.tensor([1, 0]), torch.tensor([0.25, 0.25]), gen(0))
+    assert out.dtype == torch.bfloat16

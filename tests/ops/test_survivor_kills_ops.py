@@ -14,14 +14,11 @@ from raypair.ops.augment import pad_crop_flip
 from raypair.ops.losses import kl_loss, soft_cross_entropy
 from raypair.ops.masks import centred_box
 from raypair.ops.metrics import top2_hits
-from raypair.ops.mixing import cutmix, mix, partner
+from raypair.ops.mixing import mix, partner
 from raypair.ops.pairing import cycle_partners
 from raypair.ops.sampling import HoldoutError, holdout_mask, seeded_generator, stream_key
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
+from helpers import gen
 
 # ------------------------------------------------------------------------------- error texts
 def test_soft_losses_name_both_shapes():
@@ -132,21 +129,6 @@ def test_mix_keeps_float32_with_a_float64_per_sample_ratio():
     out = mix(a, b, lam)
     assert out.dtype == torch.float32
     assert torch.equal(out[:, 0], torch.tensor([1 / 3, 0.25], dtype=torch.float32))
-
-
-@pytest.mark.parametrize("inside", [False, True])
-def test_cutmix_checks_its_area_unless_told_not_to(inside):
-    x, t, j = torch.zeros(2, 1, 4, 4), torch.eye(2), torch.tensor([1, 0])
-    with pytest.raises(ValueError, match="area must lie in \\[0, 1\\]|box sides must fit in 4x4"):
-        cutmix(x, t, j, torch.tensor([1.5, 0.2], dtype=torch.float64), gen(0), inside=inside)
-    with pytest.raises(ValueError):
-        cutmix(x, t, j, torch.tensor([1.5, 0.2], dtype=torch.float64), gen(0), inside=inside, check=True)
-
-
-def test_cutmix_keeps_the_image_dtype():
-    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).bfloat16()
-    out, _, _ = cutmix(x, torch.eye(2), torch.tensor([1, 0]), torch.tensor([0.25, 0.25]), gen(0))
-    assert out.dtype == torch.bfloat16
 
 
 def test_diffclass_partner_with_a_zero_score_is_still_valid(monkeypatch):

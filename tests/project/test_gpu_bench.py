@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
+
 pytestmark = pytest.mark.slow  # subprocesses: the benchmark script itself
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
 BLOCKED = ("ray", "mlflow", "optuna")
 BLOCKER = f'''import sys

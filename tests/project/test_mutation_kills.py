@@ -5,7 +5,6 @@ disturbance switches of PairTraining replayed draw by draw."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,11 +17,9 @@ from raypair.ops import pairtrain as pt
 from raypair.ops.masks import centred_box, cutout_mask
 from raypair.ops.mixing import partner, sample_beta, sample_uniform
 
+from helpers import CIFAR_32 as INFO, gen, method_of, data_info
+
 N = 20_000  # at this size a shape error of ~1.5 % of the CDF is rejected; p > 1e-3 keeps false alarms rare
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------------ distribution shapes
@@ -103,15 +100,8 @@ def test_cutout_mean_hole_area_is_the_clipped_expectation():
 
 
 # ------------------------------------------------------------------ PairTraining's switches
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 32, 32), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
-
-
 def pair_method(beta: float, **knobs):
-    run = run_model().model_validate({"method": {"name": "pair_training", **knobs},
-                                      "model": {"name": "tiny_cnn"}})
-    torch.manual_seed(0)
-    m = build_method(run, INFO, generator_seed=0)
+    m = method_of({"name": "pair_training", **knobs}, INFO)
     m.on_epoch_start(1, 10, {"train_acc": beta})
     return m
 
@@ -214,7 +204,7 @@ def test_both_ema_copies_follow_the_formula_step_after_step():
     run = run_model().model_validate({"method": {"name": "vpl", "vit_model": "tiny_vit", "ema": True},
                                       "model": {"name": "tiny_cnn"}, "epochs": 10})
     torch.manual_seed(0)
-    info = SimpleNamespace(num_classes=10, image_shape=(3, 16, 16), mean=INFO.mean, std=INFO.std, name="cifar10")
+    info = data_info(16, name="cifar10")
     m = build_method(run, info, generator_seed=0).train()
     x, y = torch.randn(8, 3, 16, 16, generator=gen(3)), torch.arange(8) % 10
     pairs = ((m.cnn_ema, m.model), (m.vit_ema, m.vit))

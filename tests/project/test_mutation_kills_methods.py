@@ -5,40 +5,25 @@ from __future__ import annotations
 
 import argparse
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from raypair.config import run_model
 from raypair.config.methods.mixup import MixupConfig
 from raypair.config.methods.vpl import VplConfig
-from raypair.methods import build_method
 from raypair.ops import vpl_ops as V
 from raypair.ops.bc_prep import bc_plus_constants, bc_target, zero_mean
 from raypair.ops.masks import inside_box, side_for_area
-from raypair.ops.mixing import cutmix, cutmix_beta, partner, sample_beta, sample_uniform
+from raypair.ops.mixing import cutmix, partner, sample_beta, sample_uniform
 from raypair.ops.pairing import batch_draw, draw_avoiding
 from raypair.ops.pairtrain import dmix
 
-INFO = SimpleNamespace(num_classes=10, image_shape=(3, 8, 8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
-                       name="cifar10")
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def next_draw(g: torch.Generator) -> float:
-    """The generator's next U[0, 1) value: equal only if the same number of values was drawn before."""
-    return float(torch.rand((), generator=g))
+from helpers import CIFAR_8 as INFO, gen, method_of, next_draw
 
 
 def method(name: str, info=INFO, seed: int = 0, pool=None, **knobs):
-    run = run_model().model_validate({"method": {"name": name, **knobs},
-                                      "model": {"name": "tiny_cnn", "kwargs": {"norm": True}}})
-    torch.manual_seed(0)
-    return build_method(run, info, pool=pool, generator_seed=seed)
+    return method_of({"name": name, **knobs}, info, model={"name": "tiny_cnn", "kwargs": {"norm": True}},
+                     generator_seed=seed, pool=pool)
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -79,21 +64,6 @@ def test_side_for_area_rounds_in_float64():
 
 
 # ----------------------------------------------------------------------------------- mixing
-def test_cutmix_beta_pastes_one_box_of_area_one_minus_lam():
-    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
-    y = torch.tensor([0, 1])
-    target = torch.eye(2)
-    for seed in range(4):
-        ref = gen(seed)
-        lam = sample_beta(1.0, 1, ref)
-        j, _ = partner(y, "perm", ref)
-        expect = cutmix(x, target, j, 1.0 - lam.double(), ref)
-        g = gen(seed)
-        got = cutmix_beta(x, target, y, 1.0, "perm", g)
-        assert all(torch.equal(a, b) for a, b in zip(got, expect))
-        assert next_draw(g) == next_draw(ref)
-
-
 def test_sample_uniform_is_low_plus_span_times_rand():
     u = torch.rand(3, generator=gen(4))
     assert torch.equal(sample_uniform(0.25, 0.75, 3, gen(4)), 0.25 + 0.5 * u)
@@ -301,22 +271,6 @@ def test_bc_dataset_pairing_keeps_the_batch_dtype_and_uses_derived_constants_whe
     dm, ds = bc_plus_constants("cifar10", INFO.mean, INFO.std, "derived")
     assert torch.equal(m.plus_m.flatten(), dm) and torch.equal(m.plus_s.flatten(), ds)
     assert not any(k.startswith(("plus_", "norm_")) for k in m.state_dict())  # not in checkpoints
-
-
-# --------------------------------------------------------------------------------- CutMix
-def test_cutmix_gate_is_strictly_below_the_probability_on_the_method_generator():
-    x, y = torch.randn(4, 3, 8, 8, generator=gen(0)), torch.tensor([0, 1, 2, 3])
-    u = float(torch.rand((), generator=gen(9)))
-    torch.manual_seed(123)  # the global RNG must not be the one drawn from
-    off = method("cutmix", seed=9, cutmix_prob=u).mix(x, y)  # u < u is False: not mixed
-    assert torch.equal(off.x, x) and float(off.logs["cutmix_frac"]) == 0.0
-    m = method("cutmix", seed=9, cutmix_prob=min(1.0, u + 1e-6))
-    on = m.mix(x, y)
-    ref = gen(9)
-    torch.rand((), generator=ref)
-    xm, tm, lam = cutmix_beta(x, torch.eye(10)[y], y, 1.0, "perm", ref)
-    assert torch.equal(on.x, xm) and torch.equal(on.target, tm) and float(on.logs["lam"]) == float(lam[0])
-    assert next_draw(m.generator) == next_draw(ref)
 
 
 # ------------------------------------------------------------------------------- mixup-C

@@ -9,14 +9,14 @@ this file is itself in the slow tier) with the real conftest and pytest-timeout.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow  # child pytest processes
 
-ROOT = Path(__file__).resolve().parents[2]
 INI = """[pytest]
 addopts = --strict-markers -p no:cacheprovider
 markers =

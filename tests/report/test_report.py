@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,7 @@ from raypair.report.ablation import ablation_report, ablation_rows
 from raypair.report.stats import diff_ci, mean_ci, t_quantile
 from raypair.tracking.read import Child, Parent
 
-ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
+from helpers import ROOT, DIGITS
 
 
 def test_t_quantiles_match_the_printed_table():

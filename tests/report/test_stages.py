@@ -13,7 +13,7 @@ import yaml
 
 from raypair.report.stages import STAGE_COLORS, crossings, read_history, stage_timeline
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
 
 def history(betas: list[float], t1: float = 0.25, t2: float = 0.75) -> list[dict]:

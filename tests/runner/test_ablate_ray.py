@@ -17,8 +17,8 @@ import pytest
 pytestmark = pytest.mark.ray
 import ray  # noqa: E402,F401  (a declared dependency: missing, the file fails instead of skipping)
 
-ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
+from helpers import DIGITS, mlflow_children
+
 PAIRS = {(v, s) for v in ("base", "base+", "cutmix") for s in (0, 1, 2, 3)}  # seed 3 added by the resume
 
 
@@ -28,18 +28,10 @@ def _client(storage: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
 
 
-def _children(storage: Path) -> list:
-    client = _client(storage)
-    exp = client.get_experiment_by_name("digits_aug")
-    if exp is None:
-        return []
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "mlflow.parentRunId" in r.data.tags]
-
-
 def _finished(storage: Path) -> dict[tuple[str, int], int]:
     """(variant, seed) -> end time of its FINISHED run."""
     try:
-        runs = _children(storage)
+        runs = mlflow_children(storage, "digits_aug")
     except Exception:  # the store is being created by the driver
         return {}
     return {(r.data.tags["raypair.variant"], int(r.data.tags["raypair.seed"])): r.info.end_time
@@ -102,7 +94,7 @@ def test_resume_reruns_no_finished_pair_and_doubles_no_run(resumed):
     rerun = _started_pairs(exp, resumed["t_resume"])
     assert not (rerun & done), "a finished pair was run again"
     assert rerun == PAIRS - done
-    runs = _children(storage)
+    runs = mlflow_children(storage, "digits_aug")
     keys = [(r.data.tags["raypair.variant"], int(r.data.tags["raypair.seed"])) for r in runs]
     assert sorted(keys) == sorted(PAIRS), "exactly one MLflow run per (variant, seed)"
     client = _client(storage)
@@ -133,7 +125,7 @@ def test_report_of_the_ablation(resumed, capsys):
     # the table's numbers are the Student t intervals of what MLflow holds, computed here by hand:
     # mean ± t_{0.975, 3} s / sqrt(4), s the sample standard deviation (n - 1), t_{0.975, 3} = 3.182446
     finals: dict[str, list[float]] = {}
-    for r in _children(storage):
+    for r in mlflow_children(storage, "digits_aug"):
         finals.setdefault(r.data.tags["raypair.variant"], []).append(100 * r.data.metrics["val_acc"])
     assert {v: len(vals) for v, vals in finals.items()} == {"base": 4, "base+": 4, "cutmix": 4}
     md = (folder / "report.md").read_text()
@@ -168,7 +160,7 @@ def test_a_failing_pair_does_not_take_the_ablation_down(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "1 of 2 pairs finished, 1 failed" in out.stdout
-    runs = {r.data.tags["raypair.variant"]: r for r in _children(storage)}
+    runs = {r.data.tags["raypair.variant"]: r for r in mlflow_children(storage, "digits_aug")}
     assert runs["base"].info.status == "FINISHED" and runs["broken"].info.status == "FAILED"
     assert "bernoulli" in runs["broken"].data.tags["raypair.error"]
     assert list((storage / "digits_aug" / "train").glob("base__s0-*"))  # a TorchTrainer ran it

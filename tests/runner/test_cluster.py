@@ -25,15 +25,7 @@ import yaml
 pytestmark = pytest.mark.ray
 import ray  # noqa: E402,F401
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
-ABLATION = ROOT / "tests" / "data" / "ablation_digits.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import QUICK, DIGITS, free_port, mlflow_children
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +38,9 @@ def cluster():
     os.environ["RAY_TMPDIR"] = tmp
     os.makedirs(f"{tmp}/ray")
     c = Cluster(initialize_head=True, shutdown_at_exit=True,
-                head_node_args={"num_cpus": 1, "temp_dir": f"{tmp}/ray", "gcs_server_port": _free_port(),
+                head_node_args={"num_cpus": 1, "temp_dir": f"{tmp}/ray", "gcs_server_port": free_port(),
                                 "include_dashboard": True, "dashboard_host": "127.0.0.1",
-                                "dashboard_port": _free_port()})
+                                "dashboard_port": free_port()})
     c.add_node(num_cpus=1)
     c.wait_for_nodes()
     try:
@@ -79,15 +71,6 @@ def _workers(exp_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _children(storage: Path, experiment: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-
-
 def _metric_steps(storage: Path, run_id: str, key: str) -> list[int]:
     from mlflow.tracking import MlflowClient
 
@@ -105,7 +88,7 @@ def test_direct_sweep_runs_trials_on_both_nodes(cluster, tmp_path):
     assert len(workers) == 4
     used = {w["node_id"] for ws in workers.values() for w in ws}
     assert used == _node_ids(cluster), "trials ran on both nodes"
-    children = _children(storage, "direct")
+    children = mlflow_children(storage, "direct")
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     for r in children:  # where each ran is in MLflow too
         assert set(r.data.tags["raypair.nodes"].split(",")) <= _node_ids(cluster)
@@ -121,17 +104,17 @@ def test_train_sweep_spreads_each_trials_workers_over_both_nodes(cluster, tmp_pa
     for key, ws in workers.items():  # 2 workers x 1 CPU on nodes of 1 CPU: one worker per node
         assert sorted(w["rank"] for w in ws) == [0, 1], key
         assert {w["node_id"] for w in ws} == _node_ids(cluster), key
-    children = _children(storage, "train2")
+    children = mlflow_children(storage, "train2")
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert all(len(r.data.tags["raypair.nodes"].split(",")) == 2 for r in children)
 
 
 def test_ablation_on_the_cluster(cluster, tmp_path):
     storage = tmp_path / "runs"
-    out = _raypair(["ablate", str(ABLATION), "--address", cluster.address, "--storage", str(storage),
+    out = _raypair(["ablate", str(DIGITS), "--address", cluster.address, "--storage", str(storage),
                     "--seeds", "0,1", "--set", "epochs=2"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    children = _children(storage, "digits_aug")
+    children = mlflow_children(storage, "digits_aug")
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
     used = {w["node_id"] for ws in _workers(storage / "digits_aug").values() for w in ws}
     assert used == _node_ids(cluster)
@@ -181,7 +164,7 @@ def test_a_node_removed_mid_sweep_its_trials_retry_elsewhere_from_their_checkpoi
     assert firsts[1]["from_epoch"] >= 2, "the retry continued from the checkpoint"
     history = [json.loads(line) for line in (exp_dir / "trials" / victim / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 13)), "every epoch once in the store"
-    children = _children(storage, "node_loss")
+    children = mlflow_children(storage, "node_loss")
     assert len(children) == 3, "one MLflow run per trial, the retried one included"
     assert all(r.info.status == "FINISHED" for r in children)
     run = next(r for r in children if r.data.tags["raypair.trial_id"] == victim)
@@ -217,7 +200,7 @@ def test_a_local_sweeps_ray_listens_on_loopback_only(tmp_path):
 
 def test_an_address_where_no_ray_listens_is_one_line_at_once(tmp_path):
     """Ray itself retries such an address for minutes; raypair says so in one line (exit 2)."""
-    port = _free_port()
+    port = free_port()
     out = _raypair(["tune", str(QUICK), "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "runs")],
                    timeout=120)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]

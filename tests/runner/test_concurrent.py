@@ -15,8 +15,7 @@ import pytest
 pytestmark = pytest.mark.ray
 import ray  # noqa: E402,F401  (a declared dependency: missing, the file fails instead of skipping)
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
+from helpers import QUICK, free_port
 
 
 def test_two_sweeps_at_once_on_one_new_storage(tmp_path):
@@ -91,13 +90,9 @@ def test_a_sweep_against_a_real_tracking_server_restarted_mid_sweep(tmp_path):
     config artifacts go through the server, artifacts into its proxied store, not the driver's disk.
     The server is stopped once the first epoch is logged and started again 10 s later: the sweep
     waits for it (MLflow's client retries) and nothing is lost or logged twice."""
-    import socket
-
     from mlflow.tracking import MlflowClient
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server_dir = tmp_path / "server"
     server_dir.mkdir()
     server = _serve(server_dir, port)

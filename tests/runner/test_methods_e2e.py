@@ -12,9 +12,10 @@ import yaml
 
 import ray
 
+from helpers import ROOT
+
 pytestmark = pytest.mark.ray
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["data.name=digits", "data.image_size=32", "data.train_subset=160", "data.test_subset=64", "epochs=1",
          "batch_size=32", "model.name=tiny_cnn"]
 # method -> (search space, extra overrides for a 1-epoch run, a method-specific param, a logged metric)
@@ -32,14 +33,6 @@ CASES = {
     "vpl": ("vpl.yaml", ["schedule.warmup_epochs=0"], "method.tau", "loss_cl"),
     "pair_training": ("omega.yaml", [], "method.omega", "beta"),
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="warning",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_every_method_has_a_case():

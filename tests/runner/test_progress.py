@@ -16,7 +16,7 @@ from raypair.experiments.sweep import load_sweep  # noqa: E402
 from raypair.runner.book import Book  # noqa: E402
 from raypair.runner.progress import Progress  # noqa: E402
 
-QUICK = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml"
+from helpers import QUICK
 
 
 class Clock:

@@ -13,17 +13,7 @@ pytestmark = pytest.mark.ray
 import ray  # noqa: E402
 import ray.train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    # dashboard on: its state API lets Ray Train clean up trials that ASHA stops
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-             logging_level="warning", log_to_driver=False)
-    yield
-    ray.shutdown()
+from helpers import QUICK
 
 
 def mlflow_runs(storage: Path, experiment: str):

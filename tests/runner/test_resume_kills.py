@@ -27,6 +27,8 @@ import yaml
 
 import ray  # noqa: F401  (a declared dependency: missing, the file fails instead of skipping)
 
+from helpers import QUICK, DIGITS
+
 # (trainer, kills, sweep trials, first events): the CI chain in tier ray, the long chain in tier soak
 # (opt-in). The CI chains are short, so they put "an end recorded" early: a trial that ended before a
 # kill is what the no-rerun check needs to check anything.
@@ -35,10 +37,6 @@ CHAINS = [pytest.param("direct", 3, 4, CI_EVENTS, id="direct", marks=pytest.mark
           pytest.param("train", 2, 2, CI_EVENTS, id="train", marks=pytest.mark.ray),
           pytest.param("direct", 10, 10, (), id="direct-soak", marks=pytest.mark.soak),
           pytest.param("train", 4, 3, (), id="train-soak", marks=pytest.mark.soak)]
-
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
-DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"
 
 
 def _state(exp: Path, epochs: int) -> dict[str, int]:

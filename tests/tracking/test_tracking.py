@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import urllib.request
 import pytest
 
 from raypair.tracking import Tracker, default_uri, git_sha
+
+from helpers import free_port
 
 
 @pytest.fixture
@@ -62,16 +63,10 @@ def test_tracker_pickles_without_its_client(tracker):
     assert copy._client is None and copy.uri == tracker.uri and copy.experiment_id == tracker.experiment_id
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ui_serves_the_store_on_loopback_only(tracker, tmp_path):
     tracker.start("k", "r")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "raypair", "ui", "--storage", str(tmp_path), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
