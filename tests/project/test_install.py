@@ -33,7 +33,7 @@ def declared() -> dict[str, set[str]]:
 
 def imported_top_levels(folder: Path) -> dict[str, str]:
     """Top-level module -> the first file importing it (absolute imports, stdlib and local left out)."""
-    local = {p.stem for p in folder.glob("*.py")} | {p.stem for p in folder.rglob("test_*.py")} | {"raypair"}
+    local = {p.stem for p in folder.glob("*.py")} | {"raypair"}
     out: dict[str, str] = {}
     for path in sorted(folder.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
