@@ -20,7 +20,7 @@ import yaml
 
 from raypair.cli import main
 
-from helpers import ROOT, QUICK, DIGITS
+from helpers import DIGITS, QUICK, ROOT
 
 RUN = {"name": "r", "data": {"name": "digits", "image_size": 16}, "model": {"name": "tiny_cnn"},
        "method": {"name": "erm"}, "epochs": 2, "batch_size": 32}

@@ -13,7 +13,7 @@ from raypair.cli import main
 from raypair.config import ConfigError, load_run, parse_override, set_path
 from raypair.experiments.sweep import load_sweep
 
-from helpers import ROOT, QUICK
+from helpers import QUICK, ROOT
 
 
 def write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:

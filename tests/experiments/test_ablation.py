@@ -11,7 +11,7 @@ from raypair.experiments.ablation import load_ablation, parse_paper_number
 from raypair.cli import main
 from raypair.config import ConfigError
 
-from helpers import ROOT, DIGITS
+from helpers import DIGITS, ROOT
 
 FILES = sorted((ROOT / "ablations").glob("*.yaml"))
 

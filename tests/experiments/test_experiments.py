@@ -10,7 +10,7 @@ from raypair.experiments.base import Record
 from raypair.experiments.proposers import OptunaProposer, random_points
 from raypair.experiments.sweep import load_sweep
 
-from helpers import QUICK, DIGITS
+from helpers import DIGITS, QUICK
 
 
 def test_random_points_are_the_same_on_every_resume_and_cover_the_grid():

@@ -17,7 +17,7 @@ from raypair.ops import pairtrain as pt
 from raypair.ops.masks import centred_box, cutout_mask
 from raypair.ops.mixing import partner, sample_beta, sample_uniform
 
-from helpers import CIFAR_32 as INFO, gen, method_of, data_info
+from helpers import CIFAR_32 as INFO, data_info, gen, method_of
 
 N = 20_000  # at this size a shape error of ~1.5 % of the CDF is rejected; p > 1e-3 keeps false alarms rare
 

@@ -21,7 +21,7 @@ from raypair.report.ablation import ablation_report, ablation_rows
 from raypair.report.stats import diff_ci, mean_ci, t_quantile
 from raypair.tracking.read import Child, Parent
 
-from helpers import ROOT, DIGITS
+from helpers import DIGITS, ROOT
 
 
 def test_t_quantiles_match_the_printed_table():

@@ -25,7 +25,7 @@ import yaml
 pytestmark = pytest.mark.ray
 import ray  # noqa: E402,F401
 
-from helpers import QUICK, DIGITS, free_port, mlflow_children
+from helpers import DIGITS, QUICK, free_port, mlflow_children
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import yaml
 
 import ray  # noqa: F401  (a declared dependency: missing, the file fails instead of skipping)
 
-from helpers import QUICK, DIGITS
+from helpers import DIGITS, QUICK
 
 # (trainer, kills, sweep trials, first events): the CI chain in tier ray, the long chain in tier soak
 # (opt-in). The CI chains are short, so they put "an end recorded" early: a trial that ended before a
