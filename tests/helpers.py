@@ -1,7 +1,8 @@
 """The tests' shared builders, written once (tests/project/test_layout.py refuses a second copy).
 
 The repository's paths and files; the data info a method reads; a method built as the loop builds
-it; seeded generators; small uint8 pools; the knob alternatives of a config field; a toy ImageFolder
+it; the mixing methods' unique-label batch; seeded generators; small uint8 pools; what a training
+step needs (method, optimiser, loader); the knob alternatives of a config field; a toy ImageFolder
 of real images; a free port; a store's MLflow child runs. Fixtures live in tests/conftest.py.
 Test modules import these as ``from helpers import ...`` (pyproject's pytest ``pythonpath``).
 Beyond torch and raypair.ops, imports are lazy (inside the functions): the project tests load no
