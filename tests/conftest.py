@@ -9,7 +9,8 @@ tier stays what it says.
 ``RAYPAIR_STRICT=1`` (CI sets it): a skipped test fails, except a ``gpu`` test on a machine without
 CUDA, so a missing dataset or dependency cannot hide a test.
 
-Also: the shared CIFAR-10 beside the checkout (RAYPAIR_DATA), a private decode cache.
+Also: the shared CIFAR-10 beside the checkout (RAYPAIR_DATA), a private decode cache, and the
+fixtures tests share (``local_ray``); shared builders are in tests/helpers.py.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-_shared = ROOT.parent / "shared" / "data"
+_shared = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "RAYPAIR_DATA" not in os.environ and _shared.is_dir():
     os.environ["RAYPAIR_DATA"] = str(_shared)
 
@@ -39,6 +39,18 @@ def _private_cache(tmp_path_factory):
     if "RAYPAIR_CACHE" not in os.environ:
         os.environ["RAYPAIR_CACHE"] = str(tmp_path_factory.mktemp("raypair-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for the module's tests (a ``ray`` tier module)."""
+    import ray
+
+    # dashboard on: its state API lets Ray Train clean up trials that ASHA stops
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level="warning", log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 def _in_slow_tier(item: pytest.Item) -> bool:

@@ -1,0 +1,191 @@
+"""The tests' shared builders, written once (tests/project/test_layout.py refuses a second copy).
+
+The repository's paths and files; the data info a method reads; a method built as the loop builds
+it; the mixing methods' unique-label batch; seeded generators; small uint8 pools; what a training
+step needs (method, optimiser, loader); the knob alternatives of a config field; a toy ImageFolder
+of real images; a free port; a store's MLflow child runs. Fixtures live in tests/conftest.py.
+Test modules import these as ``from helpers import ...`` (pyproject's pytest ``pythonpath``).
+Beyond torch and raypair.ops, imports are lazy (inside the functions): the project tests load no
+model stack, Ray or MLflow.
+"""
+from __future__ import annotations
+
+import socket
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from raypair.ops.losses import one_hot
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "search_spaces" / "quickstart.yaml"
+DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"  # a short ablation on the offline digits
+
+CIFAR_MEAN, CIFAR_STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def data_info(size: int, num_classes: int = 10, mean: tuple = CIFAR_MEAN, std: tuple = CIFAR_STD,
+              **fields: Any) -> SimpleNamespace:
+    """What a method reads of its data: classes, a 3 x size x size image, the normalisation (CIFAR-10's
+    by default), and any other ``fields`` (``name``, ``classes``)."""
+    return SimpleNamespace(num_classes=num_classes, image_shape=(3, size, size), mean=mean, std=std, **fields)
+
+
+CIFAR_8 = data_info(8, name="cifar10")
+CIFAR_32 = data_info(32, name="cifar10")
+
+# the mixing methods' batch (tests/methods): K classes, B images of S x S (256 pixels, so pixel
+# fractions are exact floats), unique labels (class c is sample c, so a target row names its partner)
+MIX_K, MIX_B, MIX_S = 10, 8, 16
+MIX_INFO = data_info(MIX_S, MIX_K, mean=(0.5,) * 3, std=(0.25,) * 3)
+MIX_Y = torch.arange(MIX_B)
+MIX_ONE_HOT = one_hot(MIX_Y, MIX_K)
+
+
+def method_of(method: dict, info: Any, run: dict | None = None, *, model: dict | None = None, init_seed: int = 0,
+              generator_seed: int | None = 0, pool: Any = None):
+    """The ``method`` config built as the loop builds it: the run (``run``'s fields) on ``model``
+    (tiny_cnn by default), the model's init from torch seed ``init_seed``, the method generator seeded
+    ``generator_seed`` (None: the run's ``method`` stream) and ``pool``."""
+    from raypair.config import run_model
+    from raypair.methods import build_method
+
+    cfg = run_model().model_validate({"method": method, "model": model or {"name": "tiny_cnn"}, **(run or {})})
+    torch.manual_seed(init_seed)
+    return build_method(cfg, info, pool=pool, generator_seed=generator_seed)
+
+
+def mix_method(name: str, seed: int = 0, **cfg: Any):
+    """A mixing method of ``cfg`` on the mixing batch's data (a 5-epoch run), generator seeded ``seed``."""
+    return method_of({"name": name, **cfg}, MIX_INFO, {"epochs": 5}, generator_seed=seed)
+
+
+def mix_images(seed: int = 0) -> torch.Tensor:
+    return torch.randn(MIX_B, 3, MIX_S, MIX_S, generator=torch.Generator().manual_seed(seed))
+
+
+def mix_partner_of(target: torch.Tensor) -> torch.Tensor:
+    """The partner j of every row, read off a unique-label target (a row with one class: itself)."""
+    other = target.clone()
+    other[torch.arange(MIX_B), MIX_Y] = 0
+    return torch.where(other.max(1).values > 0, other.argmax(1), MIX_Y)
+
+
+def gen(seed: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed)
+
+
+def next_draw(g: torch.Generator) -> float:
+    """The generator's next U[0, 1) value: equal only if the same number of values was drawn before."""
+    return float(torch.rand((), generator=g))
+
+
+def uint8_pool(n: int, classes: int, info: Any = CIFAR_8):
+    """A training pool (a DeviceLoader) of ``n`` random uint8 8 x 8 images (seed 5), labels cycling over
+    ``classes``, augmented with pad 2 as the loader does."""
+    from raypair.data import DeviceLoader
+
+    x = torch.randint(0, 256, (n, 3, 8, 8), generator=gen(5), dtype=torch.uint8)
+    return DeviceLoader(x, torch.arange(n) % classes, batch_size=8, mean=info.mean, std=info.std,
+                        train=True, augment=True, pad=2)
+
+
+def field_bounds(field: Any) -> tuple[float, float]:
+    lo, hi = -1e9, 1e9
+    for m in field.metadata:
+        lo = max(lo, getattr(m, "ge", getattr(m, "gt", lo)))
+        hi = min(hi, getattr(m, "le", getattr(m, "lt", hi)))
+    return lo, hi
+
+
+def alternatives(field: Any, default: Any) -> list[Any]:
+    """Other valid-looking values of a field: other Literal options, the flipped bool, other numbers."""
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if field.examples:  # free-text fields (timm names) list valid alternatives
+        return [v for v in field.examples if v != default]
+    if typing.get_origin(ann) is typing.Literal:
+        return [a for a in args if a != default]
+    if typing.get_origin(ann) is typing.Union and args and typing.get_origin(args[0]) is typing.Literal:
+        return [a for a in typing.get_args(args[0]) if a != default]
+    if ann is bool:
+        return [not default]
+    lo, hi = field_bounds(field)
+    if ann is int or int in args:
+        base = 0 if default is None else default
+        return [v for v in (base + 1, base - 1, base + 5, base * 2, 1, 3) if lo <= v <= hi and v != default]
+    if ann is float or float in args:
+        base = 1.0 if default is None else float(default)
+        cands = [base * 2, base / 2, base + 0.25, base - 0.25, (lo + hi) / 2 if hi < 1e9 else base + 1, 0.3, 0.7]
+        return [v for v in cands if lo < v < hi and v != default] or [v for v in cands if lo <= v <= hi and v != default]
+    return []
+
+
+def folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
+    """Real images (scikit-learn's digits, 8x8 grey) as an ImageFolder tree: ``train[k]`` per class k."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for k, n in train.items():
+        idx = np.flatnonzero(d.target == k)
+        for split, rows in (("train", idx[:n]), ("test", idx[n:n + test])):
+            (root / split / f"c{k}").mkdir(parents=True, exist_ok=True)
+            for i in rows:
+                Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / split / f"c{k}" / f"{i}.png")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_children(storage: Path, experiment: str) -> list:
+    """The child runs (trials, pairs) of ``experiment`` in the MLflow store under ``storage``; none
+    before the experiment exists."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "mlflow.parentRunId" in r.data.tags]
+
+
+LOOP_INFO = data_info(16, name="cifar10", classes=tuple("abcdefghij"))
+
+
+def loop_loader(aug: str, seed: int = 0):
+    """64 random uint8 16 x 16 images (seed ``seed``) in batches of 8, augmented as ``aug`` names it
+    (``base``: none; ``...aa...``: with AutoAugment), as a DeviceLoader."""
+    from raypair.data import DeviceLoader
+
+    x = torch.randint(0, 256, (64, 3, 16, 16), generator=gen(seed), dtype=torch.uint8)
+    return DeviceLoader(x, torch.arange(64) % 10, batch_size=8, mean=LOOP_INFO.mean, std=LOOP_INFO.std, train=True,
+                        augment=aug != "base", autoaugment="cifar10" if "aa" in aug else None, pad=2)
+
+
+def loop_parts(method_cfg: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What a training step needs: the method of ``method_cfg`` (a 1-epoch run of batch 8 with the
+    ``extra`` run fields; init seed 0; its pool a ``base+`` loader of seed 1), its optimiser, and a
+    loader of its ``aug``."""
+    from raypair.config import run_model
+    from raypair.loop import build_optimizer
+    from raypair.methods import build_method
+
+    run = run_model().model_validate({"method": method_cfg, "model": {"name": "tiny_cnn"}, "epochs": 1,
+                                      "batch_size": 8, **extra})
+    torch.manual_seed(0)
+    method = build_method(run, LOOP_INFO, pool=loop_loader("base+", seed=1))
+    opt = build_optimizer(run.optim, method.optim_groups())
+    return method, opt, loop_loader(method_cfg.get("aug", "base+"))
+
+
+def acc_stats(acc: float) -> dict[str, float]:
+    """An epoch's training stats at accuracy ``acc`` (what PairTraining's schedule reads)."""
+    return {"train_acc": acc, "train_loss": 1.0}
