@@ -157,6 +157,18 @@ def mlflow_children(storage: Path, experiment: str) -> list:
     return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "mlflow.parentRunId" in r.data.tags]
 
 
+def mlflow_runs(storage: Path, experiment: str):
+    """(client, parent runs, child runs) of ``experiment`` in the MLflow store under ``storage``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
 LOOP_INFO = data_info(16, name="cifar10", classes=tuple("abcdefghij"))
 
 

@@ -13,18 +13,7 @@ pytestmark = pytest.mark.ray
 import ray  # noqa: E402
 import ray.train  # noqa: E402
 
-from helpers import QUICK
-
-
-def mlflow_runs(storage: Path, experiment: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+from helpers import QUICK, mlflow_runs
 
 
 def test_quickstart_sweep_lands_in_mlflow(local_ray, tmp_path, capsys):

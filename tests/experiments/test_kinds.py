@@ -1,6 +1,8 @@
-"""A new kind of experiment, defined in this file and nowhere else, registered in the table of kinds
-and run through the real CLI entry point (``raypair run``) and ``raypair.api`` on a real local Ray
-into a real MLflow store: no line of the CLI or the runner knows it."""
+"""The table of experiment kinds (raypair/experiments/kinds.py): how a file is recognised, which
+command takes it, the one-line errors; and a new kind, defined in this file and nowhere else,
+registered in the table and run through the real CLI entry point (``raypair run``) and
+``raypair.api`` on a real local Ray into a real MLflow store (ray tier): no line of the CLI or the
+runner knows it."""
 from __future__ import annotations
 
 import json
@@ -11,11 +13,41 @@ from typing import Any
 import pytest
 import yaml
 
-from test_ray import QUICK, local_ray, mlflow_runs  # noqa: F401 - the isolated local Ray of the ray tier
-
-pytestmark = pytest.mark.ray
+from helpers import DIGITS, QUICK, mlflow_runs
 
 
+# ------------------------------------------------------------------------------ the table of kinds
+@pytest.mark.parametrize("raw, kind", [
+    ({"variants": {}}, "ablation"), ({"factors": {}, "run": {}}, "ablation"), ({"space": {}}, "space"),
+    ({"tune": {}}, "space"), ({"run": {}}, "space"), ({"base": "x.yaml"}, "space"), ({"epochs": 1}, "run"),
+    ({}, "run"), ({"kind": "space", "variants": {}}, "space")])
+def test_files_are_recognised_by_their_keys(raw, kind):
+    from raypair.experiments.kinds import kind_of
+
+    assert kind_of(raw).name == kind
+
+
+def test_an_unknown_kind_is_one_line(tmp_path, capsys):
+    from raypair.cli import main
+
+    (tmp_path / "x.yaml").write_text("kind: nope\nname: x\n")
+    assert main(["run", str(tmp_path / "x.yaml")]) == 2
+    assert capsys.readouterr().err == ("raypair: error: kind: unknown experiment kind (valid: ablation, run, space) "
+                                       "(got 'nope')\n")
+
+
+def test_each_command_takes_its_kinds(capsys):
+    from raypair.cli import main
+
+    assert main(["ablate", str(QUICK)]) == 2
+    assert "is a search-space file (space:, run: or tune:), not an ablation file (variants: or factors:); " \
+           "use raypair tune" in capsys.readouterr().err
+    assert main(["train", str(DIGITS)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run file or a search-space file (space:, run: or tune:); use raypair ablate" in err
+
+
+# ---------------------------------------------------------------- a kind of this file, on Ray
 def _grid_kind():
     """kind: grid -- the quickstart's base run at each value of one knob, every value one trial."""
     from raypair.config import build_run, set_path
@@ -82,7 +114,8 @@ def grid_file(tmp_path, monkeypatch):
     return path
 
 
-def test_a_kind_defined_here_runs_through_the_cli_and_the_api(local_ray, grid_file, tmp_path, capsys):  # noqa: F811
+@pytest.mark.ray
+def test_a_kind_defined_here_runs_through_the_cli_and_the_api(local_ray, grid_file, tmp_path, capsys):
     from raypair import api
     from raypair.cli import main
 
@@ -114,23 +147,3 @@ def test_a_kind_defined_here_runs_through_the_cli_and_the_api(local_ray, grid_fi
     assert {"val_acc", "train_loss"} <= set(frame.columns)
     _, parents, children = mlflow_runs(storage, "lr-grid-api")
     assert len(children) == 2 and {c.data.params["batch_size"] for c in children} == {"32"}
-
-
-def test_the_api_tunes_and_reports_as_the_cli_does(local_ray, tmp_path):  # noqa: F811
-    from raypair import api
-
-    storage = str(tmp_path / "runs")
-    rows = api.tune(QUICK, storage=storage, name="api-sweep", num_samples=2,
-                    set={"epochs": 1, "tune.searcher.name": "random", "tune.scheduler.name": "none"})
-    assert sorted(r["key"] for r in rows) == ["t0000", "t0001"] and {r["status"] for r in rows} == {"finished"}
-    assert all(0.005 <= r["optim.lr"] <= 0.5 and r["epochs"] == 1 for r in rows)  # the space's bounds
-    _, parents, children = mlflow_runs(tmp_path / "runs", "api-sweep")
-    assert len(parents) == 1 and len(children) == 2
-
-    table = api.report("api-sweep", storage=storage, top=2)  # report.csv's rows, as the command writes it
-    assert (tmp_path / "runs" / "api-sweep" / "report" / "report.md").is_file()
-    # (the table's numbers are written to 6 significant digits)
-    assert sorted(float(r["best_val_acc"]) for r in table) == pytest.approx(sorted(r["val_acc"] for r in rows), rel=1e-5)
-    assert sorted(float(r["optim.lr"]) for r in table) == pytest.approx(sorted(r["optim.lr"] for r in rows), rel=1e-5)
-    frame = api.status("api-sweep", storage=storage, frame=True)
-    assert sorted(frame["key"]) == ["t0000", "t0001"] and list(frame["status"]) == ["finished"] * 2

@@ -1,13 +1,17 @@
 """docs/extending.md, followed literally: its code blocks are written as the files they name and
 run here, in this process (fast tier): the toy method's mixing, the toy source's images, the toy
 kind's trials through the real CLI entry point; the registries' lazy entry points (a real
-distribution on ``sys.path``, found by ``importlib.metadata``) and a broken plug-in's one line; the
-table of kinds; ``raypair.api`` (the same parser and commands: ConfigError, never an exit).
-The installed plug-in package, trained on a real Ray through both the CLI and the API, is
-tests/test_plugins.py."""
+distribution on ``sys.path``, found by ``importlib.metadata``) and a broken plug-in's one line.
+And (ray tier) the doc's package built and installed with pip into a folder of the test's own (the
+project's environment untouched), then, in processes whose path has it, ``raypair validate`` and
+``raypair run`` of the toy kind training the toy method on the toy source with the toy model on a
+real local Ray, and the same through ``raypair.api``."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -15,10 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import QUICK, ROOT, mlflow_runs
+
 DOC = ROOT / "docs" / "extending.md"
-QUICK = ROOT / "search_spaces" / "quickstart.yaml"
-ABLATION = ROOT / "tests" / "data" / "ablation_digits.yaml"
 BLOCK = re.compile(r"^```(?:python|yaml|toml) (\S+)\n(.*?)^```", re.S | re.M)
 
 
@@ -190,77 +193,54 @@ def test_a_broken_plug_in_is_one_line_naming_it(tmp_path, monkeypatch, registrie
                    "to load: ModuleNotFoundError: No module named 'toy_missing'\n")
 
 
-# ------------------------------------------------------------------------------ the table of kinds
-@pytest.mark.parametrize("raw, kind", [
-    ({"variants": {}}, "ablation"), ({"factors": {}, "run": {}}, "ablation"), ({"space": {}}, "space"),
-    ({"tune": {}}, "space"), ({"run": {}}, "space"), ({"base": "x.yaml"}, "space"), ({"epochs": 1}, "run"),
-    ({}, "run"), ({"kind": "space", "variants": {}}, "space")])
-def test_files_are_recognised_by_their_keys(raw, kind):
-    from raypair.experiments.kinds import kind_of
-
-    assert kind_of(raw).name == kind
-
-
-def test_an_unknown_kind_is_one_line(tmp_path, capsys):
-    from raypair.cli import main
-
-    (tmp_path / "x.yaml").write_text("kind: nope\nname: x\n")
-    assert main(["run", str(tmp_path / "x.yaml")]) == 2
-    assert capsys.readouterr().err == ("raypair: error: kind: unknown experiment kind (valid: ablation, run, space) "
-                                       "(got 'nope')\n")
+# ------------------------------------------------------------------ the package, installed
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The package installed (offline, no dependency fetched) into ``site``; an environment with it."""
+    tmp = tmp_path_factory.mktemp("plugin")
+    pkg, site = write_package(tmp / "pkg"), tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(pkg)], check=True, timeout=300, capture_output=True)
+    assert (site / "toy_plugin" / "flipmix.py").is_file()
+    path = os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return pkg, os.environ | {"PYTHONPATH": path.rstrip(os.pathsep)}
 
 
-def test_each_command_takes_its_kinds(capsys):
-    from raypair.cli import main
-
-    assert main(["ablate", str(QUICK)]) == 2
-    assert "is a search-space file (space:, run: or tune:), not an ablation file (variants: or factors:); " \
-           "use raypair tune" in capsys.readouterr().err
-    assert main(["train", str(ABLATION)]) == 2
-    err = capsys.readouterr().err
-    assert "not a run file or a search-space file (space:, run: or tune:); use raypair ablate" in err
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-# ------------------------------------------------------------------------------------ the API
-def test_the_api_validates_as_the_command_does(capsys):
-    from raypair import api
-    from raypair.cli import main
+@pytest.mark.ray
+def test_the_installed_plug_ins_run_through_the_cli_and_the_api(plugin_env, tmp_path):
+    pkg, env = plugin_env
+    exp_file, storage = pkg / "toy_plugin" / "repeat.yaml", tmp_path / "runs"
+    lazy = _run(env, "-c", "import sys, raypair.cli; raypair.cli.parser(); "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('toy_plugin', 'torch', 'ray')))")
+    assert lazy.returncode == 0 and lazy.stdout.strip() == "[]", lazy.stderr
 
-    assert main(["validate", str(ABLATION), "--quick"]) == 0
-    assert api.validate(ABLATION, quick=True) == yaml.safe_load(capsys.readouterr().out)
-    assert api.validate(QUICK, set={"epochs": 3, "optim.momentum": 0.5})["run"]["optim"]["momentum"] == 0.5
+    checked = _run(env, "-m", "raypair", "validate", str(exp_file))
+    assert checked.returncode == 0, checked.stderr
+    run = yaml.safe_load(checked.stdout)["run"]
+    assert (run["method"]["name"], run["data"]["name"], run["model"]["name"]) == ("flipmix", "blobs", "toy_mlp")
 
+    done = _run(env, "-m", "raypair", "run", str(exp_file), "--storage", str(storage))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 trials of repeat 'blobs-repeat':" in done.stdout and "2 finished" in done.stdout
+    _, parents, children = mlflow_runs(storage, "blobs-repeat")
+    assert len(parents) == 1 and parents[0].data.tags["raypair.kind"] == "repeat"
+    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
+    assert {(c.data.params["method.name"], c.data.params["method.lam"], c.data.params["model.name"])
+            for c in children} == {("flipmix", "0.8", "toy_mlp")}
 
-@pytest.mark.parametrize("call, line", [
-    (lambda api: api.validate(QUICK, seeds=[1]), "--seeds: only an ablation file takes it"),
-    (lambda api: api.tune(QUICK, num_samples=0), "--num-samples: must lie in [1, 100000] (got 0)"),
-    (lambda api: api.tune(QUICK, bogus=1), "--bogus: unrecognized argument"),
-    (lambda api: api.ablate(QUICK), "ablation: is a search-space file"),
-    (lambda api: api.status("nothing_here", storage="/nonexistent-raypair"), "name: no experiment of that name"),
-])
-def test_bad_input_to_the_api_raises_config_error(call, line):
-    from raypair import api
-
-    with pytest.raises(api.ConfigError) as err:
-        call(api)
-    assert str(err.value).startswith(line) and "\n" not in str(err.value)
-
-
-def test_keywords_become_the_command_line():
-    from raypair.api import argv
-
-    assert argv({"num_samples": 4, "quick": True, "resume": False, "name": None, "seeds": [0, 1],
-                 "set": {"epochs": 2, "optim.lr": 0.5, "method.name": "cutmix"}}) == [
-        "--num-samples", "4", "--quick", "--seeds", "0,1", "--set", "epochs=2", "--set", "optim.lr=0.5",
-        "--set", "method.name=cutmix"]
-    assert argv({"set": ["epochs=2"]}) == ["--set", "epochs=2"]
-
-
-def test_rows_become_a_data_frame():
-    from raypair.api import Rows
-
-    f = Rows([{"key": "t0", "lr": 0.1, "note": "a"}, {"key": "t1", "lr": 1, "note": 2, "extra": True}]).frame()
-    assert list(f.columns) == ["key", "lr", "note", "extra"] and len(f) == 2
-    assert f["lr"].tolist() == [0.1, 1.0]  # one numeric column
-    assert f["note"].tolist() == ["a", "2"]  # mixed types: as text
-    assert f["extra"].tolist() == [None, True]
+    code = ("import json, sys; from raypair import api; "
+            "rows = api.run(sys.argv[1], storage=sys.argv[2], name='blobs-api'); "
+            "print(json.dumps([rows, api.status('blobs-api', storage=sys.argv[2])]))")
+    api = _run(env, "-c", code, str(exp_file), str(storage))
+    assert api.returncode == 0, api.stderr[-3000:]
+    rows, status = json.loads(api.stdout.strip().splitlines()[-1])
+    assert sorted((r["key"], r["status"], r["seed"], r["epochs"]) for r in rows) == [
+        ("seed0", "finished", 0, 1), ("seed1", "finished", 1, 1)]
+    assert all(0.0 <= r["val_acc"] <= 1.0 for r in rows)
+    assert sorted(r["key"] for r in status) == ["seed0", "seed1"]
+    _, _, children = mlflow_runs(storage, "blobs-api")
+    assert len(children) == 2 and {c.data.params["data.name"] for c in children} == {"blobs"}
