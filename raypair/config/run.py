@@ -243,10 +243,12 @@ def run_model() -> type[RunConfigBase]:
 
 
 def build_run(raw: dict[str, Any], prefix: str = "") -> RunConfigBase:
+    from raypair.config.methods import CONFIGS
+
     try:
         return run_model().model_validate(raw)
     except ValidationError as err:
-        raise from_validation(err, prefix) from None
+        raise from_validation(err, prefix, methods=CONFIGS.names()) from None
 
 
 def load_run(path: str | Path, overrides: list[str] = ()) -> RunConfigBase:
