@@ -69,8 +69,11 @@ LAYERS = {
     "experiments": {"config", "registry"},
     "tracking": {"config"},
     "report": {"config", "experiments", "tracking"},
-    "runner": {"config", "experiments", "tracking", "loop", "data", "models"},
-    "cli": {"config", "experiments", "runner", "tracking", "report", "data", "models", "preview"},
+    # Ray-free: the trial store reads and writes the loop's checkpoint file (lazily, in the trial's
+    # process); the Book writes MLflow through tracking
+    "trials": {"config", "experiments", "tracking", "loop"},
+    "runner": {"config", "experiments", "trials", "tracking", "loop", "data", "models"},
+    "cli": {"config", "experiments", "trials", "runner", "tracking", "report", "data", "models", "preview"},
 }
 
 
