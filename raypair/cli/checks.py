@@ -86,7 +86,7 @@ def check_local_resources(exp: Any, address: Any) -> None:
         return  # a cluster says what it holds once Ray is up
     cpus, gpus = os.cpu_count() or 1, None
     for run in exp.resource_runs():
-        need = run.scale.resources()
+        need = run.scale.resources().total
         if need["cpu"] > cpus:
             raise ConfigError("scale", f"one trial needs {need['cpu']:g} CPUs (scale.workers x scale.cpus_per_worker);"
                               f" this machine has {cpus}; use --address for a cluster", need["cpu"])

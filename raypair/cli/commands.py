@@ -46,9 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if kind == "ablation":
             out = exp.plain() | {"pairs": len(exp.pairs())}
         else:
-            out = {"name": exp.name, "run": to_plain(exp.run),
+            out = {"name": exp.name, "run": to_plain(exp.base_run),
                    "space": {k: {v.kind: list(v.args)} for k, v in exp.space.items()},
-                   "tune": exp.tune.model_dump(mode="json"), "resources_per_trial": exp.resources_per_trial()}
+                   "tune": exp.tune.model_dump(mode="json"),
+                   "resources_per_trial": exp.base_run.scale.resources().total}
     print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
 
@@ -67,7 +68,7 @@ def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
 def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """Validate everything that can be validated, then run ``exp`` on Ray; returns the tracker,
     the records of every trial and the storage folder."""
-    from raypair.runner.store import prepare
+    from raypair.trials.store import prepare
 
     storage = args.storage
     exp_dir = inside(storage, exp.name, "--name" if args.name else "name")
@@ -116,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if file_kind(args.run, "run", ("run", "space")) == "space":  # a search-space file trains its base run
         from raypair.experiments.sweep import load_sweep
 
-        raw = load_sweep(args.run, args.overrides, check=False).run_raw
+        raw = load_sweep(args.run, args.overrides, check=False).base_raw
     else:
         raw = to_plain(load_run(args.run, args.overrides))
     name = args.name or f"{check_name('name', raw.get('name', 'run'))[:90]}-{uuid.uuid4().hex[:8]}"

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
 from raypair.config.method import MethodConfig, aug_parts, reported_metrics  # noqa: F401  (re-exported)
+from raypair.config.scale import ScaleConfig
 
 METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_acc")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and every generator's range
@@ -124,38 +125,6 @@ class ScheduleConfig(Strict):
         return off
 
 
-class ScaleConfig(Strict):
-    """How one trial runs. Per-trial resources = workers x (cpus_per_worker, gpus_per_worker)."""
-
-    workers: int = Field(1, ge=1, le=1024)
-    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
-    gpus_per_worker: Union[float, Literal["auto"]] = "auto"  # fractional GPUs share a device
-    # train: the loop under a Ray Train TorchTrainer; direct: in the Tune trial process (1 worker);
-    # auto: direct for a 1-worker CPU trial (Train's ~20 s start-up per trial dwarfs a CPU quick
-    # sweep: measured 144 s vs 52 s for search_spaces/quickstart.yaml), Train otherwise
-    trainer: Literal["auto", "train", "direct"] = "auto"
-    compile: bool = False  # torch.compile (mode reduce-overhead on CUDA)
-    threads: Optional[int] = Field(None, ge=1, le=1024)  # torch threads per worker; default cpus_per_worker
-
-    def resources(self) -> dict[str, float]:
-        """CPUs and GPUs one run's workers hold together (``gpus_per_worker: auto`` counts 0 until pinned)."""
-        gpus = 0.0 if self.gpus_per_worker == "auto" else float(self.gpus_per_worker)
-        return {"cpu": self.workers * self.cpus_per_worker, "gpu": self.workers * gpus}
-
-    def uses_train(self) -> bool:
-        if self.trainer == "auto":
-            return self.workers > 1 or self.gpus_per_worker not in (0, 0.0)
-        return self.trainer == "train"
-
-    @model_validator(mode="after")
-    def _check(self) -> "ScaleConfig":
-        if self.gpus_per_worker != "auto" and not 0 <= self.gpus_per_worker <= 8:
-            raise ValueError(f"gpus_per_worker: must lie in [0, 8] or be 'auto', got {self.gpus_per_worker}")
-        if self.trainer == "direct" and self.workers != 1:
-            raise ValueError(f"trainer: 'direct' runs one worker, got workers={self.workers}")
-        return self
-
-
 class DivergenceConfig(Strict):
     """When a trial whose loss stays finite still counts as diverged (it stops, and is recorded
     diverged in MLflow and as a failed point in Optuna). A NaN or infinite loss always is."""
@@ -231,7 +200,9 @@ class RunConfigBase(Strict):
 
 @functools.cache
 def run_model() -> type[RunConfigBase]:
-    """The RunConfig class, its ``method`` field a tagged union over every registered method."""
+    """The RunConfig class, its ``method`` field a tagged union over every registered method. It is
+    this module's ``RunConfig`` (:func:`__getattr__`), so a run pickles by reference: a trial
+    process or a Train worker that receives one only restores its fields, it validates nothing."""
     from raypair.config.methods import CONFIGS
 
     classes = tuple(CONFIGS.get(n) for n in CONFIGS.names())
@@ -239,14 +210,23 @@ def run_model() -> type[RunConfigBase]:
         method_type: Any = classes[0]
     else:
         method_type = Annotated[Union[classes], Field(discriminator="name")]  # type: ignore[valid-type]
-    return create_model("RunConfig", __base__=RunConfigBase, method=(method_type, ...))
+    return create_model("RunConfig", __base__=RunConfigBase, __module__=__name__, method=(method_type, ...))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunConfig":
+        return run_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_run(raw: dict[str, Any], prefix: str = "") -> RunConfigBase:
+    """Validate a run config (the one place a run is validated). Errors name the dotted field."""
+    from raypair.config.methods import CONFIGS
+
     try:
         return run_model().model_validate(raw)
     except ValidationError as err:
-        raise from_validation(err, prefix) from None
+        raise from_validation(err, prefix, methods=CONFIGS.names()) from None
 
 
 def load_run(path: str | Path, overrides: list[str] = ()) -> RunConfigBase:

@@ -87,10 +87,10 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
         spec = AblationFile.model_validate(raw)
     except ValidationError as err:
         raise from_validation(err) from None
-    run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
+    base_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
     chosen_seeds, chosen, max_conc = spec.seeds, None, spec.max_concurrent
     if quick:
-        run_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, run_raw)
+        base_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, base_raw)
     if name is not None:
         check_name("--name", name)
     if max_concurrent is not None:
@@ -98,8 +98,8 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
             raise ConfigError("--max-concurrent", "must lie in [1, 10000]", max_concurrent)
         max_conc = max_concurrent
     for text in overrides:
-        run_raw = set_path(run_raw, *parse_override(text))
-    build_run(run_raw)  # the base itself first: its errors name its own fields
+        base_raw = set_path(base_raw, *parse_override(text))
+    build_run(base_raw)  # the base itself first: its errors name its own fields
     variants, reference = _variants(spec)
     for where, names in (("quick.variants", chosen), ("--variants", only)):
         for n in names or []:
@@ -107,7 +107,7 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
                 raise ConfigError(where, f"no such variant (have: {', '.join(variants)})", n)
     pick = only or chosen  # --variants replaces the quick profile's subset
     keep = [n for n in variants if pick is None or n in pick]
-    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, run_raw,
+    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, base_raw,
                   {n: variants[n] for n in keep}, list(seeds or chosen_seeds), spec.metrics, spec.mode,
                   max_conc, reference, spec.paper, path, quick)
     _check(ab, spec, variants)
@@ -115,14 +115,14 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
     return ab
 
 
-def _quick(path: Path, spec: AblationFile, run_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
+def _quick(path: Path, spec: AblationFile, base_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
                                                                            Optional[list[str]], int]:
     """The quick profile over the base run: (run, seeds, variant subset, max_concurrent)."""
     if spec.quick is None:
         raise ConfigError("--quick", f"{path} has no quick: profile")
     for key, value in spec.quick.set.items():
-        run_raw = set_path(run_raw, key, value, prefix="quick.set.")
-    return (run_raw, spec.quick.seeds or spec.seeds, spec.quick.variants,
+        base_raw = set_path(base_raw, key, value, prefix="quick.set.")
+    return (base_raw, spec.quick.seeds or spec.seeds, spec.quick.variants,
             spec.quick.max_concurrent or spec.max_concurrent)
 
 
@@ -195,7 +195,7 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
 
 
 def _variant_run(ab: Ablation, v: Variant) -> RunConfigBase:
-    raw = ab.run_raw
+    raw = ab.base_raw
     for path, value in v.overrides.items():
         raw = set_path(raw, path, value, prefix=f"variants.{v.name}.")
     try:

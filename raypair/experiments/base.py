@@ -6,19 +6,25 @@ An experiment says *what* to run; ``raypair.runner`` (the only Ray code) says *h
 here that implements it, and nothing in the runner changes.
 
 A trial is ``(key, params)``: ``key`` names it for good (its folder, its MLflow run, its Optuna
-trial) and ``params`` is what :meth:`Experiment.run_of` turns into its run config. Trials come
+trial) and ``params`` is what :meth:`Experiment.trial_run` turns into its run config. Trials come
 from a :class:`Proposer`, which the runner asks for the next trial and tells each result.
+
+One name per thing: ``base_raw`` is the base run as a plain dict, ``base_run`` the same validated
+(once, again only when :meth:`Experiment.pin` changes it), ``trial_run`` one trial's run, and
+:meth:`Experiment.resolve` that run validated once on the driver with its config hash
+(:class:`ResolvedRun`), the object the trial process and every Train worker receive.
 """
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, reported_metrics, set_path, to_plain
+from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, build_run, reported_metrics, set_path, to_plain
 
 
 STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
@@ -31,9 +37,23 @@ class Trial:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A trial's run, validated once on the driver (:meth:`Experiment.resolve`), with its config
+    hash; ``run`` is None for a point a cross-field rule refuses, and ``infeasible`` says why. Ray
+    pickles it to the trial process and to every Train worker, which only restore it."""
+
+    run: Optional[RunConfigBase]
+    config_hash: Optional[str]
+    infeasible: Optional[str] = None
+
+    def __str__(self) -> str:  # Tune writes every config value into the trial's folder name
+        return self.config_hash or "infeasible"
+
+
 @dataclass
 class Record:
-    """What the trial store holds for one trial (see ``raypair.runner.store``)."""
+    """What the trial store holds for one trial (see ``raypair.trials.store``)."""
 
     key: str
     params: dict[str, Any]
@@ -105,7 +125,7 @@ class Experiment(abc.ABC):
 
     kind: ClassVar[str]
     name: str
-    run_raw: dict[str, Any]  # the base run as a plain dict, pinned by the runner before trials start
+    base_raw: dict[str, Any]  # the base run as a plain dict, pinned by the runner before trials start
     metric: str
     mode: str
     max_concurrent: int
@@ -118,8 +138,16 @@ class Experiment(abc.ABC):
 
     # ------------------------------------------------------------------ what the runner asks
     @abc.abstractmethod
-    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
-        """The run config of one trial (ConfigError: the point is infeasible)."""
+    def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
+        """The run config of one trial, validated (ConfigError: the point is infeasible)."""
+
+    def resolve(self, trial: Trial) -> ResolvedRun:
+        """The trial's run, validated once, with its hash; an infeasible point is no error here."""
+        try:
+            run = self.trial_run(trial.params)
+        except ConfigError as e:
+            return ResolvedRun(None, None, str(e))
+        return ResolvedRun(run, config_hash(run))
 
     @abc.abstractmethod
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
@@ -169,16 +197,16 @@ class Experiment(abc.ABC):
         return tags, {f"best_{self.metric}": best.best(self.metric, self.mode)}  # type: ignore[dict-item]
 
     # ----------------------------------------------------------------------------- helpers
-    @property
+    @functools.cached_property
     def base_run(self) -> RunConfigBase:
-        from raypair.config import build_run
-
-        return build_run(self.run_raw)
+        """``base_raw`` validated, once (:meth:`pin` drops it, so the next read validates the pinned one)."""
+        return build_run(self.base_raw)
 
     def pin(self, values: dict[str, Any]) -> None:
         """Settle fields the driver's surroundings decide (absolute data paths, ``auto`` GPUs)."""
         for path, value in values.items():
-            self.run_raw = set_path(self.run_raw, path, value)
+            self.base_raw = set_path(self.base_raw, path, value)
+        self.__dict__.pop("base_run", None)
 
 
 def fmt_value(v: Any) -> str:
