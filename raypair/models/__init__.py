@@ -12,6 +12,7 @@ Importing this package registers them all.
   and ``densenet_bc100_cifar``.
 - ``torchvision_nets.py``: PairTraining's (P0) ``alexnet_tv``, ``googlenet_tv``, ``shufflenet_v2_tv``
   (torchvision's nets, timm lacks them). The seeds' paper names: ``config/model_names.py`` ALIASES.
+- ``weights.py``: ``model.pretrained`` (timm's weights) and ``model.weights`` (a local state dict).
 - ``tiny.py``: ``tiny_cnn`` and ``tiny_vit`` / ``tiny_vit_w48`` for tests and CPU sweeps.
 - ``head.py``: the pooled-head mixin every CNN here shares; ``build.py``: ``build_model``.
 
