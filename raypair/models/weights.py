@@ -155,16 +155,19 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------ timm's own weights
-def hub_source(name: str) -> tuple[str, str | None, list[str]]:
-    """``(repo, revision, files)`` of timm's weights for ``name`` on the Hugging Face hub; ConfigError
-    on ``model.pretrained`` when timm has none (raypair's nets, torchvision's here, untrained timm nets)."""
+def hub_source(name: str) -> tuple[str, str | None, list[str]] | None:
+    """``(repo, revision, files)`` of timm's weights for ``name`` on the Hugging Face hub (None: timm has
+    only a URL for them, fetched through torch.hub); ConfigError on ``model.pretrained`` when timm has
+    none (raypair's nets, the torchvision nets registered here, timm's untrained nets)."""
     from timm.models import get_pretrained_cfg
 
     from raypair.config.model_names import OWN_MODELS
 
     cfg = None if name in OWN_MODELS else get_pretrained_cfg(name)
-    if cfg is None or not cfg.hf_hub_id:
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise ConfigError("model.pretrained", f"timm has no pretrained weights for {name}; {_HINT}", True)
+    if not cfg.hf_hub_id:
+        return None
     repo, _, revision = cfg.hf_hub_id.partition("@")
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
     return repo, revision or None, files
@@ -175,9 +178,14 @@ def check_pretrained(name: str) -> None:
     Nothing is downloaded; ``HF_HUB_OFFLINE`` and the cache folder are read as huggingface_hub reads them."""
     import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub import errors
 
-    repo, revision, files = hub_source(name)
+    absent = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)  # the name since 1.0
+
+    source = hub_source(name)
+    if source is None:
+        return  # a URL (a few legacy timm nets): a failed fetch is one line at build time (fetch_failed)
+    repo, revision, files = source
     if any(isinstance(huggingface_hub.try_to_load_from_cache(repo, f, revision=revision), str) for f in files):
         return
     where = f"timm's weights for {name} ({repo}) are not in the Hugging Face cache {constants.HF_HUB_CACHE}"
@@ -188,7 +196,7 @@ def check_pretrained(name: str) -> None:
         endpoint = os.environ.get("HF_ENDPOINT") or None  # as set now (huggingface_hub read it at import)
         huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, files[0], revision=revision,
                                                                         endpoint=endpoint), timeout=10)
-    except RemoteEntryNotFoundError:
+    except absent:
         return  # the hub answered: timm then tries its other file names
     except Exception as e:  # noqa: BLE001 - no network, DNS, a proxy, an HTTP error: the hub cannot serve them
         text = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
