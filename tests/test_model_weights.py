@@ -81,6 +81,18 @@ def test_the_stacked_pair_meets_the_pretrained_stem_as_their_mean(tmp_path: Path
         assert torch.equal(pair.features[4].weight, src.features[4].weight)  # only the stem is adapted
 
 
+def test_a_grey_pair_cannot_reuse_an_rgb_stem(tmp_path: Path) -> None:
+    """2 channels (grey images stacked in pairs by mixup-C) are neither one image nor whole RGB images."""
+    path = _save(_net().state_dict(), tmp_path / "w.pt")
+    for where in ("validate", "build"):
+        with pytest.raises(ConfigError, match=r"^model\.weights: tiny_cnn's pretrained stem takes 3 input channels; "
+                                              r"2 \(the data's channels x method\.images_per_input\) cannot"):
+            cfg = ModelConfig(name="tiny_cnn", weights=path)
+            check_model(cfg, 10, 2, (16, 16)) if where == "validate" else build_model(cfg, 10, 2)
+    with pytest.raises(ConfigError, match=r"^model\.pretrained: test_resnet's pretrained stem takes 3"):
+        check_model(ModelConfig(name="test_resnet", pretrained=True), 10, 2, (32, 32))
+
+
 def _refused(cfg: ModelConfig, match: str, classes: int = 10) -> None:
     for where in ("validate", "build"):
         with pytest.raises(ConfigError, match=match) as err:
@@ -140,6 +152,8 @@ def test_the_config_fields() -> None:
         build_run({"method": {"name": "erm"}, "model": {"weights": "w.npz"}})
     with pytest.raises(ConfigError, match=r"^model\.kwargs\.pretrained: .*use model\.pretrained"):
         build_run({"method": {"name": "erm"}, "model": {"kwargs": {"pretrained": True}}})
+    with pytest.raises(ConfigError, match=r"^model\.weights: its ~user has no home folder here"):
+        build_run({"method": {"name": "erm"}, "model": {"weights": "~no_such_user_here/w.pt"}})
     assert Path(ModelConfig(weights="w.pt").weights).is_absolute()
 
 

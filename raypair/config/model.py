@@ -44,8 +44,12 @@ class ModelConfig(Strict):
     def _weights_file(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not value.lower().endswith(WEIGHT_SUFFIXES):
             raise ValueError(f"not a state dict file ({', '.join(WEIGHT_SUFFIXES)})")
-        # absolute now: a trial process may run in another folder than the one the file was named from
-        return None if value is None else str(Path(value).expanduser().absolute())
+        if value is None:
+            return None
+        try:  # absolute now: a trial process may run in another folder than the one the file was named from
+            return str(Path(value).expanduser().absolute())
+        except RuntimeError:  # "~nosuchuser/w.pt"
+            raise ValueError("its ~user has no home folder here") from None
 
     @field_validator("kwargs")
     @classmethod

@@ -39,6 +39,7 @@ def _create(cfg: ModelConfig, num_classes: int, in_chans: int, image_size: int |
     kwargs.update(cfg.kwargs)
     if pretrained:
         W.hub_source(cfg.name)  # timm has weights for it, else one line
+        W.check_pretrained_stem(cfg.name, in_chans)
     try:
         return timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except TypeError as e:
@@ -59,6 +60,8 @@ def check_model(cfg: ModelConfig, num_classes: int, in_chans: int,
     weights: ``cfg.weights``' key shapes against the model's, ``cfg.pretrained``'s availability."""
     model = _check_build(cfg, num_classes, in_chans, image_size)
     if cfg.pretrained:
+        W.hub_source(cfg.name)
+        W.check_pretrained_stem(cfg.name, in_chans)
         W.check_pretrained(cfg.name)
     if cfg.weights is not None:
         W.check_weights(model, cfg.weights, cfg.name)

@@ -17,7 +17,9 @@ The stem rule serves mixup-C (BC, ``images_per_input: 2``): its model sees the p
 adapted stem's response to ``[x1; x2]`` is the pretrained stem's response to ``(x1 + x2) / 2``
 (bias aside): the pretrained features start from the 50/50 mix, and training separates the halves.
 Grey images (1 channel) get the RGB kernel summed, the response to a grey image replicated.
-timm does the same for ``model.pretrained`` (``load_pretrained``), so both sources agree.
+timm does the same for ``model.pretrained`` (``load_pretrained``), so both sources agree. Any other
+count (2: grey images in pairs) is refused in one line: timm would keep the R and G kernels and drop
+B, which is neither one image nor a mean of images.
 
 At validate time only shapes are read (the safetensors JSON header, or ``torch.load(mmap=True)``),
 against the model built on the meta device. ``model.pretrained`` is checked there too: the net must
@@ -111,6 +113,7 @@ def plan(model: nn.Module, shapes: Shapes, path: str, name: str) -> tuple[set[st
                               path)
         elif got is not None and got != shape:
             if key == first_conv and len(got) == 4 and got[:1] + got[2:] == shape[:1] + shape[2:]:
+                stem_fits("model.weights", name, shape[1], got[1], path)
                 stem = key
                 continue
             raise ConfigError("model.weights", f"does not fit {name}: key {key} has shape {list(got)} in the file, "
@@ -121,6 +124,15 @@ def plan(model: nn.Module, shapes: Shapes, path: str, name: str) -> tuple[set[st
         raise ConfigError("model.weights", f"does not fit {name}: key {extra} of the file is not in the model "
                           "(weights of another architecture?)", path)
     return skip, stem
+
+
+def stem_fits(field: str, name: str, want: int, have: int, value: Any) -> None:
+    """A stem of ``have`` input channels serves ``want`` as the mean of ``want / have`` images (or as a grey
+    image replicated): ``want`` is 1, ``have`` or a multiple of it. Otherwise (a grey pair: 2 from 3)
+    timm's ``adapt_input_conv`` would keep some colour kernels and drop others: refused in one line."""
+    if want != 1 and want % have:
+        raise ConfigError(field, f"{name}'s pretrained stem takes {have} input channels; {want} (the data's "
+                          f"channels x method.images_per_input) cannot reuse it (1 or a multiple of {have} can)", value)
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -171,6 +183,14 @@ def hub_source(name: str) -> tuple[str, str | None, list[str]] | None:
     repo, _, revision = cfg.hf_hub_id.partition("@")
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
     return repo, revision or None, files
+
+
+def check_pretrained_stem(name: str, in_chans: int) -> None:
+    """``in_chans`` can reuse the stem of timm's weights for ``name`` (see :func:`stem_fits`)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    stem_fits("model.pretrained", name, in_chans, int(cfg.input_size[0]) if cfg else 3, True)
 
 
 def check_pretrained(name: str) -> None:
