@@ -186,3 +186,26 @@ def test_what_cannot_be_had_is_one_line(name: str) -> None:
         assert "cannot be had" in line
     else:
         assert "similar: " in line and "resnext29_8x64d_cifar" in line
+
+
+def test_an_ablation_file_names_the_papers_models(tmp_path, capsys) -> None:
+    """P0's CNNs by their paper names as ablation variants: validated (each built on the meta device),
+    and a weights file of another architecture in one variant is one line naming that variant."""
+    import yaml
+
+    from raypair.cli import main
+
+    ab = {"name": "p0_models", "run": {"data": {"name": "digits", "image_size": 64}, "model": {"name": "AlexNet"},
+                                      "method": {"name": "erm"}, "epochs": 1, "batch_size": 16},
+          "variants": {"alexnet": {}, "googlenet": {"model.name": "GoogLeNet"},
+                       "resnet50_vd": {"model.name": "ResNet50_vd"}, "shufflenet": {"model.name": "ShuffleNetV2"}},
+          "reference": "alexnet", "seeds": [0], "metrics": ["val_acc"]}
+    path = tmp_path / "ab.yaml"
+    path.write_text(yaml.safe_dump(ab))
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    torch.save(timm.create_model("tiny_cnn", num_classes=10).state_dict(), tmp_path / "tiny.pt")
+    ab["variants"]["googlenet"]["model.weights"] = str(tmp_path / "tiny.pt")
+    path.write_text(yaml.safe_dump(ab))
+    assert main(["validate", str(path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "variants.googlenet.model.weights: does not fit googlenet_tv" in line, line
