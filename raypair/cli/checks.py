@@ -51,14 +51,16 @@ def check_data(data: Any) -> Any:
 
 
 def preflight(run: Any, prefix: str = "") -> None:
-    """The data and the model of one run (its ``model.kwargs`` included), still before any compute.
+    """The data and the model of one run (its ``model.kwargs`` and initial weights included: the
+    weights file's key shapes, timm's weights in the cache or the hub reachable), before any compute.
     One of raypair's own nets without ``model.kwargs`` builds under any input a config can give it
     (tests/test_validate_fast.py), so it is not built here: no torch, no timm."""
     from raypair.config.model_names import OWN_MODELS
 
     try:
         info = check_data(run.data)
-        if run.model.name in OWN_MODELS and not run.model.kwargs:
+        m = run.model
+        if m.name in OWN_MODELS and not m.kwargs and not m.pretrained and m.weights is None:
             return
         from raypair.models import check_model
 

@@ -3,7 +3,8 @@
 dotted field and the received value.
 
 - :mod:`raypair.config.base`: the error, the ``Strict`` base, YAML, dicts and dotted paths;
-- :mod:`raypair.config.run`: the run config and its parts (``data``, ``model``, ``optim`` ...);
+- :mod:`raypair.config.run`: the run config and its parts (``data``, ``optim`` ...); ``model`` in
+  :mod:`raypair.config.model`, its names (own nets, the papers' aliases) in :mod:`raypair.config.model_names`;
 - :mod:`raypair.config.scale`: how a trial runs and the resources it holds (``scale``);
 - :mod:`raypair.config.methods`: each method's config, one module per method;
 - :mod:`raypair.config.space`: search-space files;

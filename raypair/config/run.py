@@ -13,11 +13,12 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
 from raypair.config.method import MethodConfig, aug_parts, reported_metrics  # noqa: F401  (re-exported)
 from raypair.config.scale import ScaleConfig
+from raypair.config.model import ModelConfig  # noqa: F401  (re-exported)
 
 METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_acc")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and every generator's range
@@ -29,10 +30,6 @@ NOT_SEARCHABLE = {"name": "names the run", "eval_batch_size": "only splits the e
                   "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs",
                   "scale.gpus_per_worker": "only places the trial on a device",
                   "scale.compile": "only compiles the same step", "data.source": "only picks the reader of the files"}
-# model.kwargs keys that the data or the other model fields decide
-_RESERVED_KWARGS = {"num_classes": "set by the data", "in_chans": "set by the data and the method",
-                    "pretrained": "raypair trains from scratch", "pretrained_cfg": "raypair trains from scratch",
-                    "pretrained_cfg_overlay": "raypair trains from scratch", "checkpoint_path": "use --resume"}
 
 
 class DataConfig(Strict):
@@ -54,25 +51,6 @@ class DataConfig(Strict):
     def inactive(self) -> set[str]:
         # the seed of the hold-out and the subsets: without them every image is used, in order
         return set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
-
-
-class ModelConfig(Strict):
-    """Any ``timm.create_model`` name; raypair registers its CIFAR nets and tiny test nets there."""
-
-    name: str = "resnet18_cifar"
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # more keyword arguments of the timm model
-
-    @field_validator("kwargs")
-    @classmethod
-    def _own_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            if key in _RESERVED_KWARGS:
-                raise ValueError(f"{key}: not a model.kwargs key: {_RESERVED_KWARGS[key]}")
-        return value
-
-    def inactive(self) -> set[str]:
-        return {"drop_rate"} if "drop_rate" in self.kwargs else set()  # kwargs.drop_rate wins
 
 
 class OptimConfig(Strict):
