@@ -1,7 +1,7 @@
 """Model names checked without importing torch or timm where possible: the nets raypair registers
 into timm (``raypair/models/``) are listed here, so a run on one of them is validated without
 building it; any other name is looked up in timm's registry (importing timm, ~3 s).
-``tests/test_validate_fast.py`` checks that this list is exactly what ``raypair/models/`` registers,
+``tests/data/test_validate_fast.py`` checks that this list is exactly what ``raypair/models/`` registers,
 and that each of these nets builds under every input a config can give it.
 
 ``ALIASES``: the seeds' model names as their papers write them -> ``model.name`` (matched without
