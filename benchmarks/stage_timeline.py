@@ -38,7 +38,7 @@ def train(run_file: str, sets: list[str], history_out: Path) -> tuple[list[dict]
 
     raw = read_yaml(run_file)
     if "space" in raw or "tune" in raw:
-        raw = load_sweep(run_file, check=False).run_raw
+        raw = load_sweep(run_file, check=False).base_raw
     for text in sets:
         raw = set_path(raw, *parse_override(text))
     cfg = build_run(raw)

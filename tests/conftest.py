@@ -117,3 +117,16 @@ def pytest_runtest_makereport(item, call):
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"skipped under RAYPAIR_STRICT=1 (a missing dataset or dependency?): {reason}"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of small forwards: they gain nothing from threads, and on a
+    busy 2-core machine the threads spin against other processes (densenet's first batch-2 forward:
+    0.03 s of CPU on one thread, seconds on two). Use: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

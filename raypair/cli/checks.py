@@ -39,14 +39,16 @@ def check_data(data: Any) -> Any:
 
 
 def preflight(run: Any, prefix: str = "") -> None:
-    """The data and the model of one run (its ``model.kwargs`` included), still before any compute.
+    """The data and the model of one run (its ``model.kwargs`` and initial weights included: the
+    weights file's key shapes, timm's weights in the cache or the hub reachable), before any compute.
     One of raypair's own nets without ``model.kwargs`` builds under any input a config can give it
     (tests/test_validate_fast.py), so it is not built here: no torch, no timm."""
     from raypair.config.model_names import OWN_MODELS
 
     try:
         info = check_data(run.data)
-        if run.model.name in OWN_MODELS and not run.model.kwargs:
+        m = run.model
+        if m.name in OWN_MODELS and not m.kwargs and not m.pretrained and m.weights is None:
             return
         from raypair.models import check_model
 
@@ -74,7 +76,7 @@ def check_local_resources(exp: Any, address: Any) -> None:
         return  # a cluster says what it holds once Ray is up
     cpus, gpus = os.cpu_count() or 1, None
     for run in exp.resource_runs():
-        need = run.scale.resources()
+        need = run.scale.resources().total
         if need["cpu"] > cpus:
             raise ConfigError("scale", f"one trial needs {need['cpu']:g} CPUs (scale.workers x scale.cpus_per_worker);"
                               f" this machine has {cpus}; use --address for a cluster", need["cpu"])

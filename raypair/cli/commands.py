@@ -52,7 +52,7 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[list[Any], Any]:
     """Validate everything that can be validated, then run ``exp`` on Ray; returns the records of
     every trial and where the results are (an ``experiments.outcome.Where``)."""
     from raypair.experiments.outcome import Where
-    from raypair.runner.store import prepare
+    from raypair.trials.store import prepare
     from raypair.tracking import view_route
 
     storage = args.storage

@@ -9,7 +9,7 @@ from typing import Any
 
 from raypair.config import ConfigError
 from raypair.experiments.base import STATUSES, Record, best_record, fmt_value
-from raypair.runner.store import PLAN_FILE, STATE_FILE, is_running, read_json, read_records
+from raypair.trials.store import PLAN_FILE, STATE_FILE, is_running, read_json, read_records
 
 
 def cmd_status(args: argparse.Namespace) -> int:

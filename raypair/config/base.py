@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Collection
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
@@ -53,30 +53,26 @@ class Strict(BaseModel):
 
 
 # -------------------------------------------------------------------------------------- errors
-def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
+def _loc(loc: tuple[Any, ...], prefix: str, methods: Collection[str]) -> str:
     parts = [str(p) for p in loc]
     # A tagged union puts the tag in the location: method.erm.aug -> method.aug (and method.vpl
     # for the method config's own cross-field check, whose message then names the field)
-    if len(parts) >= 2 and parts[0] == "method":
-        from raypair.config.methods import CONFIGS
-
-        if parts[1] in CONFIGS:
-            parts.pop(1)
+    if len(parts) >= 2 and parts[0] == "method" and parts[1] in methods:
+        parts.pop(1)
     return ".".join(p for p in [prefix, *parts] if p)
 
 
-def from_validation(err: ValidationError, prefix: str = "") -> ConfigError:
-    """The first pydantic error as a one-line ConfigError naming the dotted field."""
+def from_validation(err: ValidationError, prefix: str = "", methods: Collection[str] = ()) -> ConfigError:
+    """The first pydantic error as a one-line ConfigError naming the dotted field. ``methods``: the
+    names of the ``method`` union's members (a run config's), which pydantic puts in the location."""
     e = err.errors()[0]
-    field = _loc(e["loc"], prefix)
+    field = _loc(e["loc"], prefix, methods)
     kind = e["type"]
     if kind == "extra_forbidden":
         return ConfigError(field, "unknown key")
     if kind == "union_tag_invalid" or (field == "method.name" and kind == "literal_error"):
-        from raypair.config.methods import CONFIGS
-
         value = e["input"].get("name") if isinstance(e["input"], dict) else e["input"]
-        return ConfigError("method.name", f"unknown method (valid: {', '.join(CONFIGS.names())})", value)
+        return ConfigError("method.name", f"unknown method (valid: {', '.join(methods)})", value)
     if kind == "missing":
         return ConfigError(field, "required")
     msg = e["msg"].removeprefix("Value error, ")

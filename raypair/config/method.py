@@ -3,12 +3,9 @@ what a method declares about its runs (the metrics it reports, its extra epochs,
 a knob must stay), and the loader settings an ``aug`` value stands for."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from raypair.config.base import Strict
-
-if TYPE_CHECKING:
-    from raypair.config.run import RunConfigBase
 
 
 class MethodConfig(Strict):
@@ -52,9 +49,9 @@ class MethodConfig(Strict):
         state the run's own epochs end in); the loop trains ``RunConfigBase.total_epochs``."""
         return 0
 
-    def check_run(self, run: "RunConfigBase") -> None:
-        """Cross-checks against the rest of the run (e.g. a phase longer than ``run.epochs``):
-        raise ``ValueError("<field>: ...")`` naming this config's field."""
+    def check_run(self, run: Any) -> None:
+        """Cross-checks against the rest of the run (a ``RunConfigBase``; e.g. a phase longer than
+        ``run.epochs``): raise ``ValueError("<field>: ...")`` naming this config's field."""
         return None
 
 

@@ -13,10 +13,12 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
 from raypair.config.method import MethodConfig, aug_parts, reported_metrics  # noqa: F401  (re-exported)
+from raypair.config.scale import ScaleConfig
+from raypair.config.model import ModelConfig  # noqa: F401  (re-exported)
 
 METRICS = ("val_acc", "val_acc5", "val_loss", "train_loss", "train_acc", "test_acc")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's and every generator's range
@@ -28,10 +30,6 @@ NOT_SEARCHABLE = {"name": "names the run", "eval_batch_size": "only splits the e
                   "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs",
                   "scale.gpus_per_worker": "only places the trial on a device",
                   "scale.compile": "only compiles the same step", "data.source": "only picks the reader of the files"}
-# model.kwargs keys that the data or the other model fields decide
-_RESERVED_KWARGS = {"num_classes": "set by the data", "in_chans": "set by the data and the method",
-                    "pretrained": "raypair trains from scratch", "pretrained_cfg": "raypair trains from scratch",
-                    "pretrained_cfg_overlay": "raypair trains from scratch", "checkpoint_path": "use --resume"}
 
 
 class DataConfig(Strict):
@@ -53,25 +51,6 @@ class DataConfig(Strict):
     def inactive(self) -> set[str]:
         # the seed of the hold-out and the subsets: without them every image is used, in order
         return set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
-
-
-class ModelConfig(Strict):
-    """Any ``timm.create_model`` name; raypair registers its CIFAR nets and tiny test nets there."""
-
-    name: str = "resnet18_cifar"
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # more keyword arguments of the timm model
-
-    @field_validator("kwargs")
-    @classmethod
-    def _own_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
-            if key in _RESERVED_KWARGS:
-                raise ValueError(f"{key}: not a model.kwargs key: {_RESERVED_KWARGS[key]}")
-        return value
-
-    def inactive(self) -> set[str]:
-        return {"drop_rate"} if "drop_rate" in self.kwargs else set()  # kwargs.drop_rate wins
 
 
 class OptimConfig(Strict):
@@ -122,38 +101,6 @@ class ScheduleConfig(Strict):
         if self.name != "cosine":
             off.add("min_lr")
         return off
-
-
-class ScaleConfig(Strict):
-    """How one trial runs. Per-trial resources = workers x (cpus_per_worker, gpus_per_worker)."""
-
-    workers: int = Field(1, ge=1, le=1024)
-    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024)
-    gpus_per_worker: Union[float, Literal["auto"]] = "auto"  # fractional GPUs share a device
-    # train: the loop under a Ray Train TorchTrainer; direct: in the Tune trial process (1 worker);
-    # auto: direct for a 1-worker CPU trial (Train's ~20 s start-up per trial dwarfs a CPU quick
-    # sweep: measured 144 s vs 52 s for search_spaces/quickstart.yaml), Train otherwise
-    trainer: Literal["auto", "train", "direct"] = "auto"
-    compile: bool = False  # torch.compile (mode reduce-overhead on CUDA)
-    threads: Optional[int] = Field(None, ge=1, le=1024)  # torch threads per worker; default cpus_per_worker
-
-    def resources(self) -> dict[str, float]:
-        """CPUs and GPUs one run's workers hold together (``gpus_per_worker: auto`` counts 0 until pinned)."""
-        gpus = 0.0 if self.gpus_per_worker == "auto" else float(self.gpus_per_worker)
-        return {"cpu": self.workers * self.cpus_per_worker, "gpu": self.workers * gpus}
-
-    def uses_train(self) -> bool:
-        if self.trainer == "auto":
-            return self.workers > 1 or self.gpus_per_worker not in (0, 0.0)
-        return self.trainer == "train"
-
-    @model_validator(mode="after")
-    def _check(self) -> "ScaleConfig":
-        if self.gpus_per_worker != "auto" and not 0 <= self.gpus_per_worker <= 8:
-            raise ValueError(f"gpus_per_worker: must lie in [0, 8] or be 'auto', got {self.gpus_per_worker}")
-        if self.trainer == "direct" and self.workers != 1:
-            raise ValueError(f"trainer: 'direct' runs one worker, got workers={self.workers}")
-        return self
 
 
 class DivergenceConfig(Strict):
@@ -231,7 +178,9 @@ class RunConfigBase(Strict):
 
 @functools.cache
 def run_model() -> type[RunConfigBase]:
-    """The RunConfig class, its ``method`` field a tagged union over every registered method."""
+    """The RunConfig class, its ``method`` field a tagged union over every registered method. It is
+    this module's ``RunConfig`` (:func:`__getattr__`), so a run pickles by reference: a trial
+    process or a Train worker that receives one only restores its fields, it validates nothing."""
     from raypair.config.methods import CONFIGS
 
     classes = tuple(CONFIGS.get(n) for n in CONFIGS.names())
@@ -239,14 +188,23 @@ def run_model() -> type[RunConfigBase]:
         method_type: Any = classes[0]
     else:
         method_type = Annotated[Union[classes], Field(discriminator="name")]  # type: ignore[valid-type]
-    return create_model("RunConfig", __base__=RunConfigBase, method=(method_type, ...))
+    return create_model("RunConfig", __base__=RunConfigBase, __module__=__name__, method=(method_type, ...))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunConfig":
+        return run_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_run(raw: dict[str, Any], prefix: str = "") -> RunConfigBase:
+    """Validate a run config (the one place a run is validated). Errors name the dotted field."""
+    from raypair.config.methods import CONFIGS
+
     try:
         return run_model().model_validate(raw)
     except ValidationError as err:
-        raise from_validation(err, prefix) from None
+        raise from_validation(err, prefix, methods=CONFIGS.names()) from None
 
 
 def load_run(path: str | Path, overrides: list[str] = ()) -> RunConfigBase:

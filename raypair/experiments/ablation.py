@@ -87,18 +87,18 @@ def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = Fal
         spec = AblationFile.model_validate(raw)
     except ValidationError as err:
         raise from_validation(err) from None
-    run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
+    base_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
     chosen_seeds, chosen, max_conc = spec.seeds, None, spec.max_concurrent
     if quick:
-        run_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, run_raw)
+        base_raw, chosen_seeds, chosen, max_conc = _quick(path, spec, base_raw)
     if name is not None:
         check_name("--name", name)
     max_conc = _max_concurrent(max_concurrent, max_conc)
     for text in overrides:
-        run_raw = set_path(run_raw, *parse_override(text))
-    build_run(run_raw)  # the base itself first: its errors name its own fields
+        base_raw = set_path(base_raw, *parse_override(text))
+    build_run(base_raw)  # the base itself first: its errors name its own fields
     variants, reference = _variants(spec)
-    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, run_raw,
+    ab = Ablation(name or (spec.name + ("-quick" if quick else "")), spec.title, base_raw,
                   _picked(variants, chosen, only), list(seeds or chosen_seeds), spec.metrics, spec.mode,
                   max_conc, reference, spec.paper, path, quick)
     _check(ab, spec, variants)
@@ -126,14 +126,14 @@ def _max_concurrent(given: Optional[int], default: int) -> int:
     return given
 
 
-def _quick(path: Path, spec: AblationFile, run_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
+def _quick(path: Path, spec: AblationFile, base_raw: dict[str, Any]) -> tuple[dict[str, Any], list[int],
                                                                            Optional[list[str]], int]:
     """The quick profile over the base run: (run, seeds, variant subset, max_concurrent)."""
     if spec.quick is None:
         raise ConfigError("--quick", f"{path} has no quick: profile")
     for key, value in spec.quick.set.items():
-        run_raw = set_path(run_raw, key, value, prefix="quick.set.")
-    return (run_raw, spec.quick.seeds or spec.seeds, spec.quick.variants,
+        base_raw = set_path(base_raw, key, value, prefix="quick.set.")
+    return (base_raw, spec.quick.seeds or spec.seeds, spec.quick.variants,
             spec.quick.max_concurrent or spec.max_concurrent)
 
 
@@ -213,7 +213,7 @@ def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -
 
 
 def _variant_run(ab: Ablation, v: Variant) -> RunConfigBase:
-    raw = ab.run_raw
+    raw = ab.base_raw
     for path, value in v.overrides.items():
         raw = set_path(raw, path, value, prefix=f"variants.{v.name}.")
     try:

@@ -9,22 +9,28 @@ for they ask the experiment (its view columns, the runs to check, what ``validat
 command prints at the end) and the table (how a file is recognised and loaded) what they need.
 
 A trial is ``(key, params)``: ``key`` names it for good (its folder, its MLflow run, its Optuna
-trial) and ``params`` is what :meth:`Experiment.run_of` turns into its run config. Trials come
+trial) and ``params`` is what :meth:`Experiment.trial_run` turns into its run config. Trials come
 from a :class:`Proposer`, which the runner asks for the next trial and tells each result.
+
+One name per thing: ``base_raw`` is the base run as a plain dict, ``base_run`` the same validated
+(once, again only when :meth:`Experiment.pin` changes it), ``trial_run`` one trial's run, and
+:meth:`Experiment.resolve` that run validated once on the driver with its config hash
+(:class:`ResolvedRun`), the object the trial process and every Train worker receive.
 """
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, reported_metrics, set_path, to_plain
+from raypair.config import ConfigError, RunConfigBase, SchedulerConfig, build_run, reported_metrics, set_path, to_plain
+from raypair.experiments.outcome import STATUSES, best_record, fmt_value, trial_table  # (re-exported)
 
 
-STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
 FAILED = ("failed", "diverged", "infeasible")  # no result to tell a searcher
 
 
@@ -34,9 +40,23 @@ class Trial:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A trial's run, validated once on the driver (:meth:`Experiment.resolve`), with its config
+    hash; ``run`` is None for a point a cross-field rule refuses, and ``infeasible`` says why. Ray
+    pickles it to the trial process and to every Train worker, which only restore it."""
+
+    run: Optional[RunConfigBase]
+    config_hash: Optional[str]
+    infeasible: Optional[str] = None
+
+    def __str__(self) -> str:  # Tune writes every config value into the trial's folder name
+        return self.config_hash or "infeasible"
+
+
 @dataclass
 class Record:
-    """What the trial store holds for one trial (see ``raypair.runner.store``)."""
+    """What the trial store holds for one trial (see ``raypair.trials.store``)."""
 
     key: str
     params: dict[str, Any]
@@ -108,7 +128,7 @@ class Experiment(abc.ABC):
 
     kind: ClassVar[str]
     name: str
-    run_raw: dict[str, Any]  # the base run as a plain dict, pinned by the runner before trials start
+    base_raw: dict[str, Any]  # the base run as a plain dict, pinned by the runner before trials start
     metric: str
     mode: str
     max_concurrent: int
@@ -121,8 +141,16 @@ class Experiment(abc.ABC):
 
     # ------------------------------------------------------------------ what the runner asks
     @abc.abstractmethod
-    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
-        """The run config of one trial (ConfigError: the point is infeasible)."""
+    def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
+        """The run config of one trial, validated (ConfigError: the point is infeasible)."""
+
+    def resolve(self, trial: Trial) -> ResolvedRun:
+        """The trial's run, validated once, with its hash; an infeasible point is no error here."""
+        try:
+            run = self.trial_run(trial.params)
+        except ConfigError as e:
+            return ResolvedRun(None, None, str(e))
+        return ResolvedRun(run, config_hash(run))
 
     @abc.abstractmethod
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
@@ -172,8 +200,6 @@ class Experiment(abc.ABC):
     def outcome(self, records: list[Record], where: Any) -> Any:
         """What the command that ran it prints (an ``outcome.Outcome``), told where the results
         are (an ``outcome.Where``); default: a line per trial, the counts, the best, the MLflow store."""
-        from raypair.experiments.outcome import trial_table
-
         out = trial_table(self, records)
         out.text += (f"\nMLflow: {where.uri} (experiment {where.experiment!r}); browse: raypair ui --storage "
                      f"{where.storage}, then http://127.0.0.1:5000/{where.route}")
@@ -195,20 +221,16 @@ class Experiment(abc.ABC):
         return tags, {f"best_{self.metric}": best.best(self.metric, self.mode)}  # type: ignore[dict-item]
 
     # ----------------------------------------------------------------------------- helpers
-    @property
+    @functools.cached_property
     def base_run(self) -> RunConfigBase:
-        from raypair.config import build_run
-
-        return build_run(self.run_raw)
+        """``base_raw`` validated, once (:meth:`pin` drops it, so the next read validates the pinned one)."""
+        return build_run(self.base_raw)
 
     def pin(self, values: dict[str, Any]) -> None:
         """Settle fields the driver's surroundings decide (absolute data paths, ``auto`` GPUs)."""
         for path, value in values.items():
-            self.run_raw = set_path(self.run_raw, path, value)
-
-
-def fmt_value(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+            self.base_raw = set_path(self.base_raw, path, value)
+        self.__dict__.pop("base_run", None)
 
 
 def check_metric(field: str, name: str, runs: list[RunConfigBase]) -> None:
@@ -221,16 +243,6 @@ def check_metric(field: str, name: str, runs: list[RunConfigBase]) -> None:
         shown = sorted(m for m in reported if m.startswith("val_acc") and not m.startswith("val_acc5")
                        or m in ("train_loss", "test_acc"))
         raise ConfigError(field, f"not a metric that {who} (e.g. {', '.join(shown)})", name)
-
-
-def best_record(records: list[Record], metric: str, mode: str) -> Optional[Record]:
-    """The trial with the best value of ``metric`` over all its epochs, or None. Only trials that
-    ended well count: a diverged or failed trial's early epochs are not a result."""
-    scored = [(r.best(metric, mode), r) for r in records if r.status in ("finished", "stopped")]
-    scored = [(v, r) for v, r in scored if v is not None]
-    if not scored:
-        return None
-    return (max if mode == "max" else min)(scored, key=lambda t: t[0])[1]  # type: ignore[arg-type, return-value]
 
 
 def config_hash(run: RunConfigBase) -> str:

@@ -127,7 +127,7 @@ class SpaceKind(Kind):
     def base_raw(self, path: str | Path, overrides: list[str]) -> dict[str, Any]:
         from raypair.experiments.sweep import load_sweep
 
-        return load_sweep(path, overrides, check=False).run_raw
+        return load_sweep(path, overrides, check=False).base_raw
 
 
 @register_kind

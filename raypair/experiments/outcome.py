@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
-from raypair.experiments.base import STATUSES, Record, Trial, best_record, fmt_value
+STATUSES = ("finished", "stopped", "infeasible", "failed", "diverged", "unfinished")
+Record = Any  # a ``base.Record`` (this module is below ``base``, which re-exports its functions)
 
 
 @dataclass
@@ -29,13 +30,27 @@ class Outcome:
     error: str = ""  # printed on stderr, if any
 
 
+def fmt_value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def best_record(records: list[Any], metric: str, mode: str) -> Optional[Any]:
+    """The trial with the best value of ``metric`` over all its epochs, or None. Only trials that
+    ended well count: a diverged or failed trial's early epochs are not a result."""
+    scored = [(r.best(metric, mode), r) for r in records if r.status in ("finished", "stopped")]
+    scored = [(v, r) for v, r in scored if v is not None]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda t: t[0])[1]  # type: ignore[arg-type, return-value]
+
+
 class Listed(Protocol):
     kind: str
     name: str
     metric: str
     mode: str
 
-    def describe(self, trial: Trial) -> Any: ...
+    def describe(self, trial: Any) -> Any: ...
 
 
 def trial_table(exp: Listed, records: list[Record]) -> Outcome:
@@ -48,7 +63,7 @@ def trial_table(exp: Listed, records: list[Record]) -> Outcome:
         epochs = int(rec.rows[-1]["epoch"]) if rec.rows else 0
         status = {"finished": "done", "infeasible": "infeas.", "failed": "ERROR"}.get(rec.status, rec.status)
         lines[rec.key] = (f"  {status:9}  epochs={epochs:<3} best {metric}={fmt_value(rec.best(metric, mode)):8}  "
-                          f"{exp.describe(Trial(rec.key, rec.params)).label}")
+                          f"{exp.describe(rec).label}")  # (a record is a trial: key, params)
         out.append(lines[rec.key])
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     out.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))

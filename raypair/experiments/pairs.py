@@ -42,7 +42,7 @@ class Ablation(Experiment):
     kind: ClassVar[str] = "ablation"
     name: str
     title: str
-    run_raw: dict[str, Any]  # the base run: base file + run: + quick set + --set
+    base_raw: dict[str, Any]  # the base run: base file + run: + quick set + --set
     variants: dict[str, Variant]
     seeds: list[int]
     metrics: list[str]
@@ -54,9 +54,13 @@ class Ablation(Experiment):
     quick: bool = False
     runs: dict[str, RunConfigBase] = field(default_factory=dict)  # variant -> run (seed of the base)
 
-    def pair_run(self, variant: str, seed: int) -> RunConfigBase:
-        """The run config of one (variant, seed) pair."""
-        raw = self.run_raw
+    def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
+        """The run config of one (variant, seed) pair: ``params`` is ``{"variant": ..., "seed": ...}``."""
+        variant = params.get("variant")
+        if variant not in self.variants:
+            raise ConfigError("--variants", "not a variant of this invocation", variant)
+        seed = int(params["seed"])
+        raw = self.base_raw
         for path, value in self.variants[variant].overrides.items():
             raw = set_path(raw, path, value)
         raw = set_path(set_path(raw, "seed", seed), "name", f"{self.name}-{variant}-s{seed}")
@@ -69,11 +73,6 @@ class Ablation(Experiment):
     @property
     def metric(self) -> str:  # type: ignore[override]
         return self.metrics[0]
-
-    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
-        if params.get("variant") not in self.variants:
-            raise ConfigError("--variants", "not a variant of this invocation", params.get("variant"))
-        return self.pair_run(params["variant"], int(params["seed"]))
 
     def planned_trials(self) -> int:
         return len(self.pairs())
@@ -94,7 +93,7 @@ class Ablation(Experiment):
 
     def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         params = {"seeds": self.seeds, "variants": list(self.variants), "metrics": self.metrics,
-                  "quick": self.quick} | {f"run.{k}": v for k, v in flatten(self.run_raw).items()}
+                  "quick": self.quick} | {f"run.{k}": v for k, v in flatten(self.base_raw).items()}
         return {"raypair.kind": "ablation", "raypair.title": self.title}, params, self.plain()
 
     def resource_runs(self) -> list[RunConfigBase]:
@@ -121,7 +120,7 @@ class Ablation(Experiment):
 
     def pin(self, values: dict[str, Any]) -> None:
         super().pin(values)
-        self.runs = {v: self.pair_run(v, self.seeds[0]) for v in self.variants}
+        self.runs = {v: self.trial_run({"variant": v, "seed": self.seeds[0]}) for v in self.variants}
 
     def summary(self, records: list[Record]) -> tuple[dict[str, Any], dict[str, float]]:
         tags, metrics = super().summary(records)
@@ -151,7 +150,7 @@ class Ablation(Experiment):
 
     def plain(self) -> dict[str, Any]:
         """The resolved ablation, as logged to MLflow (``ablation.yaml``) and read by the report."""
-        return {"name": self.name, "title": self.title, "run": self.run_raw, "seeds": self.seeds,
+        return {"name": self.name, "title": self.title, "run": self.base_raw, "seeds": self.seeds,
                 "metrics": self.metrics, "mode": self.mode, "max_concurrent": self.max_concurrent,
                 "reference": self.reference, "quick": self.quick,
                 "variants": {v.name: {"levels": v.levels, "overrides": v.overrides} for v in self.variants.values()},

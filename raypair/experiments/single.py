@@ -14,7 +14,7 @@ from raypair.experiments.base import Described, Experiment, ListProposer, Propos
 class SingleRun(Experiment):
     kind: ClassVar[str] = "run"
     name: str
-    run_raw: dict[str, Any]
+    base_raw: dict[str, Any]
     metric: str = "val_acc"
     mode: str = "max"
     max_concurrent: int = 1
@@ -23,8 +23,8 @@ class SingleRun(Experiment):
     def experiment_name(self) -> str:
         return "train"  # every single run in one MLflow experiment, each its own parent run
 
-    def run_of(self, params: dict[str, Any]) -> RunConfigBase:
-        return build_run(self.run_raw)
+    def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
+        return build_run(self.base_raw)
 
     def planned_trials(self) -> int:
         return 1

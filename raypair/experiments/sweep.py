@@ -30,8 +30,7 @@ class Sweep(Experiment):
 
     kind: ClassVar[str] = "sweep"
     name: str
-    run_raw: dict[str, Any]  # the base run as a plain dict: base file + run: + --set
-    run: RunConfigBase  # the same, validated
+    base_raw: dict[str, Any]  # the base run as a plain dict: base file + run: + --set
     space: dict[str, ParamSpace]
     tune: TuneSettings
     source: Optional[Path] = None
@@ -44,27 +43,14 @@ class Sweep(Experiment):
 
     def trial_run(self, params: dict[str, Any]) -> RunConfigBase:
         """The run config of one trial: the base with the sampled ``{dotted.path: value}`` set."""
-        raw = self.run_raw
+        raw = self.base_raw
         for path, value in params.items():
             raw = set_path(raw, path, value)
         return build_run(raw)
 
-    run_of = trial_run
-
     def params(self, config: dict[str, Any]) -> dict[str, Any]:
         """The searched values in a trial's params."""
         return {k: v for k, v in config.items() if k in self.space}
-
-    def resources_per_trial(self) -> dict[str, float]:
-        return self.run.scale.resources()
-
-    @property
-    def base_run(self) -> RunConfigBase:
-        return self.run
-
-    def pin(self, values: dict[str, Any]) -> None:
-        super().pin(values)
-        self.run = build_run(self.run_raw)
 
     def planned_trials(self) -> int:
         return self.tune.num_samples
@@ -80,14 +66,14 @@ class Sweep(Experiment):
     def describe(self, trial: Trial) -> Described:
         shown = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(trial.params.items()))
         return Described(f"{self.name}-{trial.key}", f"{trial.key} {shown}".strip(),
-                         {"raypair.trial_id": trial.key, "raypair.method": self.run.method.name}
+                         {"raypair.trial_id": trial.key, "raypair.method": self.base_run.method.name}
                          | {f"raypair.search.{k}": v for k, v in trial.params.items()})
 
     def parent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         tune = self.tune.model_dump(mode="json")
         params = ({f"space.{k}": f"{v.kind} {v.args}" for k, v in self.space.items()}
                   | {f"tune.{k}": v for k, v in flatten(tune).items()})
-        doc = {"run": to_plain(self.run), "space": {k: v.model_dump(exclude_none=True) for k, v in self.space.items()},
+        doc = {"run": to_plain(self.base_run), "space": {k: v.model_dump(exclude_none=True) for k, v in self.space.items()},
                "tune": tune}
         return {"raypair.kind": "sweep"}, params, doc
 
@@ -103,9 +89,9 @@ class Sweep(Experiment):
         return [("params", k) for k in self.space]
 
     def resolved(self) -> dict[str, Any]:
-        return {"name": self.name, "run": to_plain(self.run),
+        return {"name": self.name, "run": to_plain(self.base_run),
                 "space": {k: {v.kind: list(v.args)} for k, v in self.space.items()},
-                "tune": self.tune.model_dump(mode="json"), "resources_per_trial": self.resources_per_trial()}
+                "tune": self.tune.model_dump(mode="json"), "resources_per_trial": self.base_run.scale.resources().total}
 
 
 def read_base_run(path: Path, base: str) -> dict[str, Any]:
@@ -122,16 +108,15 @@ def read_base_run(path: Path, base: str) -> dict[str, Any]:
     if "base" in raw:  # (a file naming itself would recurse forever)
         raise ConfigError("base", f"{base_path} has a base: of its own; one level only", raw["base"])
     if "space" in raw or "tune" in raw or "run" in raw:
-        return load_sweep(base_path, check=False).run_raw
+        return load_sweep(base_path, check=False).base_raw
     return raw
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optional[int] = None,
                name: Optional[str] = None, check: bool = True) -> Sweep:
-    """Read and check a search-space file. ``--set tune.x=v`` reaches the tune settings,
-    ``--set space.PATH=...`` the space (``null`` drops it), any other ``--set`` path the run config
-    (and its errors name that path, as written). ``check=False`` skips the space checks (to train
-    the base run)."""
+    """Read and check a search-space file. ``--set tune.x=v`` reaches the tune settings, ``--set
+    space.PATH=...`` the space (``null`` drops it), any other ``--set`` path the run config (its errors
+    name that path, as written). ``check=False`` skips the space checks (to train the base run)."""
     path = Path(path)
     raw = read_yaml(path)
     for key in ("run", "space", "tune"):
@@ -151,8 +136,9 @@ def load_sweep(path: str | Path, overrides: list[str] = (), num_samples: Optiona
         field = {"tune.num_samples": "--num-samples" if num_samples is not None else field,
                  "name": "--name" if name is not None else field}.get(field, field)
         raise ConfigError(field, e.message, e.value) from None
-    run_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
-    sweep = Sweep(spec.name, run_raw, build_run(run_raw), spec.space, spec.tune, path)
+    base_raw = deep_merge(read_base_run(path, spec.base), spec.run) if spec.base else spec.run
+    sweep = Sweep(spec.name, base_raw, spec.space, spec.tune, path)
+    sweep.base_run  # noqa: B018 - validated here: its errors come before the space's
     if check:
         check_space(sweep, fixed)
     return sweep
@@ -189,7 +175,7 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
         if ps.kind == "grid" and t.searcher.name == "optuna":
             raise ConfigError(field, "grid needs tune.searcher.name=random (Optuna samples, it does not grid)")
         try:
-            field_at(sweep.run, path)
+            field_at(sweep.base_run, path)
         except ConfigError as e:
             raise ConfigError(f"space.{e.field}", e.message, e.value) from None
         runs, errors = [], []
@@ -202,22 +188,22 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
             value, e = min(errors, key=lambda t: t[1].cross)
             where = "" if e.field == path else f"{e.field}: "
             raise ConfigError(field, f"value {short(value)} is invalid: {where}{e.message}")
-        for trial in runs:
-            check_read(trial, path, field)
+        for probed in runs:
+            check_read(probed, path, field)
     check_ranges(sweep)
 
 
 def _check_tune(sweep: Sweep) -> None:
     """The tune settings against the base run: its metric, and ASHA within its epochs."""
     t = sweep.tune
-    check_metric("tune.metric", t.metric, [sweep.run])
+    check_metric("tune.metric", t.metric, [sweep.base_run])
     if t.scheduler.name == "asha" and t.metric.startswith("test_"):
         raise ConfigError("tune.metric", "test_ metrics come with the last epoch only, so ASHA cannot stop on "
                           "them; use a val_ metric or tune.scheduler.name=none", t.metric)
-    if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.run.epochs:
-        raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.run.epochs}", t.scheduler.max_t)
-    if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.run.epochs:
-        raise ConfigError("tune.scheduler.grace_period", f"exceeds epochs={sweep.run.epochs}",
+    if t.scheduler.max_t is not None and t.scheduler.max_t > sweep.base_run.epochs:
+        raise ConfigError("tune.scheduler.max_t", f"exceeds epochs={sweep.base_run.epochs}", t.scheduler.max_t)
+    if t.scheduler.name == "asha" and t.scheduler.grace_period > sweep.base_run.epochs:
+        raise ConfigError("tune.scheduler.grace_period", f"exceeds epochs={sweep.base_run.epochs}",
                           t.scheduler.grace_period)
 
 

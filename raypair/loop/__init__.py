@@ -1,6 +1,6 @@
 """The one training loop. It imports torch and raypair only: never Ray, MLflow or the CLI.
 
-``run_trial(cfg, report)`` trains ``cfg.total_epochs`` epochs and calls ``report(metrics, ckpt_dir)``
+``run_trial(run, report)`` trains ``run.total_epochs`` epochs and calls ``report(metrics, ckpt_dir)``
 once per epoch on every worker (``ckpt_dir`` is a temporary folder, valid during the call, on
 rank 0 at checkpoint epochs, else None). Ray Train, Ray Tune, benchmarks and tests all drive
 this same function through their own ``report``.
@@ -49,44 +49,54 @@ def divergence(rule: DivergenceConfig, first_loss: float, metrics: dict[str, Any
     return None
 
 
-def pick_device(gpus: float | str) -> torch.device:
-    if gpus != 0 and torch.cuda.is_available():
+def pick_device(gpu: bool) -> torch.device:
+    """CUDA's current device where the run may use a GPU and torch sees one, else the CPU."""
+    if gpu and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------ optimisation
-def build_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+def build_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
+    """The optimiser of ``optim``; its groups start at ``optim.lr`` unless a method's group sets its
+    own, and each keeps that as its ``initial_lr`` (PyTorch's param-group key for the lr a schedule
+    scales, as its LR schedulers set it)."""
+    if optim.name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,
+                                                     nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+    return opt
 
 
-def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int, base_lr: float = 1.0) -> float:
-    """Multiplier of the base lr at optimiser step ``step`` (0-based): warm-up, then the schedule.
-    Cosine decays from 1 to ``min_lr / base_lr`` (timm's and PyTorch's ``eta_min``: the base lr ends
-    at ``min_lr``; a group with another initial lr ends at the same fraction of it)."""
+def lr_factor(schedule: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int, lr: float = 1.0) -> float:
+    """Multiplier of a group's initial lr at optimiser step ``step`` (0-based): warm-up, then the
+    schedule. Cosine decays from 1 to ``min_lr / lr``, ``lr`` being the run's ``optim.lr`` (timm's
+    and PyTorch's ``eta_min``: ``optim.lr`` ends at ``min_lr``; a group with another initial lr
+    ends at the same fraction of it)."""
     epoch = step / steps_per_epoch  # fractional epochs done
-    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
-        return (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
-    if cfg.name == "constant":
+    if schedule.warmup_epochs > 0 and epoch < schedule.warmup_epochs:
+        return (step + 1) / (schedule.warmup_epochs * steps_per_epoch)
+    if schedule.name == "constant":
         return 1.0
-    if cfg.name == "multistep":
-        scale = epochs if cfg.milestone_unit == "fraction" else 1
-        return cfg.gamma ** sum(epoch >= m * scale for m in cfg.milestones)
-    t = (epoch - cfg.warmup_epochs) / max(epochs - cfg.warmup_epochs, 1e-9)
-    floor = cfg.min_lr / base_lr
+    if schedule.name == "multistep":
+        scale = epochs if schedule.milestone_unit == "fraction" else 1
+        return schedule.gamma ** sum(epoch >= m * scale for m in schedule.milestones)
+    t = (epoch - schedule.warmup_epochs) / max(epochs - schedule.warmup_epochs, 1e-9)
+    floor = schedule.min_lr / lr
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def group_lr(cfg: ScheduleConfig, steps_per_epoch: int, epochs: int,
-             fixed: Optional[float], base_lr: float = 1.0) -> Callable[[float, int], float]:
+def group_lr(schedule: ScheduleConfig, steps_per_epoch: int, epochs: int,
+             fixed: Optional[float], lr: float = 1.0) -> Callable[[float, int], float]:
     """``lr(initial_lr, step)`` of a parameter group during one epoch: the schedule scales every
-    group's own initial lr, unless the method's ``on_epoch_start`` returned a constant ``fixed``."""
+    group's own initial lr (PyTorch's param-group key ``initial_lr``, as its LR schedulers use it),
+    unless the method's ``on_epoch_start`` returned a constant ``fixed``. ``lr``: the run's ``optim.lr``."""
     if fixed is not None:
         return lambda initial, step: fixed
-    return lambda initial, step: initial * lr_factor(cfg, step, steps_per_epoch, epochs, base_lr)
+    return lambda initial, step: initial * lr_factor(schedule, step, steps_per_epoch, epochs, lr)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -103,22 +113,22 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ trial
-def setup(cfg: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
+def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
     """Data on the device and the method built around it: everything a trial trains."""
-    torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts it)
-    splits = load_splits(cfg.data)
+    torch.manual_seed(run.seed)  # same init on every rank (DDP also broadcasts it)
+    splits = load_splits(run.data)
     info = splits.info
     cl = device.type == "cuda"
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=cl)
-    crop_flip, policy = aug_parts(cfg.method.aug)
-    train = DeviceLoader(splits.train_x, splits.train_y, batch_size=cfg.batch_size, train=True, augment=crop_flip,
-                         autoaugment=policy, pad=cfg.data.pad, seed=cfg.seed, **norm)
-    val = DeviceLoader(splits.val_x, splits.val_y, batch_size=cfg.eval_batch_size, train=False, **norm)
+    crop_flip, policy = aug_parts(run.method.aug)
+    train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
+                         autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
+    val = DeviceLoader(splits.val_x, splits.val_y, batch_size=run.eval_batch_size, train=False, **norm)
     test = None
     if splits.test_x is not None:
-        test = DeviceLoader(splits.test_x, splits.test_y, batch_size=cfg.eval_batch_size, train=False, **norm)
-    method = build_method(cfg, info, device=device, rank=dist.rank, pool=train)
+        test = DeviceLoader(splits.test_x, splits.test_y, batch_size=run.eval_batch_size, train=False, **norm)
+    method = build_method(run, info, device=device, rank=dist.rank, pool=train)
     if cl:
         method = method.to(memory_format=torch.channels_last)
     return method, info, train, val, test
@@ -136,58 +146,71 @@ def restore(method: Method, opt: torch.optim.Optimizer, resume: Optional[dict[st
     return resume["epoch"], resume["step"], dict(resume["stats"]), float(resume.get("first_loss", math.nan))
 
 
-def run_trial(cfg: RunConfigBase, report: Report, *, resume: Optional[dict[str, Any]] = None,
+def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, Any]] = None,
               dist: Dist = Dist(), device: Optional[torch.device] = None) -> dict[str, float]:
-    """Train ``cfg`` and return the last epoch's metrics. ``resume`` is a loaded checkpoint."""
-    device = device or pick_device(cfg.scale.gpus_per_worker)
-    torch.set_num_threads(cfg.scale.threads or max(1, int(cfg.scale.cpus_per_worker)))
-    method, info, train, val, test = setup(cfg, device, dist)
-    opt = build_optimizer(cfg.optim, method.optim_groups())
-    for g in opt.param_groups:
-        g["initial_lr"] = g["lr"]
+    """Train ``run`` and return the last epoch's metrics. ``resume`` is a loaded checkpoint."""
+    # over 30 lines: the epoch, in the order it happens (schedule, step, time, evaluate, checkpoint and
+    # report, divergence), reads top to bottom; its parts are the helpers around it
+    res = run.scale.resources()
+    device = device or pick_device(res.may_use_gpu)
+    torch.set_num_threads(res.threads)
+    method, info, train, val, test = setup(run, device, dist)
+    opt = build_optimizer(run.optim, method.optim_groups())
     start, step, stats, first_loss = restore(method, opt, resume)
-    net: nn.Module = method
-    if dist.world_size > 1:
-        # a part steps one branch: the other's parameters get no gradient in it (left None, not reduced)
-        net = nn.parallel.DistributedDataParallel(method, find_unused_parameters=method.parts > 1)
-    if cfg.scale.compile:
-        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default")
-    amp = device.type == "cuda"
-    spe = len(train)
+    net, amp = _wrap(method, run, device, dist), device.type == "cuda"
     metrics: dict[str, float] = {}
-    for epoch in range(start, cfg.total_epochs):
-        lr = group_lr(cfg.schedule, spe, cfg.epochs, method.on_epoch_start(epoch, cfg.epochs, stats), cfg.optim.lr)
+    for epoch in range(start, run.total_epochs):
+        lr = group_lr(run.schedule, len(train), run.epochs, method.on_epoch_start(epoch, run.epochs, stats),
+                      run.optim.lr)
         t0 = time.perf_counter()
         stats, step = train_epoch(net, method, train.epoch(epoch), opt, lr, step, amp, dist)
-        if device.type == "cuda":
+        if amp:
             torch.cuda.synchronize(device)
         t1 = time.perf_counter()
         if not math.isfinite(stats["train_loss"]):
             raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
         first_loss = stats["train_loss"] if epoch == 0 else first_loss
-        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=cfg.seed),
-                   "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0,
-                   "eval_time_s": time.perf_counter() - t1}
-        last = epoch + 1 == cfg.total_epochs
-        if last and test is not None:
-            metrics.update(evaluate(method, test, amp, dist, prefix="test", seed=cfg.seed))
-        elif last and info.eval_split == "test":  # val_fraction 0: val is the test split, tested at the end
-            metrics.update({"test" + k[3:]: v for k, v in metrics.items() if k.startswith("val_")})
-        if epoch + 1 == cfg.epochs < cfg.total_epochs:  # the state the method's extra epochs start from
-            pre = {k: v for k, v in metrics.items() if k.startswith("val_")}
-            if test is not None:
-                pre.update(evaluate(method, test, amp, dist, prefix="test", seed=cfg.seed))
-            elif info.eval_split == "test":
-                pre.update({"test" + k[3:]: v for k, v in list(pre.items())})
-            metrics.update({f"{k}_pre_ft": v for k, v in pre.items()})
-        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
-            with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:
-                folder = save_checkpoint(Path(d), method, opt, epoch + 1, step, stats, first_loss) \
-                    if dist.rank == 0 else None
-                report(metrics, folder)
+        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=run.seed),
+                   "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0, "eval_time_s": time.perf_counter() - t1}
+        metrics.update(_test_metrics(run, epoch, metrics, method, test, info.eval_split, amp, dist))
+        if (epoch + 1) % run.checkpoint_every == 0 or epoch + 1 == run.total_epochs:
+            with tempfile.TemporaryDirectory(prefix="raypair-ckpt-") as d:  # rank 0 writes the checkpoint
+                report(metrics, save_checkpoint(Path(d), method, opt, epoch + 1, step, stats, first_loss)
+                       if dist.rank == 0 else None)
         else:
             report(metrics, None)
-        reason = divergence(cfg.diverge, first_loss, metrics, info.num_classes)  # recorded, then stopped
+        reason = divergence(run.diverge, first_loss, metrics, info.num_classes)  # recorded, then stopped
         if reason:
             raise TrialDiverged(reason)
     return metrics
+
+
+def _wrap(method: Method, run: RunConfigBase, device: torch.device, dist: Dist) -> nn.Module:
+    """What the training step calls: the method, in DDP across workers, compiled if asked."""
+    net: nn.Module = method
+    if dist.world_size > 1:
+        # a part steps one branch: the other's parameters get no gradient in it (left None, not reduced)
+        net = nn.parallel.DistributedDataParallel(method, find_unused_parameters=method.parts > 1)
+    if run.scale.compile:
+        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default")
+    return net
+
+
+def _test_metrics(run: RunConfigBase, epoch: int, metrics: dict[str, float], method: Method,
+                  test: Optional[DeviceLoader], eval_split: str, amp: bool, dist: Dist) -> dict[str, float]:
+    """The test split's metrics at the last epoch (with ``val_fraction`` 0, val is the test split:
+    its metrics are copied), and at the end of the run's ``epochs`` when the method trains more
+    after them, the state those extra epochs start from (``*_pre_ft``)."""
+    out: dict[str, float] = {}
+    if epoch + 1 == run.total_epochs and test is not None:
+        out = evaluate(method, test, amp, dist, prefix="test", seed=run.seed)
+    elif epoch + 1 == run.total_epochs and eval_split == "test":
+        out = {"test" + k[3:]: v for k, v in metrics.items() if k.startswith("val_")}
+    if epoch + 1 == run.epochs < run.total_epochs:
+        pre = {k: v for k, v in metrics.items() if k.startswith("val_")}
+        if test is not None:
+            pre.update(evaluate(method, test, amp, dist, prefix="test", seed=run.seed))
+        elif eval_split == "test":
+            pre.update({"test" + k[3:]: v for k, v in list(pre.items())})
+        out.update({f"{k}_pre_ft": v for k, v in pre.items()})
+    return out

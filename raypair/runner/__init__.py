@@ -1,4 +1,5 @@
-"""The only Ray code: start or join Ray (``cluster``), the one trial body (``trial``: direct or
-under Ray Train, ``train``), the driver's MLflow callback, searcher and progress (``book``), and
-the runner that runs any Experiment (``run``). The trial store (``store``) is plain file I/O,
-read before Ray starts. Import the submodules; this package imports nothing."""
+"""The Ray adapter, and nothing else: start or join Ray (``cluster``), the one trial body (``trial``:
+direct or under Ray Train, ``train``), Tune's callback and searcher over the driver's bookkeeping
+(``adapters``), the progress lines (``progress``, ``live``), and the runner that runs any Experiment
+(``run``). The trial store and the bookkeeping itself are Ray-free (``raypair.trials``). Import the
+submodules; this package imports nothing."""

@@ -15,7 +15,6 @@ import ray._private.ray_constants
 
 from raypair.config import ConfigError, RunConfigBase
 
-DRIVER_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}  # a Train-backed trial only waits on its workers
 # For tests: a local Ray that declares this many GPUs the host does not have (fractional packing is
 # shown on a CPU machine). Trials assigned one train on the CPU (training_device) over gloo.
 FAKE_GPUS = "RAYPAIR_FAKE_GPUS"
@@ -34,24 +33,20 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
     if address and address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
-    state_api = runs is None or any(_may_use_train(r) for r in runs)
     try:
-        try:
-            _init(address, state_api)
-        except Exception:
-            if address:
-                raise
-            ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
-            _init(address, state_api)
+        if address:
+            _join(address)
+        else:
+            state_api = runs is None or any(_may_use_train(r) for r in runs)
+            try:
+                _start_local(state_api)
+            except Exception:
+                ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
+                _start_local(state_api)
     except ConfigError:
         raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
-        lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-        why = lines[0][:300]
-        if "uthenticat" in str(e) or "auth token" in str(e).lower():
-            why += (" - the cluster uses token authentication: set RAY_AUTH_MODE=token here and give this"
-                    " machine the head's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
-        raise ConfigError("--address" if address else "ray", f"Ray did not start: {why}", address or "local") from None
+        raise _start_error(e, address) from None
     if address:
         res = ray.cluster_resources()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -59,64 +54,71 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
               f"{res.get('GPU', 0):g} GPU)", flush=True)
 
 
+def _start_error(e: Exception, address: Optional[str]) -> ConfigError:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    why = lines[0][:300]
+    if "uthenticat" in str(e) or "auth token" in str(e).lower():
+        why += (" - the cluster uses token authentication: set RAY_AUTH_MODE=token here and give this"
+                " machine the head's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
+    return ConfigError("--address" if address else "ray", f"Ray did not start: {why}", address or "local")
+
+
 def _may_use_train(run: RunConfigBase) -> bool:
     """Whether ``run`` can run under Ray Train on a local Ray (``gpus_per_worker: auto`` is 1 where
     this host has GPUs, as :func:`pins` will settle it)."""
-    scale = run.scale
-    if scale.gpus_per_worker == "auto":
+    if run.scale.gpus_per_worker == "auto":
         try:
             from ray._private.accelerators import get_accelerator_manager_for_resource
 
             gpus = fake_gpus() or get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
         except Exception:  # Ray's probe moved: assume a GPU, so the state API is there
             gpus = 1
-        scale = scale.model_copy(update={"gpus_per_worker": 1 if gpus else 0})
-    return scale.uses_train()
+        run = run.model_copy(update={"scale": run.scale.model_copy(update={"gpus_per_worker": 1 if gpus else 0})})
+    return run.scale.resources().train
 
 
-def _init(address: Optional[str], state_api: bool = True) -> None:
+_QUIET = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
+
+
+def _join(address: str) -> None:
+    """One cluster, named once: "auto" is resolved here (Ray refuses when several run on this
+    host), and every process of the job gets the address, so Ray Train's clean-up finds this
+    cluster's state API rather than looking for "the" local Ray. The driver's raypair is shipped,
+    so every node runs the same code."""
     import raypair
+    from ray._private.services import canonicalize_bootstrap_address_or_die
 
-    quiet = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
-    if address:
-        # One cluster, named once: "auto" is resolved here (Ray refuses when several run on this
-        # host), and every process of the job gets the address, so Ray Train's clean-up finds this
-        # cluster's state API rather than looking for "the" local Ray. The driver's raypair is
-        # shipped, so every node runs the same code.
-        from ray._private.services import canonicalize_bootstrap_address_or_die
+    gcs = canonicalize_bootstrap_address_or_die(address)
+    _reachable(gcs, address)
+    api = {"RAY_ADDRESS": gcs}
+    os.environ.update(api)
+    ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api},
+             **_QUIET)
 
-        gcs = canonicalize_bootstrap_address_or_die(address)
-        _reachable(gcs, address)
-        api = {"RAY_ADDRESS": gcs}
-        os.environ.update(api)
-        ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api},
-                 **quiet)
-    else:
-        # The dashboard process also serves the state API that Ray Train needs to clean up a trial
-        # stopped early by ASHA; it listens on 127.0.0.1 only. Ray's processes find that API by
-        # looking for "the" local Ray, which fails when another Ray runs on the host (a second
-        # sweep): so its address is handed to every process of this job.
-        # Every process of a local Ray listens on 127.0.0.1 only (Ray's own switch for a one-machine
-        # Ray: its node address becomes the loopback one, so gRPC servers bind there, not on all
-        # interfaces); a cluster is joined with --address.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; ray is imported already
-        # a loaded host (another sweep, CI) starts Ray's processes slowly: wait longer than Ray's 30 s / 60 s
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
-        ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = max(
-            180, ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S)
-        port = _free_port()
-        api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} if state_api else {}
-        os.environ.update(api)
-        fake = {"num_gpus": fake_gpus()} if fake_gpus() else {}
-        if fake:
-            api[FAKE_GPUS] = os.environ[FAKE_GPUS]
-        # "local": a Ray of its own, never the latest `ray start` instance on this host (which a plain
-        # ray.init() joins)
-        # the notice that a Ray of this host's own uses token authentication is not for the researcher
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
-                 runtime_env={"env_vars": api}, **fake, **quiet)
+
+def _start_local(state_api: bool = True) -> None:
+    """A Ray of this driver's own (``address="local"``: never the latest ``ray start`` instance on
+    this host, which a plain ray.init() joins), every process of it on 127.0.0.1 only (Ray's own
+    switch for a one-machine Ray: gRPC servers bind to the loopback address, not all interfaces).
+    The dashboard process serves the state API that Ray Train needs to clean up a trial ASHA
+    stopped; Ray's processes find that API by looking for "the" local Ray, which fails when
+    another Ray runs on the host (a second sweep), so its address is handed to every process."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # read at import; ray is imported already
+    # a loaded host (another sweep, CI) starts Ray's processes slowly: wait longer than Ray's 30 s / 60 s
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+    ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S = max(
+        180, ray._private.ray_constants.RAY_DASHBOARD_STARTUP_TIMEOUT_S)
+    port = _free_port()
+    api = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} if state_api else {}
+    os.environ.update(api)
+    fake = {"num_gpus": fake_gpus()} if fake_gpus() else {}
+    if fake:
+        api[FAKE_GPUS] = os.environ[FAKE_GPUS]
+    # the notice that a Ray of this host's own uses token authentication is not for the researcher
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": api}, **fake, **_QUIET)
 
 
 def _reachable(gcs: str, address: str) -> None:
@@ -175,7 +177,7 @@ def training_device(run: RunConfigBase, assigned: Any = None) -> Any:
     $RAYPAIR_FAKE_GPUS in tests): Ray's GPU id alone does not make a device."""
     import torch
 
-    if run.scale.gpus_per_worker in (0, 0.0):
+    if not run.scale.resources().may_use_gpu:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         warnings.warn(f"raypair: scale.gpus_per_worker={run.scale.gpus_per_worker} but torch sees no CUDA device on "
@@ -200,16 +202,11 @@ def pins(run: RunConfigBase) -> dict[str, Any]:
     return out
 
 
-def trial_resources(run: RunConfigBase) -> dict[str, float]:
-    """What the Tune trial itself holds: its workers' share, or nothing when Train's workers hold it."""
-    return DRIVER_RESOURCES if run.scale.uses_train() else run.scale.resources()
-
-
 def fit_concurrency(want: int, runs: list[RunConfigBase]) -> int:
     """``want`` concurrent trials, lowered to what the cluster can run at once for the largest of
     ``runs``: more Train-backed trials than there are CPUs for their workers would wait on each
     other forever."""
-    need = max((r.scale.resources() for r in runs), key=lambda r: (r["gpu"], r["cpu"]))
+    need = max((r.scale.resources().total for r in runs), key=lambda r: (r["gpu"], r["cpu"]))
     have = ray.cluster_resources()
     fit = int(have.get("CPU", 0) // need["cpu"]) if need["cpu"] else want
     if need["gpu"]:

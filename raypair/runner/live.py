@@ -81,15 +81,23 @@ def render(p: State) -> Any:
     of = f" of {p.planned}" if p.planned else ""
     parts: list[Any] = [head, Text(" · ".join(counts) + f" · {len(p.running)} running{of}")]
     if p.running:
-        table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-        table.add_column("running trial")
-        table.add_column("epoch", justify="right")
-        table.add_column(exp.metric, justify="right")
-        for key, (epoch, value) in sorted(p.running.items()):
-            label = p.book.shown[key].label if key in p.book.shown else key
-            table.add_row(label, f"{epoch}/{exp.base_run.epochs}" if epoch else "starting",
-                          "-" if value is None else fmt_value(value))
-        parts.append(table)
+        parts.append(_running(p))
     if p.best is not None:
         parts.append(Text(f"best {exp.metric}={p.best[0]:.4f}  {p.best[1]}", style="green"))
     return Group(*parts)
+
+
+def _running(p: State) -> Any:
+    """A row per running trial: its label, its epoch of the run's, its metric."""
+    from rich.table import Table
+
+    exp = p.book.exp
+    epochs = exp.base_run.epochs  # validated once: a redraw rebuilds no run config
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    table.add_column("running trial")
+    table.add_column("epoch", justify="right")
+    table.add_column(exp.metric, justify="right")
+    for key, (epoch, value) in sorted(p.running.items()):
+        label = p.book.shown[key].label if key in p.book.shown else key
+        table.add_row(label, f"{epoch}/{epochs}" if epoch else "starting", "-" if value is None else fmt_value(value))
+    return table

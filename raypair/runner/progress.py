@@ -21,7 +21,8 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 
 from raypair.experiments.base import STATUSES, Record, fmt_value
-from raypair.runner.book import Book, key_of, last_line
+from raypair.runner.adapters import key_of, last_line
+from raypair.trials.book import Book
 
 
 def _clock(seconds: float) -> str:

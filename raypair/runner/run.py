@@ -2,9 +2,9 @@
 
 Each call is a fresh ``Tuner`` (``<exp>/tune-N/``) fed by the experiment's proposer; nothing is
 restored from Tune's own state. What ran before is read from the trial store
-(``raypair.runner.store``): ended trials are settled and skipped, the others continue from their
-checkpoints. Per-trial resources come from each trial's run (fractional GPUs pack trials on one
-device; several workers or a GPU run a trial under Ray Train).
+(``raypair.trials.store``): ended trials are settled and skipped, the others continue from their
+checkpoints. Per-trial resources come from each trial's resolved run (``scale.resources()``:
+fractional GPUs pack trials on one device; several workers or a GPU run a trial under Ray Train).
 """
 from __future__ import annotations
 
@@ -14,35 +14,32 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import ray
 
 from ray import tune
 
-from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record
-from raypair.runner.book import Book, Recorder, TrialSearcher
+from raypair.runner.adapters import Recorder, TrialSearcher
+from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray
 from raypair.runner.progress import Progress
-from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray, trial_resources
-from raypair.runner.store import PLAN_FILE, STATE_FILE, read_records, write_json
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
+from raypair.trials.book import Book
+from raypair.trials.store import PLAN_FILE, STATE_FILE, read_records, write_json
 
 
 def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], *,
-                   resume: bool, address: str | None = None, verbose: bool = False) -> tuple[str, list[Record]]:
-    """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`store.prepare` found.
-    Returns the MLflow parent run id and every trial's record."""
+                   resume: bool, address: Optional[str] = None, verbose: bool = False) -> tuple[str, list[Record]]:
+    """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`raypair.trials.store.prepare`
+    found. Returns the MLflow parent run id and every trial's record."""
     start_ray(address, exp.resource_runs())
     if address:
         check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
-    # the run table shows what tells the trials apart and the metric, best first
-    keys = exp.view_keys()
-    tracker.save_view(f"{exp.kind} {exp.name}: {'trials' if keys else 'runs'} by {exp.metric}",
-                      keys + [("metrics", exp.metric)], ("metrics", exp.metric), ascending=exp.mode == "min")
+    _save_view(exp, tracker)
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
                                      "metric": exp.metric, "mode": exp.mode})
     book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))
@@ -54,6 +51,22 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the trial store and MLflow hold the results
     with _graceful_stop(book) as stop:
         _tuner(exp, exp_dir, book, Progress(book, known.values(), verbose=verbose)).fit()
+    records = _after_tune(exp, exp_dir, tracker, parent, book, stop)
+    if stop.signal:
+        ray.shutdown()  # the Ray this driver started goes with it: no process is left behind
+        raise KeyboardInterrupt(f"stopped by {stop.signal}; --resume continues")
+    return parent, records
+
+
+def _save_view(exp: Experiment, tracker: Tracker) -> None:
+    """The MLflow run table shows what tells the trials apart and the metric, best first."""
+    keys = exp.view_keys()
+    tracker.save_view(f"{exp.kind} {exp.name}: {'trials' if keys else 'runs'} by {exp.metric}",
+                      keys + [("metrics", exp.metric)], ("metrics", exp.metric), ascending=exp.mode == "min")
+
+
+def _after_tune(exp: Experiment, exp_dir: Path, tracker: Tracker, parent: str, book: Book, stop: "_Stop") -> list[Record]:
+    """After Tune returns: every trial's MLflow run in line with its record, the parent's summary."""
     records = list(read_records(exp_dir).values())
     for rec in records:
         if rec.key not in book.closed and rec.end is not None:
@@ -66,10 +79,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
         tracker.log_metrics(parent, metrics, step=1, dedupe=False)
     ok = any(r.status in ("finished", "stopped") for r in records)
     tracker.end(parent, "KILLED" if stop.signal else "FINISHED" if ok else "FAILED")
-    if stop.signal:
-        ray.shutdown()  # the Ray this driver started goes with it: no process is left behind
-        raise KeyboardInterrupt(f"stopped by {stop.signal}; --resume continues")
-    return parent, records
+    return records
 
 
 class _Stop:
@@ -129,13 +139,12 @@ def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool)
 
 
 def _resources(exp: Experiment) -> Any:
-    base = trial_resources(exp.base_run)
+    base = exp.base_run.scale.resources().tune
 
     def of(config: dict[str, Any]) -> dict[str, float]:
-        try:
-            return trial_resources(exp.run_of(config["params"]))
-        except ConfigError:  # an infeasible point reports NaN at once: the base's share is enough
-            return base
+        run = config["resolved"].run
+        # an infeasible point reports NaN at once: the base's share is enough
+        return base if run is None else run.scale.resources().tune
 
     return of
 
@@ -166,7 +175,7 @@ def _tuner(exp: Experiment, exp_dir: Path, book: Book, progress: Progress) -> tu
                                     # next trial of the same resources instead of a new one per trial;
                                     # not for trials that drive a Ray Train controller (a reused trainable
                                     # lost a Train trial's last epoch in a concurrent-sweep test)
-                                    reuse_actors=not any(r.scale.uses_train()
+                                    reuse_actors=not any(r.scale.resources().train
                                                          for r in exp.resource_runs()),
                                     search_alg=TrialSearcher(book), scheduler=_scheduler(exp)),
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(exp_dir), verbose=0,

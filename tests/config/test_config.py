@@ -159,7 +159,7 @@ def test_trial_run_applies_params():
     sweep = load_sweep(QUICK)
     run = sweep.trial_run({"optim.lr": 0.123, "method.label_smoothing": 0.05})
     assert run.optim.lr == 0.123 and run.method.label_smoothing == 0.05
-    assert sweep.run.optim.lr == 0.05  # the base is untouched
+    assert sweep.base_run.optim.lr == 0.05  # the base is untouched
 
 
 def test_overrides_parse_yaml_values():

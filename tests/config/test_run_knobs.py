@@ -21,9 +21,10 @@ import pytest
 import torch
 from pydantic import BaseModel, ValidationError
 
-from raypair.config import ConfigError, RunConfigBase, run_model
+from raypair.config import ConfigError, ModelConfig, RunConfigBase, run_model
 from raypair.experiments.sweep import check_read
 from raypair.loop import Dist, build_optimizer, divergence, evaluate, group_lr, setup, train_step
+from raypair.models import build_model
 
 from helpers import alternatives, folder_dataset
 
@@ -45,6 +46,9 @@ def _toy_data_root(tmp_path_factory):
     root of this module's own."""
     root = tmp_path_factory.mktemp("knob-data")
     folder_dataset(root / "toy", {0: 20, 1: 20, 2: 20}, test=6)
+    torch.manual_seed(12345)  # model.weights: a tiny_cnn state dict of another init than any run's
+    torch.save(build_model(ModelConfig(name="tiny_cnn"), 10, 3).state_dict(), root / "tiny_cnn.pt")
+    EXPLICIT["model.weights"] = [str(root / "tiny_cnn.pt")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAYPAIR_DATA", str(root))
         yield

@@ -85,7 +85,7 @@ def test_factor_levels_combine_and_reference_is_per_row():
     assert len(ab.variants) == 20 and len(ab.pairs()) == 100
     v = ab.variants["vgg/cutmix"]
     assert v.levels == {"model": "vgg", "aug": "cutmix"}
-    run = ab.pair_run("vgg/cutmix", 3)
+    run = ab.trial_run({"variant": "vgg/cutmix", "seed": 3})
     assert (run.model.name, run.method.name, run.method.cutmix_prob, run.seed) == ("vgg16_cifar", "cutmix", 1.0, 3)
     assert ab.reference_of("vgg/cutmix") == "vgg/base" and ab.reference_of("vgg/base") is None
     assert ab.paper_value("vgg/cutmix", "test_acc") == (93.26, 0.43)
@@ -96,9 +96,9 @@ def test_quick_profile_and_cli_subsets():
     assert ab.name == "digits_aug-quick" and list(ab.variants) == ["base", "cutmix"] and ab.seeds == [0, 1]
     assert ab.runs["base"].epochs == 2
     ab = load_ablation(DIGITS, overrides=["epochs=5"], seeds=[7], only=["base+"])
-    assert ab.pairs() == [("base+", 7)] and ab.pair_run("base+", 7).epochs == 5
+    assert ab.pairs() == [("base+", 7)] and ab.trial_run({"variant": "base+", "seed": 7}).epochs == 5
     ab = load_ablation(DIGITS, quick=True, only=["base+"])  # --variants replaces the quick subset
-    assert ab.pairs() == [("base+", 0), ("base+", 1)] and ab.pair_run("base+", 0).epochs == 2
+    assert ab.pairs() == [("base+", 0), ("base+", 1)] and ab.trial_run({"variant": "base+", "seed": 0}).epochs == 2
 
 
 def _write(tmp_path: Path, change) -> Path:

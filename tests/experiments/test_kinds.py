@@ -59,15 +59,15 @@ def _grid_kind():
     class GridExperiment(Experiment):
         kind = "grid"
         name: str
-        run_raw: dict
+        base_raw: dict
         knob: str
         values: list
         metric: str = "val_acc"
         mode: str = "max"
         max_concurrent: int = 2
 
-        def run_of(self, params: dict[str, Any]):
-            return build_run(set_path(self.run_raw, self.knob, params["value"]))
+        def trial_run(self, params: dict[str, Any]):
+            return build_run(set_path(self.base_raw, self.knob, params["value"]))
 
         def planned_trials(self) -> int:
             return len(self.values)
@@ -91,7 +91,7 @@ def _grid_kind():
 
         def load(self, path, opts):
             raw = yaml.safe_load(open(path))
-            run = load_sweep(QUICK, ["epochs=1", *opts.overrides], check=False).run_raw
+            run = load_sweep(QUICK, ["epochs=1", *opts.overrides], check=False).base_raw
             for v in raw["values"]:
                 build_run(set_path(run, raw["knob"], v))  # every point checked before anything starts
             return GridExperiment(getattr(opts, "name", None) or raw["name"], run, raw["knob"], raw["values"])

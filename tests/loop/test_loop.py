@@ -111,7 +111,7 @@ def test_lr_schedules_exact():
     assert lr_factor(cos, 0, 10, 2) == 1.0 and lr_factor(cos, 10, 10, 2) == pytest.approx(0.5)
     assert lr_factor(cos, 20, 10, 2) == pytest.approx(0.0, abs=1e-12)
     floor = ScheduleConfig(name="cosine", min_lr=0.025)  # base lr 0.1: the factor decays from 1 to 0.25
-    assert [lr_factor(floor, s, 10, 2, base_lr=0.1) for s in (0, 10, 20)] == pytest.approx([1.0, 0.625, 0.25])
+    assert [lr_factor(floor, s, 10, 2, lr=0.1) for s in (0, 10, 20)] == pytest.approx([1.0, 0.625, 0.25])
 
 
 def test_the_cosine_floor_is_the_lr_a_run_ends_at():
@@ -119,7 +119,7 @@ def test_the_cosine_floor_is_the_lr_a_run_ends_at():
     from raypair.loop import group_lr
 
     cfg = ScheduleConfig(name="cosine", min_lr=0.05)
-    lr = group_lr(cfg, steps_per_epoch=10, epochs=3, fixed=None, base_lr=0.2)
+    lr = group_lr(cfg, steps_per_epoch=10, epochs=3, fixed=None, lr=0.2)
     assert lr(0.2, 0) == pytest.approx(0.2) and lr(0.2, 30) == pytest.approx(0.05)
     assert lr(0.4, 30) == pytest.approx(0.1)  # another group ends at the same fraction of its own lr
 

@@ -348,11 +348,11 @@ def test_the_vpl_spaces_search_and_stop_on_the_transformer_with_the_papers_recip
 
     for name in ("vpl.yaml", "vpl_raw.yaml"):
         sw = load_sweep(ROOT / "search_spaces" / name)
-        m = sw.run.method
+        m = sw.base_run.method
         assert sw.metric == "val_acc_vit" and sw.scheduler().name == "asha"  # ASHA stops on the same metric
         assert (m.aug, m.random_erasing, m.ema) == ("base+aa_cifar10", 0.25, True)  # AutoAugment + RE + EMA
         assert "method.cl_normalize" not in sw.space
-    assert load_sweep(ROOT / "search_spaces" / "vpl_raw.yaml").run.method.cl_normalize is False
+    assert load_sweep(ROOT / "search_spaces" / "vpl_raw.yaml").base_run.method.cl_normalize is False
 
 
 def test_tune_metric_must_be_one_the_method_reports(tmp_path):

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from raypair.config import ConfigError, ModelConfig
 from raypair.models import build_model, check_model_name, param_count
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Parameter counts of the reference implementations for 10 classes and RGB input, counted on literal
 # transcriptions of kuangliu/pytorch-cifar models/{lenet,densenet,vgg}.py and of mil-tokyo/bc_learning_image
 # models/convnet.py (whose state dicts also load into these nets and give the same logits).
@@ -17,14 +19,6 @@ FEATURES = {"lenet_cifar": 84, "densenet_cifar": 384, "vgg16_cifar": 512, "convn
 NAMES = list(PARAMS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # batch-2 forwards are too small to share between threads; on a busy 2-core box intra-op threads
-    # spin against other processes (densenet's first forward: 0.03 s CPU on one thread, seconds on two)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make(name: str, **kwargs):

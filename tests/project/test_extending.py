@@ -135,7 +135,7 @@ def test_the_toy_kind_is_validated_and_refused_by_the_other_commands(toy, capsys
     proposer = exp.proposer(toy, {})
     while (t := proposer.propose()) is not None:
         trials.append(t)
-    assert [(t.key, exp.run_of(t.params).seed) for t in trials] == [("seed0", 0), ("seed1", 1)]
+    assert [(t.key, exp.trial_run(t.params).seed) for t in trials] == [("seed0", 0), ("seed1", 1)]
     assert main(["tune", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("raypair: error: space: is a repeat file (kind: repeat), not a search-space file (space:, "

@@ -70,8 +70,11 @@ LAYERS = {
     "experiments": {"config", "registry"},
     "tracking": {"config"},
     "report": {"config", "experiments", "tracking"},
-    "runner": {"config", "experiments", "tracking", "loop", "data", "models"},
-    "cli": {"config", "experiments", "runner", "tracking", "report", "data", "models", "preview"},
+    # Ray-free: the trial store reads and writes the loop's checkpoint file (lazily, in the trial's
+    # process); the Book writes MLflow through tracking
+    "trials": {"config", "experiments", "tracking", "loop"},
+    "runner": {"config", "experiments", "trials", "tracking", "loop", "data", "models"},
+    "cli": {"config", "experiments", "trials", "runner", "tracking", "report", "data", "models", "preview"},
     "api": {"cli", "config", "experiments"},  # the commands as Python functions
 }
 
@@ -94,6 +97,49 @@ def test_dependencies_point_one_way():
         used = {m.split(".")[1] for m in mods if m.startswith("raypair.")}
         assert used - {layer} <= LAYERS[layer] | {"registry"}, f"{rel} imports {sorted(used - LAYERS[layer] - {layer})}"
     assert seen == set(LAYERS), seen ^ set(LAYERS)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """raypair's modules and the raypair modules each imports, at module level or inside a function
+    or ``if TYPE_CHECKING:`` alike (``from pkg import sub`` counts as importing ``pkg.sub``)."""
+    pkg = ROOT / "raypair"
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in pkg.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name in paths}
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1]) if node.level else ""
+                mod = ".".join(p for p in (base, node.module or "") if p)
+                for a in node.names:
+                    out |= {f"{mod}.{a.name}"} if f"{mod}.{a.name}" in paths else {mod} & set(paths)
+        graph[name] = out - {name}
+    return graph
+
+
+def test_no_import_cycle():
+    """No module of raypair imports, through any chain of imports, itself."""
+    graph = import_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def cycle_from(mod: str, path: list[str]) -> list[str]:
+        state[mod] = 1
+        for dep in sorted(graph[mod]):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [mod, dep] if dep in path else [mod, dep]
+            if dep not in state and (found := cycle_from(dep, path + [mod])):
+                return found
+        state[mod] = 2
+        return []
+
+    for mod in sorted(graph):
+        if mod not in state:
+            found = cycle_from(mod, [])
+            assert not found, " -> ".join(found)
 
 
 def test_no_module_over_300_lines():

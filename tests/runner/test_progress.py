@@ -13,7 +13,7 @@ import ray  # noqa: E402,F401  (a declared dependency: missing, the file fails i
 
 from raypair.experiments.base import Record, Trial  # noqa: E402
 from raypair.experiments.sweep import load_sweep  # noqa: E402
-from raypair.runner.book import Book  # noqa: E402
+from raypair.trials.book import Book  # noqa: E402
 from raypair.runner.progress import Progress  # noqa: E402
 
 from helpers import QUICK
@@ -126,7 +126,7 @@ def test_status_reads_where_an_experiment_stands_from_its_store(tmp_path, capsys
     import json
 
     from raypair.cli import main
-    from raypair.runner.store import _hold, _HELD, TrialStore
+    from raypair.trials.store import _hold, _HELD, TrialStore
 
     exp_dir = tmp_path / "runs" / "sw"
     for key, epochs, end in (("t0000", 5, "finished"), ("t0001", 2, "stopped"), ("t0002", 2, None)):

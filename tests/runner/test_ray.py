@@ -176,14 +176,14 @@ def _seed_repeats():
     class Repeats(Experiment):
         kind = "repeats"
         name: str
-        run_raw: dict
+        base_raw: dict
         seeds: list
         metric: str = "val_acc"
         mode: str = "max"
         max_concurrent: int = 2
 
-        def run_of(self, params: dict[str, Any]):
-            return build_run(set_path(self.run_raw, "seed", params["seed"]))
+        def trial_run(self, params: dict[str, Any]):
+            return build_run(set_path(self.base_raw, "seed", params["seed"]))
 
         def proposer(self, exp_dir, known):
             return ListProposer([Trial(f"seed{s}", {"seed": s}) for s in self.seeds], set(known))
@@ -195,12 +195,12 @@ def _seed_repeats():
             return {"raypair.kind": "repeats"}, {"seeds": self.seeds}, {"seeds": self.seeds}
 
     sweep = load_sweep(QUICK, ["epochs=2"])
-    return Repeats("repeats", sweep.run_raw, [0, 1, 2])
+    return Repeats("repeats", sweep.base_raw, [0, 1, 2])
 
 
 def test_a_new_kind_of_experiment_needs_nothing_in_the_runner(local_ray, tmp_path):
     from raypair.runner.run import run_experiment
-    from raypair.runner.store import prepare
+    from raypair.trials.store import prepare
     from raypair.tracking import Tracker, default_uri
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -11,7 +11,7 @@ from raypair.config import ConfigError
 from raypair.experiments.ablation import load_ablation
 from raypair.experiments.base import Trial, config_hash
 from raypair.experiments.sweep import load_sweep
-from raypair.runner.store import STATE_FILE, TrialStore, prepare, read_records, store_report
+from raypair.trials.store import STATE_FILE, TrialStore, prepare, read_records, store_report
 
 from helpers import DIGITS, QUICK
 
@@ -54,7 +54,7 @@ def test_prepare_refuses_a_resume_under_another_config(tmp_path):
     assert prepare(ab, exp_dir, resume=False) == {}
     trial = Trial("base__s0", {"variant": "base", "seed": 0})
     store = TrialStore(exp_dir / "trials" / trial.key)
-    store.create(trial, config_hash(ab.run_of(trial.params)))
+    store.create(trial, config_hash(ab.trial_run(trial.params)))
     store.finish("finished", epochs=3)
     (exp_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": "p"}))
     with pytest.raises(ConfigError, match="holds an earlier ablation"):
@@ -88,7 +88,7 @@ def test_a_sweep_resumed_with_another_space_is_refused(tmp_path):
 def test_a_trial_stopped_while_its_history_replays_keeps_what_it_trained(tmp_path):
     """ASHA may stop a resumed trial at epoch 2 while it replays a history that reached epoch 3 or
     its last epoch: the end records what it trained, and MLflow gets exactly those epochs."""
-    from raypair.runner.book import Book
+    from raypair.trials.book import Book
     from raypair.tracking import Tracker, default_uri
 
     sweep = load_sweep(QUICK, ["epochs=4", "tune.searcher.name=random"], num_samples=2, check=False)

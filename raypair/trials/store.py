@@ -180,7 +180,7 @@ def prepare(exp: Experiment, exp_dir: Path, resume: bool) -> dict[str, Record]:
         if rec.config_hash is None or not (exp.done(rec) or rec.history):
             continue
         try:
-            run = exp.run_of(rec.params)
+            run = exp.trial_run(rec.params)
         except (ConfigError, KeyError):
             continue  # not part of this invocation (another variant) or an infeasible point
         if config_hash(run) != rec.config_hash:

@@ -1,5 +1,5 @@
-"""The driver's bookkeeping of trials: the one MLflow callback, the searcher that asks the
-experiment for trials, and the progress lines.
+"""The driver's bookkeeping of trials, without Ray: each trial's run resolved once, its store, its
+MLflow run, the searcher told. ``raypair.runner.adapters`` calls it from Tune's callback and searcher.
 
 Order, for every trial: its store is written first (``trial.json`` before it starts, ``end.json``
 before it is reported finished), then MLflow (one child run per trial key, found again on a
@@ -12,20 +12,17 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ray import tune
-from ray.tune.experiment import Trial as TuneTrial
-from ray.tune.search import Searcher
-
-from raypair.config import ConfigError, flatten, to_plain
-from raypair.experiments.base import Described, Experiment, Proposer, Record, Trial, config_hash
-from raypair.runner.store import TrialStore
+from raypair.config import flatten, to_plain
+from raypair.experiments.base import Described, Experiment, Proposer, Record, ResolvedRun, Trial
 from raypair.tracking import Tracker
+from raypair.trials.store import TrialStore
 
 
 class Book:
     def __init__(self, exp: Experiment, exp_dir: Path, tracker: Tracker, parent: str, proposer: Proposer) -> None:
         self.exp, self.exp_dir, self.tracker, self.parent, self.proposer = exp, exp_dir, tracker, parent, proposer
         self.runs: dict[str, str] = {}  # trial key -> MLflow run id
+        self.resolved: dict[str, ResolvedRun] = {}  # trial key -> its run, validated once
         self.shown: dict[str, Described] = {}
         self.closed: set[str] = set()
         self.stopping = False  # the driver was told to stop (SIGINT / SIGTERM)
@@ -38,24 +35,31 @@ class Book:
             self.shown[trial.key] = self.exp.describe(trial)
         return self.shown[trial.key]
 
-    def open(self, trial: Trial) -> None:
-        """Before the trial starts: its ``trial.json``, then its MLflow run (created, or reopened)."""
-        try:
-            hash_: Optional[str] = config_hash(self.exp.run_of(trial.params))
-        except ConfigError:
-            hash_ = None
-        self.store(trial.key).create(trial, hash_)
+    def resolve(self, trial: Trial) -> ResolvedRun:
+        """The trial's run, validated the first time it is asked for in this driver (when the trial
+        is opened), then this same object: for its store, MLflow, its resources, its end, and the
+        trial process and Train workers it is sent to."""
+        if trial.key not in self.resolved:
+            self.resolved[trial.key] = self.exp.resolve(trial)
+        return self.resolved[trial.key]
+
+    def open(self, trial: Trial) -> ResolvedRun:
+        """Before the trial starts: its run resolved, its ``trial.json``, then its MLflow run
+        (created, or reopened). Returns what the trial is sent."""
+        resolved = self.resolve(trial)
+        self.store(trial.key).create(trial, resolved.config_hash)
         self.closed.discard(trial.key)
         self._start(trial)
+        return resolved
 
     def _start(self, trial: Trial) -> str:
         """The trial's MLflow run, set RUNNING; its params and ``config.yaml`` unless logged already."""
-        try:
-            run = self.exp.run_of(trial.params)
-            plain: Optional[dict[str, Any]] = to_plain(run)
-            extra = {"raypair.config_hash": config_hash(run)}
-        except ConfigError as e:
-            plain, extra = None, {"raypair.infeasible": str(e)}
+        resolved = self.resolve(trial)
+        if resolved.run is not None:
+            plain: Optional[dict[str, Any]] = to_plain(resolved.run)
+            extra = {"raypair.config_hash": resolved.config_hash}
+        else:
+            plain, extra = None, {"raypair.infeasible": resolved.infeasible}
         d = self.describe(trial)
         tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (d.tags | extra).items()}
         run_id, existed = self.tracker.start(f"{self.parent}/{trial.key}", d.name, parent=self.parent, tags=tags)
@@ -100,10 +104,8 @@ class Book:
             # resumed trial that ASHA stops while its history is replayed)
             history = store.history()
             epoch = max(int((last or {}).get("epoch", 0)), int(history[-1]["epoch"]) if history else 0)
-            try:
-                full = epoch >= self.exp.run_of(trial.params).total_epochs
-            except ConfigError:
-                full = False
+            run = self.resolve(trial).run
+            full = run is not None and epoch >= run.total_epochs
             store.finish("finished" if full else "stopped", epochs=epoch)
         rec = store.record()
         assert rec is not None, f"trial {trial.key} has no trial.json"
@@ -142,64 +144,3 @@ class Book:
         for rec in known.values():
             if rec.end is not None and self.exp.done(rec):
                 self.settle(rec)
-
-
-def key_of(trial: TuneTrial) -> Trial:
-    return Trial(trial.config["key"], trial.config["params"])
-
-
-class Recorder(tune.Callback):
-    """The one MLflow callback: per-epoch metrics, and the end of each trial through the Book."""
-
-    def __init__(self, book: Book) -> None:
-        self.book = book
-
-    def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
-        self.book.log(key_of(trial), result)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
-        self.book.close(key_of(trial), trial.last_result)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
-        self.book.close(key_of(trial), trial.last_result, error=last_line(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
-        """A crashed trial Tune retries (``tune.max_failures``): it continues from its store."""
-        self.book.tracker.set_tags(self.book.run_id(key_of(trial)),
-                                   {"raypair.retries": trial.num_failures, "raypair.last_error": last_line(trial)})
-
-
-class TrialSearcher(Searcher):
-    """Tune's searcher over the experiment's :class:`Proposer`; each trial is opened in the Book
-    (store, MLflow) before Tune starts it."""
-
-    def __init__(self, book: Book) -> None:
-        super().__init__()
-        self.book = book
-
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
-        return True
-
-    def suggest(self, trial_id: str) -> Any:
-        trial = self.book.proposer.propose()
-        if trial is None:
-            return Searcher.FINISHED
-        self.book.open(trial)
-        return {"key": trial.key, "params": trial.params}
-
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        return None  # the Book tells the proposer, after the end is recorded
-
-    def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text("{}")  # resume reads the trial store, not Tune's state
-
-    def restore(self, checkpoint_path: str) -> None:
-        return None
-
-
-def last_line(trial: TuneTrial) -> str:
-    try:
-        lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
-        return lines[-1][:200] if lines else "?"
-    except (OSError, TypeError):
-        return "?"
