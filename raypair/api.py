@@ -18,7 +18,7 @@ Bad input raises :class:`~raypair.config.ConfigError` (the CLI's one line) inste
 What comes back is a list of plain dicts (:class:`Rows`): one per trial for ``tune``, ``ablate``,
 ``train``, ``run`` and ``status`` (key, status, epochs, the trial's params, the metrics of its last
 epoch), one per row of the report's table (``report.csv``) for ``report``. ``frame=True`` returns a
-pandas DataFrame instead (pandas comes with MLflow; it is imported only then). A trial that failed
+pandas DataFrame instead (pandas is imported only then). A trial that failed
 raises nothing: its row says so (``status``), as the command's line per trial does.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Rows(list):
     """A list of dicts, one per trial (or table row)."""
 
     def frame(self) -> Any:
-        """The rows as a pandas DataFrame, through pyarrow's conversion (pandas comes with MLflow);
+        """The rows as a pandas DataFrame, through pyarrow's conversion (typed columns);
         a column whose rows hold values of different types is shown as text."""
         import pyarrow as pa
 
