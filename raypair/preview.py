@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from raypair.config import ModelConfig, RunConfigBase, aug_parts
-from raypair.data import DeviceLoader, load_splits
+from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.methods import build_method
 
 SCALE, CAPTION = 3, 30  # tile upscaling; caption height in pixels (two lines)
@@ -27,7 +27,8 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     info = splits.info
     crop_flip, policy = aug_parts(run.method.aug)
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
-                          train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed)
+                          train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed,
+                          **pipeline_kwargs(run.data, info))
     torch.manual_seed(run.seed)
     # mix never runs the network: the tiny one stands in for run.model; the stream is seeded
     # run.seed itself (not the loop's per-worker run.seed * 1000), as the grids in docs/ were drawn
