@@ -18,6 +18,7 @@ cifar10, cifar100 (32 px)             cifar       32 (as given)          CIFAR m
 digits (16 px)                        cifar       ``data.image_size``    computed
 name imagenet*, ilsvrc*, imagenette*,
 imagewoof*                            imagenet    resize_size square     ImageNet's
+``data.pipeline: imagenet``, others   imagenet    as given               ImageNet's
 other data, stored side >= 128 px     imagenet    as given               ImageNet's
 other data, stored side < 128 px      cifar       as given               computed
 ====================================  ==========  =====================  ==================
@@ -25,13 +26,16 @@ other data, stored side < 128 px      cifar       as given               compute
 imagenet defaults: crop_size 224, resize_size 256, rrc_scale (0.08, 1), rrc_ratio (3/4, 4/3)
 (torchvision's ``RandomResizedCrop`` and its reference recipe's ``Resize(256) + CenterCrop(224)``).
 
-Stored size: ``data.image_size`` when set; else, when the pipeline is imagenet before decoding
-(named, or ``data.pipeline: imagenet``) and ``data.store: square``, every image is decoded with
-its shorter side at ``resize_size`` and centre-cropped to a ``resize_size`` square. ASSUMPTION
-(``data.store``, default ``square``): RRC then samples its box from that stored centre square, not
-from the full original image as torchvision does (the stream path crops from the full image); the
-two differ for non-square originals (the strips outside the square are never seen). ``full`` keeps
-the images as the source gives them (they must share a size), so RRC sees the whole image.
+Stored size (the device path holds every image at one size): ``data.image_size`` when set; else
+by ``data.store``. ``square``: shorter side to ``resize_size``, then the centre ``resize_size``
+square (torchvision's ``Resize`` + ``CenterCrop``) when the pipeline is imagenet before decoding
+(named, or set); ``full``: as the source
+gives them (they must share a size: CIFAR's 32 px is kept, RRC and the evaluation resize then
+enlarge on the device); ``auto``: ``square`` for an ImageNet-like name, else ``full``.
+ASSUMPTION (``data.store``): with ``square``, RRC samples its box from the stored centre square,
+not from the full original image as torchvision does (the stream path crops from the full image);
+the two differ for non-square originals, whose strips outside the square are never seen. ``full``
+(uniform-size data) keeps the whole image, so RRC and the evaluation crop match torchvision's.
 """
 from __future__ import annotations
 
@@ -44,12 +48,16 @@ IMAGENET_NAMES = ("imagenet", "ilsvrc", "imagenette", "imagewoof")  # prefixes o
 AUTO_IMAGENET_SIDE = 128  # auto: the imagenet pipeline for stored images at least this side
 
 
+def _imagenet_name(cfg: "DataConfig") -> bool:
+    return cfg.name.lower().startswith(IMAGENET_NAMES)
+
+
 def named_pipeline(cfg: "DataConfig") -> Optional[str]:
     """The pipeline known before decoding: ``data.pipeline`` when set, imagenet for an ImageNet-like
     ``data.name``, else None (decided by the stored size)."""
     if cfg.pipeline != "auto":
         return cfg.pipeline
-    return "imagenet" if cfg.name.lower().startswith(IMAGENET_NAMES) else None
+    return "imagenet" if _imagenet_name(cfg) else None
 
 
 def pipeline_for(cfg: "DataConfig", height: int, width: int) -> str:
@@ -61,9 +69,8 @@ def stored_size(cfg: "DataConfig") -> Optional[int]:
     """The side the device path decodes every image to; None: as the source gives it."""
     if cfg.image_size is not None:
         return cfg.image_size
-    if named_pipeline(cfg) == "imagenet" and cfg.store == "square":
-        return cfg.resize_size
-    return None
+    square = cfg.store == "square" or (cfg.store == "auto" and _imagenet_name(cfg))
+    return cfg.resize_size if square and named_pipeline(cfg) == "imagenet" else None
 
 
 def input_shape(cfg: "DataConfig", stored: tuple[int, int, int]) -> tuple[int, int, int]:

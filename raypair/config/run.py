@@ -54,7 +54,7 @@ class DataConfig(Strict):
     resize_size: int = Field(256, ge=8, le=1024)  # imagenet: evaluation's shorter side (and the stored square)
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # imagenet base+: the box's area fraction
     rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # imagenet base+: the box's width / height
-    store: Literal["square", "full"] = "square"  # imagenet: a resize_size centre square, or the full image
+    store: Literal["auto", "square", "full"] = "auto"  # imagenet: a resize_size centre square or as given
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

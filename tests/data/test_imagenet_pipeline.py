@@ -44,9 +44,13 @@ def test_an_imagenet_name_stores_the_resize_square_unless_full(folder):
     s = load_splits(cfg)
     assert s.train_x.shape == (8, 3, 160, 160) and s.info.image_shape == (3, 128, 128)
     full = load_splits(cfg.model_copy(update={"store": "full"}))
-    assert full.train_x.shape == (8, 3, 200, 300)
+    assert full.train_x.shape == (8, 3, 200, 300) and full.info.image_shape == (3, 128, 128)
     want = v2.Compose([v2.Resize(160, antialias=True), v2.CenterCrop(160)])(full.train_x[3])
     assert torch.equal(s.train_x[3], want)  # the stored square: torchvision's own resize and crop
+    birds = DataConfig(name="birds", root=str(folder), pipeline="imagenet")  # another name: as given
+    assert load_splits(birds).train_x.shape == (12, 3, 256, 288)
+    assert load_splits(birds.model_copy(update={"store": "square"})).train_x.shape == (12, 3, 256, 256)
+    assert DataConfig(name="cifar10", pipeline="imagenet").stored_size() is None  # 32 px kept, enlarged on the device
 
 
 def test_loader_batches_follow_the_ops_on_the_augment_stream(folder):
@@ -87,8 +91,9 @@ def test_unread_knobs_and_resolved_settings():
     assert {"data.crop_size", "data.rrc_scale", "data.store"} <= set(cifar.unread())
     inet = build_run({"method": {"name": "erm"}, "data": {"pipeline": "imagenet"}})
     assert "data.pad" in inet.unread() and "data.rrc_scale" not in inet.unread()
-    assert resolved(inet.data) == {"pipeline": "imagenet", "stored_size": 256, "crop_size": 224, "resize_size": 256,
-                                   "rrc_scale": [0.08, 1.0], "rrc_ratio": [0.75, 4 / 3], "store": "square"}
+    assert resolved(inet.data) == {"pipeline": "imagenet", "stored_size": "as the source gives", "crop_size": 224,
+                                   "resize_size": 256, "rrc_scale": [0.08, 1.0], "rrc_ratio": [0.75, 4 / 3],
+                                   "store": "auto"}
     assert resolved(DataConfig(name="cifar10"), (3, 32, 32))["pipeline"] == "cifar"
     assert resolved(DataConfig(name="imagenet-1k"))["stored_size"] == 256
 
@@ -103,8 +108,8 @@ def test_validate_prints_the_resolved_pipeline(folder, tmp_path, capsys):
                                     "data": {"name": "birds", "root": str(folder), "pipeline": "imagenet"}}))
     assert main(["validate", str(path), "--set", "data.crop_size=192"]) == 0
     out = yaml.safe_load(capsys.readouterr().out)
-    assert out["resolved_pipeline"] == {"pipeline": "imagenet", "stored_size": 256, "crop_size": 192,
-                                        "resize_size": 256, "rrc_scale": [0.08, 1.0], "rrc_ratio": [0.75, 4 / 3],
-                                        "store": "square"}
+    assert out["resolved_pipeline"] == {"pipeline": "imagenet", "stored_size": "as the source gives",
+                                        "crop_size": 192, "resize_size": 256, "rrc_scale": [0.08, 1.0],
+                                        "rrc_ratio": [0.75, 4 / 3], "store": "auto"}
     assert main(["validate", str(path), "--set", "data.rrc_ratio=[2, 1]"]) == 2
     assert capsys.readouterr().err.strip().startswith("raypair: error: data.rrc_ratio:")
