@@ -39,20 +39,19 @@ the two differ for non-square originals, whose strips outside the square are nev
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
-if TYPE_CHECKING:
-    from raypair.config.run import DataConfig
+DataConfig = Any  # raypair.config.run.DataConfig, which imports this module (no cycle)
 
 IMAGENET_NAMES = ("imagenet", "ilsvrc", "imagenette", "imagewoof")  # prefixes of data.name
 AUTO_IMAGENET_SIDE = 128  # auto: the imagenet pipeline for stored images at least this side
 
 
-def _imagenet_name(cfg: "DataConfig") -> bool:
+def _imagenet_name(cfg: DataConfig) -> bool:
     return cfg.name.lower().startswith(IMAGENET_NAMES)
 
 
-def named_pipeline(cfg: "DataConfig") -> Optional[str]:
+def named_pipeline(cfg: DataConfig) -> Optional[str]:
     """The pipeline known before decoding: ``data.pipeline`` when set, imagenet for an ImageNet-like
     ``data.name``, else None (decided by the stored size)."""
     if cfg.pipeline != "auto":
@@ -60,12 +59,12 @@ def named_pipeline(cfg: "DataConfig") -> Optional[str]:
     return "imagenet" if _imagenet_name(cfg) else None
 
 
-def pipeline_for(cfg: "DataConfig", height: int, width: int) -> str:
+def pipeline_for(cfg: DataConfig, height: int, width: int) -> str:
     """The pipeline of data stored at ``height x width``."""
     return named_pipeline(cfg) or ("imagenet" if min(height, width) >= AUTO_IMAGENET_SIDE else "cifar")
 
 
-def stored_size(cfg: "DataConfig") -> Optional[int]:
+def stored_size(cfg: DataConfig) -> Optional[int]:
     """The side the device path decodes every image to; None: as the source gives it."""
     if cfg.image_size is not None:
         return cfg.image_size
@@ -73,13 +72,13 @@ def stored_size(cfg: "DataConfig") -> Optional[int]:
     return cfg.resize_size if square and named_pipeline(cfg) == "imagenet" else None
 
 
-def input_shape(cfg: "DataConfig", stored: tuple[int, int, int]) -> tuple[int, int, int]:
+def input_shape(cfg: DataConfig, stored: tuple[int, int, int]) -> tuple[int, int, int]:
     """The ``(C, H, W)`` of a batch the loader hands the network, for images stored at ``stored``."""
     c, h, w = stored
     return (c, cfg.crop_size, cfg.crop_size) if pipeline_for(cfg, h, w) == "imagenet" else stored
 
 
-def check(cfg: "DataConfig") -> None:
+def check(cfg: DataConfig) -> None:
     """The knobs' cross-field rules, as ``ValueError("<field>: ...")``."""
     for field in ("rrc_scale", "rrc_ratio"):
         lo, hi = getattr(cfg, field)
@@ -90,7 +89,7 @@ def check(cfg: "DataConfig") -> None:
         raise ValueError(f"crop_size: must be <= data.resize_size={cfg.resize_size}, got {cfg.crop_size}")
 
 
-def resolved(cfg: "DataConfig", stored: Optional[tuple[int, int, int]] = None) -> dict[str, object]:
+def resolved(cfg: DataConfig, stored: Optional[tuple[int, int, int]] = None) -> dict[str, object]:
     """The pipeline's settings as a run resolves them (what ``raypair validate`` prints); ``stored``:
     the decoded ``(C, H, W)`` when known (auto decides by it)."""
     name = pipeline_for(cfg, *stored[1:]) if stored else (named_pipeline(cfg) or f"auto: imagenet if stored at >= {AUTO_IMAGENET_SIDE} px, else cifar")
