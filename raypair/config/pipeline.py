@@ -21,6 +21,9 @@ imagewoof*                            imagenet    resize_size square     ImageNe
 ``data.pipeline: imagenet``, others   imagenet    as given               ImageNet's
 other data, stored side >= 128 px     imagenet    as given               ImageNet's
 other data, stored side < 128 px      cifar       as given               computed
+
+The stored side is ``data.image_size`` when set (any dataset), else the decoded images' (known
+before decoding for CIFAR and digits, so their imagenet knobs count as unread under auto).
 ====================================  ==========  =====================  ==================
 
 imagenet defaults: crop_size 224, resize_size 256, rrc_scale (0.08, 1), rrc_ratio (3/4, 4/3)
@@ -45,6 +48,7 @@ DataConfig = Any  # raypair.config.run.DataConfig, which imports this module (no
 
 IMAGENET_NAMES = ("imagenet", "ilsvrc", "imagenette", "imagewoof")  # prefixes of data.name
 AUTO_IMAGENET_SIDE = 128  # auto: the imagenet pipeline for stored images at least this side
+KNOWN_SIDES = {"cifar10": 32, "cifar100": 32, "digits": 16}  # as their sources store them by default
 
 
 def _imagenet_name(cfg: DataConfig) -> bool:
@@ -53,10 +57,14 @@ def _imagenet_name(cfg: DataConfig) -> bool:
 
 def named_pipeline(cfg: DataConfig) -> Optional[str]:
     """The pipeline known before decoding: ``data.pipeline`` when set, imagenet for an ImageNet-like
-    ``data.name``, else None (decided by the stored size)."""
+    ``data.name``, else by the stored side when the config tells it (``data.image_size``, or a source
+    of one known size); None: decided once the images are decoded."""
     if cfg.pipeline != "auto":
         return cfg.pipeline
-    return "imagenet" if _imagenet_name(cfg) else None
+    if _imagenet_name(cfg):
+        return "imagenet"
+    side = cfg.image_size or KNOWN_SIDES.get(cfg.name)
+    return None if side is None else "imagenet" if side >= AUTO_IMAGENET_SIDE else "cifar"
 
 
 def pipeline_for(cfg: DataConfig, height: int, width: int) -> str:

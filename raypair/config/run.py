@@ -52,8 +52,8 @@ class DataConfig(Strict):
     pipeline: Literal["auto", "cifar", "imagenet"] = "auto"
     crop_size: int = Field(224, ge=8, le=1024)  # imagenet: the network's input side
     resize_size: int = Field(256, ge=8, le=1024)  # imagenet: evaluation's shorter side (and the stored square)
-    rrc_scale: tuple[float, float] = (0.08, 1.0)  # imagenet base+: the box's area fraction
-    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # imagenet base+: the box's width / height
+    rrc_scale: tuple[float, float] = Field((0.08, 1.0), examples=[[0.25, 1.0], [0.08, 0.5]])  # base+: area fraction
+    rrc_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), examples=[[0.5, 2.0], [1.0, 1.0]])  # base+: width / height
     store: Literal["auto", "square", "full"] = "auto"  # imagenet: a resize_size centre square or as given
 
     @model_validator(mode="after")
@@ -72,9 +72,12 @@ class DataConfig(Strict):
     def inactive(self) -> set[str]:
         # the seed of the hold-out and the subsets: without them every image is used, in order
         off = set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
-        if self.pipeline == "cifar":
+        from raypair.config.pipeline import named_pipeline
+
+        pipeline = named_pipeline(self)  # None: known once the images are decoded
+        if pipeline == "cifar":
             off |= {"crop_size", "resize_size", "rrc_scale", "rrc_ratio", "store"}
-        elif self.pipeline == "imagenet":
+        elif pipeline == "imagenet":
             off.add("pad")
         return off
 
