@@ -7,7 +7,8 @@ stored at on the device path. Torch-free (``raypair validate``); the ops are ``r
 - ``imagenet``: ``base+`` is RandomResizedCrop(``data.crop_size``, scale ``data.rrc_scale``, ratio
   ``data.rrc_ratio``) + flip; evaluation resizes the shorter side to ``data.resize_size`` and
   takes the centre ``data.crop_size`` square. ``base`` skips the RRC and flip but trains on the
-  evaluation's centre crop (a batch has one size). AutoAugment (``base+aa_*``) follows the crop.
+  evaluation's centre crop (a batch has one size). AutoAugment (``base+aa_*``) or RandAugment
+  (``base+ra``) follows the crop.
 
 Per-dataset defaults (``data.pipeline: auto``):
 

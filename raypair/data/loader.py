@@ -12,6 +12,7 @@ from torch import Tensor
 from raypair.ops.augment import pad_crop_flip
 from raypair.ops.autoaugment import POLICIES, autoaugment, warm
 from raypair.ops.pairing import draw_avoiding
+from raypair.ops.randaugment import ra_tables, randaugment
 from raypair.ops.resized_crop import random_resized_crop_flip, resize_center_crop
 from raypair.ops.sampling import seeded_generator
 
@@ -32,8 +33,8 @@ def _check_args(x: Tensor, y: Tensor, batch_size: int, train: bool, augment: boo
     if x.dtype != torch.uint8 or x.dim() != 4 or y.shape != x.shape[:1]:
         raise ValueError(f"need x uint8 [N, C, H, W] and y [N], got x {x.dtype} {tuple(x.shape)}, "
                          f"y {tuple(y.shape)}")
-    if autoaugment is not None and (autoaugment not in POLICIES or not augment):
-        raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)}, "
+    if autoaugment is not None and (autoaugment not in (*POLICIES, "ra") or not augment):
+        raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)} or ra, "
                          f"got {autoaugment!r} with augment={augment}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -55,7 +56,8 @@ class DeviceLoader:
     ``[r*N//W, (r+1)*N//W)`` in order, in batches of at most ``batch_size`` (per rank); the ranks'
     parts cover the split exactly once, and may differ by one batch in count.
     ``augment``: pad-crop-flip each training batch; ``autoaugment`` (a policy of
-    ``raypair.ops.autoaugment``): then AutoAugment it, each sample its own sub-policy.
+    ``raypair.ops.autoaugment``): then AutoAugment it, each sample its own sub-policy; ``"ra"``:
+    RandAugment it instead (``raypair.ops.randaugment``).
     ``pipeline="imagenet"`` (``raypair/config/pipeline.py``): a training batch with ``augment`` is
     RandomResizedCrop(``crop_size``, ``rrc_scale``, ``rrc_ratio``) + flip
     (:func:`raypair.ops.resized_crop.random_resized_crop_flip`), drawn on the same per-epoch
@@ -88,7 +90,7 @@ class DeviceLoader:
         self.rrc_scale, self.rrc_ratio = tuple(rrc_scale), tuple(rrc_ratio)
         if autoaugment is not None:
             side = (crop_size, crop_size) if pipeline == "imagenet" else x.shape[2:]
-            warm(autoaugment, *side, self.device)
+            ra_tables(*side, self.device) if autoaugment == "ra" else warm(autoaugment, *side, self.device)
         self._global = batch_size if n >= batch_size else n // world_size * world_size
         self._part = (rank * n // world_size, (rank + 1) * n // world_size)
 
@@ -115,7 +117,7 @@ class DeviceLoader:
         elif gen is not None:
             x = pad_crop_flip(x, self.pad, gen)
         if gen is not None and self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision order)
-            x = autoaugment(x, self.autoaugment, gen)
+            x = randaugment(x, gen) if self.autoaugment == "ra" else autoaugment(x, self.autoaugment, gen)
         x = (x.float() / 255 - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

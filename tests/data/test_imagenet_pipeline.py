@@ -113,3 +113,16 @@ def test_validate_prints_the_resolved_pipeline(folder, tmp_path, capsys):
                                         "rrc_ratio": [0.75, 4 / 3], "store": "auto"}
     assert main(["validate", str(path), "--set", "data.rrc_ratio=[2, 1]"]) == 2
     assert capsys.readouterr().err.strip().startswith("raypair: error: data.rrc_ratio:")
+
+
+def test_randaugment_follows_the_crop_on_the_same_stream(folder):
+    from raypair.ops.randaugment import randaugment
+
+    s = load_splits(DataConfig(name="birds", root=str(folder)))
+    kw = dict(mean=(0.0,) * 3, std=(1 / 255,) * 3, **pipeline_kwargs(DataConfig(name="birds"), s.info))
+    loader = DeviceLoader(s.train_x, s.train_y, batch_size=12, train=True, augment=True, seed=1, autoaugment="ra", **kw)
+    x, _ = next(iter(loader.epoch(0)))
+    g = seeded_generator("data.augment", 1, 0, 0)
+    idx = torch.randperm(12, generator=seeded_generator("data.shuffle", 1, 0))
+    want = randaugment(random_resized_crop_flip(s.train_x[idx], 224, (0.08, 1), (3 / 4, 4 / 3), g), g)
+    assert torch.allclose(x, want.float(), atol=1e-3)  # (x / 255) / (1 / 255): pixels up to float rounding
