@@ -13,10 +13,10 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from raypair.config import ModelConfig, RunConfigBase, aug_parts
-from raypair.data import DeviceLoader, load_splits
+from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.methods import build_method
 
-SCALE, CAPTION = 3, 30  # tile upscaling; caption height in pixels (two lines)
+SCALE, CAPTION = 3, 30  # tile upscaling (of images under 96 px; larger ones at 1:1); caption height (two lines)
 
 
 def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = None,
@@ -27,7 +27,8 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     info = splits.info
     crop_flip, policy = aug_parts(run.method.aug)
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
-                          train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed)
+                          train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed,
+                          **pipeline_kwargs(run.data, info))
     torch.manual_seed(run.seed)
     # mix never runs the network: the tiny one stands in for run.model; the stream is seeded
     # run.seed itself (not the loop's per-worker run.seed * 1000), as the grids in docs/ were drawn
@@ -68,7 +69,8 @@ def _caption(target: Tensor, classes: tuple[str, ...]) -> str:
 
 def _grid(pixels: Tensor, captions: list[str], title: str, cols: int = 4) -> Image.Image:
     b, _, h, w = pixels.shape
-    tw, th = w * SCALE, h * SCALE + CAPTION
+    scale = SCALE if max(h, w) < 96 else 1  # a 224-px crop is shown as it is
+    tw, th = w * scale, h * scale + CAPTION
     rows = -(-b // cols)
     head = textwrap.wrap(title, width=max(20, cols * tw // 6))
     top = 6 + 12 * len(head)
@@ -77,10 +79,10 @@ def _grid(pixels: Tensor, captions: list[str], title: str, cols: int = 4) -> Ima
     draw.multiline_text((4, 3), "\n".join(head), fill="black", spacing=2)
     arr = (pixels.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     for i in range(b):
-        tile = Image.fromarray(arr[i]).resize((tw, h * SCALE), Image.NEAREST)
+        tile = Image.fromarray(arr[i]).resize((tw, h * scale), Image.NEAREST)
         x0, y0 = (i % cols) * tw, top + (i // cols) * th
         img.paste(tile, (x0, y0))
-        draw.multiline_text((x0 + 3, y0 + h * SCALE + 3), captions[i], fill="black", spacing=2)
+        draw.multiline_text((x0 + 3, y0 + h * scale + 3), captions[i], fill="black", spacing=2)
     return img
 
 

@@ -124,8 +124,9 @@ def alternatives(field: Any, default: Any) -> list[Any]:
     return []
 
 
-def folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
-    """Real images (scikit-learn's digits, 8x8 grey) as an ImageFolder tree: ``train[k]`` per class k."""
+def folder_dataset(root: Path, train: dict[int, int], test: int, size: tuple[int, int] | None = None) -> None:
+    """Real images (scikit-learn's digits, 8x8 grey) as an ImageFolder tree: ``train[k]`` per class k;
+    ``size`` (width, height): each scan enlarged to it (bilinear), e.g. an ImageNet-sized image."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -136,7 +137,8 @@ def folder_dataset(root: Path, train: dict[int, int], test: int) -> None:
         for split, rows in (("train", idx[:n]), ("test", idx[n:n + test])):
             (root / split / f"c{k}").mkdir(parents=True, exist_ok=True)
             for i in rows:
-                Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / split / f"c{k}" / f"{i}.png")
+                img = Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8))
+                (img.resize(size, Image.BILINEAR) if size else img).save(root / split / f"c{k}" / f"{i}.png")
 
 
 def free_port() -> int:

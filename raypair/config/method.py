@@ -13,9 +13,10 @@ class MethodConfig(Strict):
 
     images_per_input: ClassVar[int] = 1  # images stacked along channels in one network input (mixup-C: 2)
     name: str
-    # base: normalise only; base+: pad-crop-flip first; base+aa_<policy>: then AutoAugment with
-    # torchvision's CIFAR10 or ImageNet policy, each sample its own sub-policy (raypair/ops/autoaugment.py)
-    aug: Literal["base", "base+", "base+aa_cifar10", "base+aa_imagenet"] = "base+"
+    # base: normalise only; base+: pad-crop-flip first (the imagenet data.pipeline: RandomResizedCrop +
+    # flip); base+aa_<policy>: then AutoAugment with torchvision's CIFAR10 or ImageNet policy, each sample
+    # its own sub-policy (raypair/ops/autoaugment.py); base+ra: then RandAugment (ops/randaugment.py)
+    aug: Literal["base", "base+", "base+aa_cifar10", "base+aa_imagenet", "base+ra"] = "base+"
 
     def eval_heads(self) -> tuple[str, ...]:
         """The names of the method's ``eval_logits`` entries under these settings, the primary one
@@ -69,5 +70,5 @@ def reported_metrics(method: MethodConfig) -> set[str]:
 
 
 def aug_parts(aug: str) -> tuple[bool, Optional[str]]:
-    """``method.aug`` as the loader's (pad-crop-flip?, AutoAugment policy or None)."""
-    return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else None)
+    """``method.aug`` as the loader's (crop and flip?, AutoAugment policy, "ra" for RandAugment, or None)."""
+    return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else "ra" if aug == "base+ra" else None)

@@ -47,10 +47,39 @@ class DataConfig(Strict):
     normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
     pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
     cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
+    # the image pipeline: cifar (pad-crop-flip) or imagenet (RRC + flip; resize + centre crop), per
+    # dataset under auto; the table of defaults and the ASSUMPTION of `store`: raypair/config/pipeline.py
+    pipeline: Literal["auto", "cifar", "imagenet"] = "auto"
+    crop_size: int = Field(224, ge=8, le=1024)  # imagenet: the network's input side
+    resize_size: int = Field(256, ge=8, le=1024)  # imagenet: evaluation's shorter side (and the stored square)
+    rrc_scale: tuple[float, float] = Field((0.08, 1.0), examples=[[0.25, 1.0], [0.08, 0.5]])  # base+: area fraction
+    rrc_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), examples=[[0.5, 2.0], [1.0, 1.0]])  # base+: width / height
+    store: Literal["auto", "square", "full"] = "auto"  # imagenet: a resize_size centre square or as given
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        from raypair.config.pipeline import check
+
+        check(self)
+        return self
+
+    def stored_size(self) -> Optional[int]:
+        """The side every image is decoded to (raypair/config/pipeline.py); None: as the source gives."""
+        from raypair.config.pipeline import stored_size
+
+        return stored_size(self)
 
     def inactive(self) -> set[str]:
         # the seed of the hold-out and the subsets: without them every image is used, in order
-        return set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
+        off = set() if self.val_fraction > 0 or self.train_subset or self.test_subset else {"split_seed"}
+        from raypair.config.pipeline import named_pipeline
+
+        pipeline = named_pipeline(self)  # None: known once the images are decoded
+        if pipeline == "cifar":
+            off |= {"crop_size", "resize_size", "rrc_scale", "rrc_ratio", "store"}
+        elif pipeline == "imagenet":
+            off.add("pad")
+        return off
 
 
 class OptimConfig(Strict):

@@ -14,12 +14,12 @@ from raypair.data.sources import SOURCES, Located, Source, cache_dir, data_root,
 from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
 from raypair.data.sources.digits import DIGITS_TEST_SEED
 
-_LAZY = {"DeviceLoader": "loader", "shard_indices": "loader", "DataInfo": "splits", "Splits": "splits",
+_LAZY = {"DeviceLoader": "loader", "pipeline_kwargs": "loader", "shard_indices": "loader", "DataInfo": "splits", "Splits": "splits",
          "load_splits": "splits"}
 
 __all__ = ["CIFAR_MEAN", "CIFAR_NAMES", "CIFAR_STD", "DIGITS_TEST_SEED", "SOURCES", "DataInfo", "DeviceLoader",
-           "Located", "Source", "Splits", "cache_dir", "data_root", "forget", "load_splits", "register", "resolve",
-           "shard_indices"]
+           "Located", "Source", "Splits", "cache_dir", "data_root", "forget", "load_splits", "pipeline_kwargs", "register",
+           "resolve", "shard_indices"]
 
 
 def __getattr__(name: str) -> Any:

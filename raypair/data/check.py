@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from raypair.config import DataConfig
+from raypair.config.pipeline import input_shape
 from raypair.data.sources.base import _ARRAYS, SOURCES, _cache_key, cache_dir, resolve
 
 
@@ -39,7 +40,7 @@ def cached_shape(cfg: DataConfig) -> Optional[SplitShape]:
         files = SOURCES.get(loc.kind)().key_files(loc)
         if files is None:
             return None
-        folder = cache_dir(cfg) / _cache_key(loc, files, cfg.image_size)
+        folder = cache_dir(cfg) / _cache_key(loc, files, cfg.stored_size())
         if not (folder / "meta.json").is_file():
             return None
         arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in _ARRAYS}
@@ -74,7 +75,7 @@ def _digits(cfg: DataConfig) -> Optional[SplitShape]:
     test = _held(counts, DIGITS_TEST_FRACTION)
     if len(counts) != 10 or test is None:
         return None
-    size = cfg.image_size or 16
+    size = cfg.stored_size() or 16
     return _splits(cfg, counts - test, int(test.sum()), (3, size, size))
 
 
@@ -94,4 +95,4 @@ def _splits(cfg: DataConfig, counts: np.ndarray, n_test_split: int,
         return None
     if cfg.test_subset and (cfg.test_subset > n_eval or (n_test is not None and cfg.test_subset > n_test)):
         return None
-    return SplitShape(len(counts), tuple(shape))  # type: ignore[arg-type]
+    return SplitShape(len(counts), input_shape(cfg, tuple(shape)))  # type: ignore[arg-type]

@@ -1,10 +1,10 @@
-"""A loader that keeps a whole split on the device and gathers, augments (pad-crop-flip, then
-optionally AutoAugment) and normalises its batches there as batched tensor ops. Anchor: airbench
-``CifarLoader``."""
+"""A loader that keeps a whole split on the device and gathers, augments (pad-crop-flip, or on the
+imagenet pipeline RandomResizedCrop + flip; then optionally AutoAugment) and normalises its batches
+there as batched tensor ops. Anchor: airbench ``CifarLoader``."""
 from __future__ import annotations
 
 import copy
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -12,6 +12,8 @@ from torch import Tensor
 from raypair.ops.augment import pad_crop_flip
 from raypair.ops.autoaugment import POLICIES, autoaugment, warm
 from raypair.ops.pairing import draw_avoiding
+from raypair.ops.randaugment import ra_tables, randaugment
+from raypair.ops.resized_crop import random_resized_crop_flip, resize_center_crop
 from raypair.ops.sampling import seeded_generator
 
 
@@ -31,8 +33,8 @@ def _check_args(x: Tensor, y: Tensor, batch_size: int, train: bool, augment: boo
     if x.dtype != torch.uint8 or x.dim() != 4 or y.shape != x.shape[:1]:
         raise ValueError(f"need x uint8 [N, C, H, W] and y [N], got x {x.dtype} {tuple(x.shape)}, "
                          f"y {tuple(y.shape)}")
-    if autoaugment is not None and (autoaugment not in POLICIES or not augment):
-        raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)}, "
+    if autoaugment is not None and (autoaugment not in (*POLICIES, "ra") or not augment):
+        raise ValueError(f"autoaugment needs augment=True and a policy of {', '.join(POLICIES)} or ra, "
                          f"got {autoaugment!r} with augment={augment}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -54,15 +56,26 @@ class DeviceLoader:
     ``[r*N//W, (r+1)*N//W)`` in order, in batches of at most ``batch_size`` (per rank); the ranks'
     parts cover the split exactly once, and may differ by one batch in count.
     ``augment``: pad-crop-flip each training batch; ``autoaugment`` (a policy of
-    ``raypair.ops.autoaugment``): then AutoAugment it, each sample its own sub-policy.
+    ``raypair.ops.autoaugment``): then AutoAugment it, each sample its own sub-policy; ``"ra"``:
+    RandAugment it instead (``raypair.ops.randaugment``).
+    ``pipeline="imagenet"`` (``raypair/config/pipeline.py``): a training batch with ``augment`` is
+    RandomResizedCrop(``crop_size``, ``rrc_scale``, ``rrc_ratio``) + flip
+    (:func:`raypair.ops.resized_crop.random_resized_crop_flip`), drawn on the same per-epoch
+    ``data.augment`` stream; every other batch (evaluation, training without ``augment``) is
+    resized (shorter side ``resize_size``) and centre-cropped to ``crop_size``.
     Batches: x float32 ``[b, C, H, W]`` = ``(x / 255 - mean) / std``, y int64 ``[b]``.
     """
 
     def __init__(self, x: Tensor, y: Tensor, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  device: Union[torch.device, str] = "cpu", train: bool, augment: bool = False, pad: int = 4,
                  seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
-                 autoaugment: Optional[str] = None) -> None:
+                 autoaugment: Optional[str] = None, pipeline: str = "cifar", crop_size: int = 224,
+                 resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
+                 rrc_ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
         _check_args(x, y, batch_size, train, augment, autoaugment, rank, world_size)
+        if pipeline not in ("cifar", "imagenet") or crop_size > resize_size:
+            raise ValueError(f"need pipeline cifar or imagenet and crop_size <= resize_size, got {pipeline!r}, "
+                             f"{crop_size} > {resize_size}")
         n = len(x)
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device, torch.int64)
@@ -72,9 +85,12 @@ class DeviceLoader:
             raise ValueError(f"mean and std need {x.shape[1]} channels, got {tuple(mean)} and {tuple(std)}")
         self.batch_size, self.train, self.augment, self.pad, self.seed = batch_size, train, augment, pad, seed
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
-        self.autoaugment = autoaugment
+        self.autoaugment, self.pipeline = autoaugment, pipeline
+        self.crop_size, self.resize_size = crop_size, resize_size
+        self.rrc_scale, self.rrc_ratio = tuple(rrc_scale), tuple(rrc_ratio)
         if autoaugment is not None:
-            warm(autoaugment, x.shape[2], x.shape[3], self.device)
+            side = (crop_size, crop_size) if pipeline == "imagenet" else x.shape[2:]
+            ra_tables(*side, self.device) if autoaugment == "ra" else warm(autoaugment, *side, self.device)
         self._global = batch_size if n >= batch_size else n // world_size * world_size
         self._part = (rank * n // world_size, (rank + 1) * n // world_size)
 
@@ -95,10 +111,13 @@ class DeviceLoader:
 
     def _prepare(self, idx: Union[Tensor, slice], gen: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
         x = self.x[idx]
-        if gen is not None:
+        if self.pipeline == "imagenet":
+            x = resize_center_crop(x, self.resize_size, self.crop_size) if gen is None else \
+                random_resized_crop_flip(x, self.crop_size, self.rrc_scale, self.rrc_ratio, gen)
+        elif gen is not None:
             x = pad_crop_flip(x, self.pad, gen)
-            if self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision / timm order)
-                x = autoaugment(x, self.autoaugment, gen)
+        if gen is not None and self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision order)
+            x = randaugment(x, gen) if self.autoaugment == "ra" else autoaugment(x, self.autoaugment, gen)
         x = (x.float() / 255 - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -131,3 +150,12 @@ class DeviceLoader:
         below (1/2)^64). The generator must live on the data's device."""
         idx = draw_avoiding(self.y, n, generator, avoid, max_rounds)  # no value read on the host
         return self._prepare(idx, generator if self.augment else None)
+
+
+def pipeline_kwargs(data: Any, info: Any) -> dict[str, Any]:
+    """The :class:`DeviceLoader` keywords of ``data`` (a ``DataConfig``) for splits whose
+    ``DataInfo`` is ``info``: its resolved pipeline and, on imagenet, the crop and RRC settings."""
+    if info.pipeline != "imagenet":
+        return {"pipeline": "cifar"}
+    return {"pipeline": "imagenet", "crop_size": data.crop_size, "resize_size": data.resize_size,
+            "rrc_scale": tuple(data.rrc_scale), "rrc_ratio": tuple(data.rrc_ratio)}

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from raypair.config import ConfigError, DataConfig
+from raypair.config.pipeline import input_shape, pipeline_for
 from raypair.data.sources import Raw, load_raw, resolve, shared_rows
 from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
 from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, seeded_generator
@@ -22,11 +23,12 @@ from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, se
 class DataInfo:
     name: str
     num_classes: int
-    image_shape: tuple[int, int, int]  # (C, H, W)
+    image_shape: tuple[int, int, int]  # (C, H, W) of a batch the loader yields (imagenet: the crop)
     mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
     std: tuple[float, ...]
     classes: tuple[str, ...]
     eval_split: str  # "val" if val_fraction > 0 else "test"
+    pipeline: str = "cifar"  # data.pipeline resolved: "cifar" or "imagenet" (raypair/config/pipeline.py)
 
 
 @dataclass
@@ -57,8 +59,9 @@ def _balanced(y: Tensor, n: int, gen: torch.Generator, field: str, what: str) ->
         raise ConfigError(field, f"larger than the {len(y)} {what} available", n) from None
 
 
-def _normalization(cfg: DataConfig, x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mode = cfg.normalize if cfg.normalize != "auto" else "cifar" if cfg.name in CIFAR_NAMES else "computed"
+def _normalization(cfg: DataConfig, x: Tensor, pipeline: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mode = cfg.normalize if cfg.normalize != "auto" else "cifar" if cfg.name in CIFAR_NAMES else \
+        "imagenet" if pipeline == "imagenet" else "computed"
     if mode == "cifar":
         return CIFAR_MEAN, CIFAR_STD
     if mode == "imagenet":
@@ -83,9 +86,11 @@ def load_splits(cfg: DataConfig) -> Splits:
     if te is not None:
         picks["test_x"] = ("test_x", te)
     x = shared_rows(raw, picks)
-    mean, std = _normalization(cfg, x["train_x"])
-    info = DataInfo(cfg.name, len(raw.classes), tuple(x["train_x"].shape[1:]), mean, std, raw.classes,
-                    "val" if cfg.val_fraction > 0 else "test")
+    stored = tuple(x["train_x"].shape[1:])
+    pipeline = pipeline_for(cfg, *stored[1:])
+    mean, std = _normalization(cfg, x["train_x"], pipeline)
+    info = DataInfo(cfg.name, len(raw.classes), input_shape(cfg, stored), mean, std, raw.classes,
+                    "val" if cfg.val_fraction > 0 else "test", pipeline)
     test = (None, None) if te is None else (x["test_x"], raw.test_y.index_select(0, te))
     return Splits(x["train_x"], raw.train_y.index_select(0, tr), x["val_x"],
                   getattr(raw, f"{eval_src}_y").index_select(0, va), *test, info)

@@ -39,7 +39,9 @@ class SingleRun(Experiment):
         return Described(self.name, self.name, {"raypair.method": self.base_run.method.name})
 
     def resolved(self) -> dict[str, Any]:
-        return to_plain(self.base_run)
+        from raypair.config.pipeline import resolved
+
+        return to_plain(self.base_run) | {"resolved_pipeline": resolved(self.base_run.data)}
 
     def outcome(self, records: list[Record], where: Any) -> Any:
         from raypair.experiments.outcome import Outcome

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, aug_parts
-from raypair.data import DeviceLoader, load_splits
+from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.loop.epoch import Dist, add_logs, all_reduce, evaluate, train_epoch, train_step
 from raypair.methods import Method, build_method
 
@@ -120,7 +120,7 @@ def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     info = splits.info
     cl = device.type == "cuda"
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
-                channels_last=cl)
+                channels_last=cl, **pipeline_kwargs(run.data, info))
     crop_flip, policy = aug_parts(run.method.aug)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)

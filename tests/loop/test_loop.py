@@ -128,13 +128,14 @@ def test_method_aug_reaches_the_loader():
     from raypair.loop import Dist, setup
 
     first, policies = {}, {}
-    for aug in ("base", "base+", "base+aa_cifar10", "base+aa_imagenet"):
+    for aug in ("base", "base+", "base+aa_cifar10", "base+aa_imagenet", "base+ra"):
         _, _, train, _, _ = setup(digits_run(method={"name": "erm", "aug": aug}), torch.device("cpu"), Dist())
         first[aug], policies[aug] = next(iter(train.epoch(0))), train.autoaugment
     assert torch.equal(first["base"][1], first["base+"][1])  # same samples
     assert not torch.equal(first["base"][0], first["base+"][0])  # padded, cropped, flipped
-    assert policies == {"base": None, "base+": None, "base+aa_cifar10": "cifar10", "base+aa_imagenet": "imagenet"}
-    for aa in ("base+aa_cifar10", "base+aa_imagenet"):  # the same crop and flip, then AutoAugment
+    assert policies == {"base": None, "base+": None, "base+aa_cifar10": "cifar10", "base+aa_imagenet": "imagenet",
+                        "base+ra": "ra"}
+    for aa in ("base+aa_cifar10", "base+aa_imagenet", "base+ra"):  # the same crop and flip, then AA / RA
         assert torch.equal(first[aa][1], first["base+"][1]) and not torch.equal(first[aa][0], first["base+"][0])
 
 

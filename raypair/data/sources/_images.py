@@ -68,5 +68,6 @@ def decode(items: list[Union[Tensor, Path]], size: Optional[int], where: str,
     shapes = sorted({tuple(im.shape) for im in imgs})
     if len(shapes) > 1:
         raise ConfigError("data.image_size", f"images in {where} differ in size ({shapes[0][1:]} and "
-                                             f"{shapes[-1][1:]}); set data.image_size to resize them", None)
+                                             f"{shapes[-1][1:]}); set data.image_size (or, on the imagenet pipeline, "
+                                             "data.store: square) to resize them", None)
     return torch.stack(imgs)

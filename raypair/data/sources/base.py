@@ -217,9 +217,9 @@ def load_raw(cfg: DataConfig, loc: Located) -> Raw:
     try:
         files = src.key_files(loc)
         if files is None:
-            raw = src.read(loc, cfg.image_size)
+            raw = src.read(loc, cfg.stored_size())
         else:
-            raw = _memo(_cache_key(loc, files, cfg.image_size), loc, cfg.image_size, cache_dir(cfg))
+            raw = _memo(_cache_key(loc, files, cfg.stored_size()), loc, cfg.stored_size(), cache_dir(cfg))
     except OSError as e:  # a file that vanished or cannot be read
         raise ConfigError("data.name", f"cannot read {e.filename or loc.path}: {e.strerror or e}", cfg.name) from None
     if raw.train_y.min() < 0 or raw.test_y.min() < 0:
