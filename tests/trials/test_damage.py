@@ -1,0 +1,155 @@
+"""Every store file x every kind of damage, as ``--resume`` meets it before Ray starts: recovered
+with no recorded result lost or changed, or refused with one line naming the file and what to do.
+
+The experiment: a 3-epoch sweep; ``t0000`` finished (history, end, checkpoints, workers),
+``t0001`` cut off after epoch 2 (checkpoint at 2, the one before at 1). Each case damages one file,
+runs ``prepare(resume=True)`` and checks the outcome its row of ``CASES`` names.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from raypair.config import ConfigError
+from raypair.experiments.base import Trial
+from raypair.experiments.sweep import load_sweep
+from raypair.trials.store import STATE_FILE, TrialStore, new_token, prepare, read_records, write_json
+
+from helpers import QUICK
+
+DAMAGES = ("truncated", "garbage", "empty", "deleted", "unreadable")
+# file (under the experiment) -> what --resume does about each damage: "refused", or how it recovers
+FILES = {
+    "experiment.json": "refused",
+    "plan.json": "removed",  # rewritten by every start before any trial
+    "trials/t0000/trial.json": "refused",
+    "trials/t0001/trial.json": "refused",
+    "trials/t0000/history.jsonl": "refused",  # the end records 3 epochs
+    "trials/t0001/history.jsonl": "refused",  # the checkpoint is at epoch 2
+    "trials/t0000/end.json": "end restored",  # from its copy in history.jsonl
+    "trials/t0001/state.pt": "from state.prev.pt",
+    "trials/t0001/state.prev.pt": "from state.pt",
+    "trials/t0001/workers.jsonl": "placement lost",  # where it ran: MLflow tags, no result
+}
+CASES = [(f, d, FILES[f]) for f in FILES for d in DAMAGES]
+
+
+def _sweep():
+    return load_sweep(QUICK, ["epochs=3", "tune.searcher.name=random"], num_samples=2, check=False)
+
+
+def _ckpt(tmp, epoch):
+    tmp.mkdir(exist_ok=True)
+    torch.save({"epoch": epoch, "w": torch.full((4,), float(epoch))}, tmp / "state.pt")
+    return tmp
+
+
+def build(exp_dir):
+    """The experiment as a driver and its trials leave it (through the store's own writes)."""
+    exp_dir.mkdir(parents=True)
+    write_json(exp_dir / STATE_FILE, {"kind": "sweep", "name": "q", "parent_run_id": "p",
+                                         "fingerprint": _sweep().fingerprint()})
+    write_json(exp_dir / "plan.json", {"planned": 2, "epochs": 3})
+    new_token(exp_dir)
+    for key, epochs in (("t0000", 3), ("t0001", 2)):
+        store = TrialStore(exp_dir / "trials" / key)
+        store.create(Trial(key, {"optim.lr": 0.1}), None)
+        trial = TrialStore.attach(store.folder)
+        trial.note_worker({"rank": 0, "host": "h", "node_id": "n", "pid": 1})
+        for e in range(1, epochs + 1):
+            trial.append({"epoch": e, "val_acc": e / 10})
+            trial.save_state(_ckpt(exp_dir.parent / "ck", e))
+        if epochs == 3:
+            trial.finish("finished", epochs=3)
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) * 3 // 5])
+    elif how == "garbage":
+        path.write_bytes(bytes(range(256)) * 3)
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "deleted":
+        path.unlink()
+    elif how == "unreadable":  # a directory where the file was: every read is an OSError (even for root)
+        path.unlink()
+        path.mkdir()
+    elif how == "bitflip":  # in the content: a checkpoint's tensor data (2.0 as float32), else the middle
+        b, at = bytearray(data), data.find(bytes.fromhex("00000040"))
+        b[at + 3 if at >= 0 else len(b) // 2] ^= 0x08
+        path.write_bytes(bytes(b))
+
+
+def view(exp_dir):
+    return {k: (r.status, r.history) for k, r in read_records(exp_dir).items()}
+
+
+@pytest.fixture
+def pristine(tmp_path):
+    build(tmp_path / "q")
+    return tmp_path / "q", view(tmp_path / "q")
+
+
+@pytest.mark.parametrize("name,how,outcome", CASES, ids=[f"{f}-{d}" for f, d, _ in CASES])
+def test_a_damaged_store_file_is_recovered_or_refused_by_name(pristine, name, how, outcome):
+    exp_dir, before = pristine
+    damage(exp_dir / name, how)
+    check(exp_dir, before, name, how, outcome)
+
+
+SPECIAL = [  # (file, damage, outcome): damage inside a file that still parses as a whole
+    ("trials/t0000/end.json", "bitflip", "end restored"),  # its checksum tells
+    ("trials/t0001/state.pt", "bitflip", "from state.prev.pt"),  # a zip member's CRC tells
+    ("trials/t0000/trial.json", "bitflip", "refused"),
+    ("experiment.json", "bitflip", "refused"),
+    ("trials/t0000/history.jsonl", "middle line", "refused"),  # later rows are never dropped
+    ("trials/t0001/history.jsonl", "torn last line", "torn line dropped"),  # a crash mid-append
+    ("trials/t0000/trial.json", "another key", "refused"),  # two folders may not hold one trial
+]
+
+
+@pytest.mark.parametrize("name,how,outcome", SPECIAL, ids=[f"{f}-{d}" for f, d, _ in SPECIAL])
+def test_damage_inside_a_file_is_told_apart(pristine, name, how, outcome):
+    exp_dir, before = pristine
+    path = exp_dir / name
+    if how == "middle line":
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text(lines[0] + "\x00garbage\n" + "".join(lines[2:]))
+    elif how == "torn last line":
+        with open(path, "a") as f:
+            f.write('{"epoch": 3, "val_')
+    elif how == "another key":
+        shutil.copyfile(exp_dir / "trials/t0001/trial.json", path)
+    else:
+        damage(path, how)
+    check(exp_dir, before, name, how, outcome)
+
+
+def check(exp_dir, before, name, how, outcome):
+    sweep = _sweep()
+    if outcome == "refused":
+        with pytest.raises(ConfigError) as e:
+            prepare(sweep, exp_dir, resume=True)
+        assert str(exp_dir / name) in str(e.value) and "\n" not in str(e.value)
+        assert any(w in str(e.value) for w in ("restore it", "--name NEW")), str(e.value)  # what to do
+        return
+    known = prepare(sweep, exp_dir, resume=True)
+    assert {k: (r.status, r.history) for k, r in known.items()} == before  # no result lost or changed
+    assert view(exp_dir) == before and prepare(sweep, exp_dir, resume=True).keys() == known.keys()
+    t1 = TrialStore(exp_dir / "trials" / "t0001")
+    if outcome == "from state.prev.pt":
+        assert t1.state()["epoch"] == 1  # continues from the checkpoint before; epoch 2 is replayed
+        assert (t1.folder / "state.pt.damaged").exists() == (how != "deleted")  # set aside, not lost
+    elif outcome in ("from state.pt", "placement lost", "removed", "torn line dropped"):
+        assert t1.state()["epoch"] == 2
+        assert (t1.folder / "state.prev.pt.damaged").exists() == (outcome == "from state.pt" and how != "deleted")
+    if outcome == "end restored":
+        assert json.loads((exp_dir / name).read_text())["status"] == "finished"
+    if outcome == "torn line dropped":
+        assert (exp_dir / name).read_bytes().endswith(b"\n") and t1.append({"epoch": 3, "val_acc": 0.3})
+        assert [r["epoch"] for r in t1.history()] == [1, 2, 3]
