@@ -140,6 +140,8 @@ def replay(ops: list[Op], base: Path, into: Path, torn: bool = False) -> None:
     """The disk after ``ops`` under ``base``, rebuilt under ``into``; ``torn``: the last operation,
     an append, only half done (a crash inside its ``write``)."""
     for i, (what, path, data) in enumerate(ops):
+        if not Path(path).is_relative_to(base):
+            continue  # the folders above ``base`` (made before it)
         target = into / Path(path).relative_to(base)
         if what == "mkdir":
             target.mkdir(parents=True, exist_ok=True)

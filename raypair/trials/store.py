@@ -240,7 +240,7 @@ def _hold(exp_dir: Path) -> None:
     key = exp_dir.resolve()
     if key in _HELD:
         return
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    durable.make_dir(exp_dir)
     f = open(exp_dir / ".lock", "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
