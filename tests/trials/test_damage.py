@@ -153,3 +153,45 @@ def check(exp_dir, before, name, how, outcome):
     if outcome == "torn line dropped":
         assert (exp_dir / name).read_bytes().endswith(b"\n") and t1.append({"epoch": 3, "val_acc": 0.3})
         assert [r["epoch"] for r in t1.history()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("how", ["garbage", "deleted"])
+def test_a_damaged_end_changes_no_answer_summary_mlflow_optuna_and_status_agree(tmp_path, capsys, how):
+    """The finding: a damaged end.json of the best trial read as 'no end' dropped it from the summary
+    while Optuna still named it best. Now its end comes back from the history's copy, and the
+    summary (the MLflow parent's best), Optuna's best and ``raypair status`` name the same trial."""
+    from types import SimpleNamespace
+
+    from raypair.cli.status import cmd_status
+    from raypair.tracking import Tracker, default_uri
+    from raypair.trials.book import Book
+
+    sweep = load_sweep(QUICK, ["epochs=2"], num_samples=2, check=False)
+    exp_dir, tracker = tmp_path / "q", Tracker(default_uri(tmp_path), "q")
+    parent, _ = tracker.start("sweep/q", "q")
+    exp_dir.mkdir()
+    write_json(exp_dir / STATE_FILE, {"kind": "sweep", "name": "q", "parent_run_id": parent,
+                                      "fingerprint": sweep.fingerprint()})
+    new_token(exp_dir)
+    book = Book(sweep, exp_dir, tracker, parent, sweep.proposer(exp_dir, {}))
+    for acc in (0.9, 0.5):
+        trial = book.proposer.propose()
+        book.open(trial)
+        store = TrialStore.attach(book.store(trial.key).folder)
+        for e in (1, 2):
+            store.append({"epoch": e, "val_acc": acc * e / 2})
+        store.finish("finished", epochs=2)
+        book.close(trial, {"epoch": 2})
+    damage(exp_dir / "trials/t0000/end.json", how)
+    known = prepare(sweep, exp_dir, resume=True)
+    again = Book(sweep, exp_dir, tracker, parent, sweep.proposer(exp_dir, known))
+    again.reconcile(known)
+    assert again.proposer.propose() is None  # nothing to run again: both ended, as recorded
+    tags, metrics = sweep.summary(list(read_records(exp_dir).values()))
+    study = again.proposer.study
+    assert tags["raypair.best_trial"] == "t0000" == f"t{study.best_trial.number:04d}"
+    assert metrics["best_val_acc"] == study.best_value == 0.9 and tags["raypair.trials_finished"] == 2
+    assert tracker.status(again.run_id(Trial("t0000", {}))) == "FINISHED"
+    cmd_status(SimpleNamespace(storage=tmp_path, name="q"))
+    out = capsys.readouterr().out
+    assert "best val_acc = 0.9000 (t0000)" in out and "(2 finished)" in out and "--resume continues" not in out
