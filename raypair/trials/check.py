@@ -6,8 +6,9 @@ it cannot undo is :class:`~raypair.trials.verify.Damaged`, one line naming the f
 reading recovered:
 
 - a torn last line of ``history.jsonl`` (a crash while it was appended; never reported) is dropped;
-- ``end.json`` damaged or deleted is written again from the copy of the end in ``history.jsonl``
-  (each end is appended there once ``end.json`` exists; a withdrawn end as ``{"end": null}``);
+- ``end.json`` damaged or deleted is written again from its copy in ``ends.jsonl`` (each end is
+  appended there once ``end.json`` exists; a withdrawn end as ``{"end": null}``), and that copy
+  from ``end.json`` if it is the one damaged;
 - a damaged checkpoint is set aside (``state.pt.damaged``) and the trial continues from the one
   before (``state.prev.pt``) or from its start: the epochs it trains again are replayed, the
   recorded ones stand;
@@ -26,8 +27,8 @@ from raypair.experiments.base import Record
 from raypair.trials import durable
 from raypair.trials.verify import Damaged, load_json, load_lines, load_state, seal
 
-TRIAL, HISTORY, END, CKPT, PREV, WORKERS = ("trial.json", "history.jsonl", "end.json", "state.pt",
-                                           "state.prev.pt", "workers.jsonl")
+TRIAL, HISTORY, END, ENDS, CKPT, PREV, WORKERS = ("trial.json", "history.jsonl", "end.json", "ends.jsonl",
+                                                 "state.pt", "state.prev.pt", "workers.jsonl")
 STATE_FILE = "experiment.json"  # in the experiment's folder: kind, name, MLflow parent run, token
 PLAN_FILE = "plan.json"  # what the latest start planned: trials, epochs, metric (``raypair status``)
 
@@ -36,25 +37,26 @@ def line(obj: dict[str, Any]) -> bytes:
     return seal(obj) + b"\n"
 
 
-def _marker(lines: list[dict[str, Any]]) -> tuple[bool, Optional[dict[str, Any]]]:
-    """The last end copied into the history: (whether there is one, the end or None if withdrawn)."""
-    for row in reversed(lines):
-        if "end" in row:
-            return True, row["end"]
-    return False, None
+def _copy(folder: Path) -> tuple[Optional[bool], Optional[dict[str, Any]]]:
+    """The last copy of the end in ``ends.jsonl``: (whether there is one, None if that file is
+    damaged; the end, or None if withdrawn)."""
+    try:
+        lines, _ = load_lines(folder / ENDS)
+    except Damaged:
+        return None, None
+    return (True, lines[-1].get("end")) if lines else (False, None)
 
 
-def _end(folder: Path, lines: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    found, mark = _marker(lines)
+def _end(folder: Path) -> Optional[dict[str, Any]]:
+    found, copy = _copy(folder)
     try:
         end = load_json(folder / END)
     except Damaged as e:
-        if mark is None:
-            raise Damaged(folder / END, e.why,
-                          "its copy in history.jsonl is lost too; restore it from a backup, or start "
-                          "anew with --name NEW") from None
-        return mark
-    return mark if end is None and found else end
+        if copy is None:
+            raise Damaged(folder / END, e.why, f"its copy in {ENDS} is lost too; restore it from a backup, "
+                          "or start anew with --name NEW") from None
+        return copy
+    return copy if end is None and found else end
 
 
 def read_record(folder: Path) -> Optional[Record]:
@@ -68,13 +70,10 @@ def read_record(folder: Path) -> Optional[Record]:
         return None
     if meta.get("key") != folder.name:
         raise Damaged(folder / TRIAL, f"names trial {meta.get('key')!r}, not its folder {folder.name!r}")
-    lines, _ = load_lines(folder / HISTORY)
-    rows = [r for r in lines if "epoch" in r]
-    end = _end(folder, lines)
-    done = int(rows[-1]["epoch"]) if rows else 0
-    lost = end is not None and not _marker(lines)[0]  # the end's copy gone with the history's tail
-    if lost and isinstance(end.get("epochs"), int) and done < end["epochs"]:
-        raise Damaged(folder / HISTORY, f"holds {done} epochs, its end records {end['epochs']}")
+    rows = [r for r in load_lines(folder / HISTORY)[0] if "epoch" in r]
+    end = _end(folder)
+    if end is not None and isinstance(end.get("rows"), int) and len(rows) < end["rows"]:
+        raise Damaged(folder / HISTORY, f"holds {len(rows)} epochs, {end['rows']} when the trial ended")
     return Record(meta["key"], meta["params"], meta.get("config_hash"), rows, end)
 
 
@@ -100,22 +99,33 @@ def repair(folder: Path) -> None:
     rec = read_record(folder)
     if rec is None:
         return
-    lines, torn = load_lines(folder / HISTORY)
-    raw = (folder / HISTORY).read_bytes() if (folder / HISTORY).exists() else b""
-    if torn or (raw and not raw.endswith(b"\n")):
-        durable.write_bytes(folder / HISTORY, b"".join(line(r) for r in lines))
-    found, mark = _marker(lines)
+    for name in (HISTORY, ENDS, WORKERS):
+        untorn(folder / name)
+    found, copy = _copy(folder)
     if rec.end is not None and load_json_or_none(folder / END) != rec.end:
         if (folder / END).exists():
-            set_aside(folder / END, f"{folder / END} was damaged; written again from its copy in history.jsonl")
+            set_aside(folder / END, f"{folder / END} was damaged; written again from its copy in {ENDS}")
         durable.write_bytes(folder / END, seal(rec.end))
-    if rec.end is not None and (not found or mark != rec.end):
-        durable.append(folder / HISTORY, line({"end": rec.end}))
+    if rec.end is not None and found is None:  # the copy damaged: written again from end.json
+        set_aside(folder / ENDS, f"{folder / ENDS} was damaged; written again from {END}")
+        durable.write_bytes(folder / ENDS, line({"end": rec.end}))
+    elif rec.end is not None and (not found or copy != rec.end):
+        durable.append(folder / ENDS, line({"end": rec.end}))
     if rec.end is None:
         state = good_state(folder)
         done = int(rec.history[-1]["epoch"]) if rec.history else 0
         if state is not None and state["epoch"] > done:
             raise Damaged(folder / HISTORY, f"holds {done} epochs, its checkpoint is at epoch {state['epoch']}")
+
+
+def untorn(path: Path) -> None:
+    """A JSON-lines file without the last line a crash cut off (appends after it stay readable)."""
+    try:
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            durable.write_bytes(path, b"".join(line(r) for r in load_lines(path)[0]))
+    except (OSError, Damaged):
+        return  # missing, or damaged before its last line: reading it says so where that matters
 
 
 def load_json_or_none(path: Path) -> Optional[dict[str, Any]]:

@@ -5,11 +5,13 @@
 - ``trial.json``: the key, the params, the config hash and the driver's token, written by the
   driver before the trial starts;
 - ``history.jsonl``: one line per finished epoch, appended by the trial (rank 0) before it reports
-  the epoch to anyone, and a copy of each end (``{"end": ...}``) after ``end.json``;
+  the epoch to anyone;
 - ``state.pt``: the latest checkpoint, written after the epoch's line; ``state.prev.pt`` the one
   before it (a damaged checkpoint is set aside and the trial continues from that one);
 - ``end.json``: how the trial ended (finished, stopped, infeasible, failed), written before the
-  trial is reported finished to MLflow or to the searcher;
+  trial is reported finished to MLflow or to the searcher; ``ends.jsonl``: its copy, appended after
+  it (and ``{"end": null}`` when a trial run again loses its end), so a damaged ``end.json`` is
+  told apart from none and written again;
 - ``workers.jsonl``: one line per worker and attempt: where it ran (Ray node, host, pid) and the
   epoch it resumed from.
 
@@ -37,9 +39,9 @@ from typing import Any, Callable, Optional
 from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record, Trial, config_hash
 from raypair.trials import durable
-from raypair.trials.check import (CKPT, END, HISTORY, PLAN_FILE, PREV, STATE_FILE, TRIAL, WORKERS, good_state,
-                                  line, read_record, repair_experiment)
-from raypair.trials.verify import load_json, seal, unseal
+from raypair.trials.check import (CKPT, END, ENDS, HISTORY, PLAN_FILE, PREV, STATE_FILE, TRIAL, WORKERS, good_state,
+                                  line, read_record, repair_experiment, untorn)
+from raypair.trials.verify import load_json, load_lines, seal, unseal
 
 __all__ = ["PLAN_FILE", "STATE_FILE", "Fenced", "TrialStore", "is_running", "new_token", "prepare", "read_json",
            "read_records", "store_report", "write_json"]
@@ -94,7 +96,7 @@ class TrialStore:
                                          "token": token})
         if (self.folder / END).exists():
             durable.remove(self.folder / END)
-            durable.append(self.folder / HISTORY, line({"end": None}))
+            durable.append(self.folder / ENDS, line({"end": None}))
 
     def finish(self, status: str, **info: Any) -> bool:
         """Record how the trial ended, unless an end is recorded already (the first word stands: a
@@ -102,10 +104,11 @@ class TrialStore:
         import time
 
         self._fence()
-        end = unseal(seal({"status": status, "time": time.time(), **info}))
+        rows = sum("epoch" in r for r in load_lines(self.folder / HISTORY)[0])  # tells a history cut later
+        end = unseal(seal({"status": status, "time": time.time(), **info, "rows": rows}))
         if not durable.create(self.folder / END, seal(end)):
             return False
-        durable.append(self.folder / HISTORY, line({"end": end}))
+        durable.append(self.folder / ENDS, line({"end": end}))
         return True
 
     def end(self) -> Optional[dict[str, Any]]:
@@ -135,10 +138,8 @@ class TrialStore:
         """Drop a last line a kill cut off, so appends stay readable (the same repair ``prepare`` makes)."""
         f = self.folder / HISTORY
         if f.exists() and not f.read_bytes().endswith(b"\n"):
-            from raypair.trials.verify import load_lines
-
             self._fence()
-            durable.write_bytes(f, b"".join(line(r) for r in load_lines(f)[0]))
+            untorn(f)
 
     def note_worker(self, info: dict[str, Any]) -> None:
         """Where one worker of one attempt runs (one short line, appended whole)."""

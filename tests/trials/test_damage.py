@@ -29,7 +29,8 @@ FILES = {
     "trials/t0001/trial.json": "refused",
     "trials/t0000/history.jsonl": "refused",  # the end records 3 epochs
     "trials/t0001/history.jsonl": "refused",  # the checkpoint is at epoch 2
-    "trials/t0000/end.json": "end restored",  # from its copy in history.jsonl
+    "trials/t0000/end.json": "end restored",  # from its copy in ends.jsonl
+    "trials/t0000/ends.jsonl": "copy restored",  # from end.json
     "trials/t0001/state.pt": "from state.prev.pt",
     "trials/t0001/state.prev.pt": "from state.pt",
     "trials/t0001/workers.jsonl": "placement lost",  # where it ran: MLflow tags, no result
@@ -148,6 +149,8 @@ def check(exp_dir, before, name, how, outcome):
     elif outcome in ("from state.pt", "placement lost", "removed", "torn line dropped"):
         assert t1.state()["epoch"] == 2
         assert (t1.folder / "state.prev.pt.damaged").exists() == (outcome == "from state.pt" and how != "deleted")
+    if outcome == "copy restored":
+        assert json.loads((exp_dir / name).read_text().splitlines()[-1])["end"]["status"] == "finished"
     if outcome == "end restored":
         assert json.loads((exp_dir / name).read_text())["status"] == "finished"
     if outcome == "torn line dropped":
