@@ -6,11 +6,13 @@ is one ``write`` of whole lines, fsynced. A kill or a power loss at any instant 
 old or new, and at most the last line of an appended file torn. ``tests/trials`` fails if any
 module of raypair writes a store file some other way.
 
-Each durable operation can be recorded (:func:`recording`): the crash-consistency test replays
-every prefix of a real run's operations, as a crash would leave the disk, and resumes from it.
+Each durable operation can be recorded (:func:`recording` in this process; in every process of a
+run, trial processes included, to the file ``RAYPAIR_DURABLE_LOG`` names, :func:`read_log`): the
+crash-consistency tests replay every prefix of a run's operations, as a crash would leave the disk.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -48,6 +50,20 @@ def _written(path: Path, data: bytes) -> Path:
 def _done(what: str, path: Path, data: bytes = b"") -> None:
     for record in _recorders:
         record((what, path, data))
+    log = os.environ.get("RAYPAIR_DURABLE_LOG")
+    if log:  # one write of one line per operation: lines of several processes do not interleave
+        entry = {"what": what, "path": str(path), "data": base64.b64encode(data).decode(), "pid": os.getpid()}
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def read_log(log: Path) -> list[Op]:
+    """The operations ``RAYPAIR_DURABLE_LOG`` recorded, in order."""
+    rows = [json.loads(ln) for ln in Path(log).read_text().splitlines()]
+    return [(r["what"], Path(r["path"]), base64.b64decode(r["data"])) for r in rows]
 
 
 def make_dir(folder: Path) -> None:
@@ -114,7 +130,7 @@ def remove(path: Path) -> None:
 def move(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst`` (atomic, durable): recorded as the write of ``dst`` and the removal of ``src``."""
     src, dst = Path(src), Path(dst)
-    data = src.read_bytes() if _recorders else b""
+    data = src.read_bytes() if _recorders or os.environ.get("RAYPAIR_DURABLE_LOG") else b""
     os.replace(src, dst)
     _sync_dir(dst.parent)
     _done("write", dst, data)
