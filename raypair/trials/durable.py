@@ -48,8 +48,6 @@ def _written(path: Path, data: bytes) -> Path:
 
 
 def _done(what: str, path: Path, data: bytes = b"") -> None:
-    for record in _recorders:
-        record((what, path, data))
     log = os.environ.get("RAYPAIR_DURABLE_LOG")
     if log:  # one write of one line per operation: lines of several processes do not interleave
         entry = {"what": what, "path": str(path), "data": base64.b64encode(data).decode(), "pid": os.getpid()}
@@ -58,6 +56,8 @@ def _done(what: str, path: Path, data: bytes = b"") -> None:
             os.write(fd, (json.dumps(entry) + "\n").encode())
         finally:
             os.close(fd)
+    for record in _recorders:
+        record((what, path, data))
 
 
 def read_log(log: Path) -> list[Op]:
