@@ -106,16 +106,26 @@ def repair(folder: Path) -> None:
         if (folder / END).exists():
             set_aside(folder / END, f"{folder / END} was damaged; written again from its copy in {ENDS}")
         durable.write_bytes(folder / END, seal(rec.end))
-    if rec.end is not None and found is None:  # the copy damaged: written again from end.json
+    if found is None:  # the copy damaged: written again from end.json
         set_aside(folder / ENDS, f"{folder / ENDS} was damaged; written again from {END}")
-        durable.write_bytes(folder / ENDS, line({"end": rec.end}))
-    elif rec.end is not None and (not found or copy != rec.end):
+        found = False
+    if rec.end is not None and (not found or copy != rec.end):
         durable.append(folder / ENDS, line({"end": rec.end}))
+    if (folder / WORKERS).exists() and not _readable(folder / WORKERS):
+        set_aside(folder / WORKERS, f"{folder / WORKERS} was unreadable (where the trial ran: no result)")
     if rec.end is None:
         state = good_state(folder)
         done = int(rec.history[-1]["epoch"]) if rec.history else 0
         if state is not None and state["epoch"] > done:
             raise Damaged(folder / HISTORY, f"holds {done} epochs, its checkpoint is at epoch {state['epoch']}")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+        return True
+    except OSError:
+        return False
 
 
 def untorn(path: Path) -> None:

@@ -171,6 +171,7 @@ class TrialStore:
 
     def state(self) -> Optional[dict[str, Any]]:
         """The newest checkpoint that verifies (a damaged one set aside), or None."""
+        self._fence()
         return good_state(self.folder)
 
     def record(self) -> Optional[Record]:
