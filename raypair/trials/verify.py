@@ -104,6 +104,9 @@ def load_state(path: Path) -> Optional[dict[str, Any]]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
             raise ValueError("not a raypair checkpoint")
+    except ValueError as e:
+        raise Damaged(path, str(e), "it is set aside") from None
     except Exception as e:  # noqa: BLE001 - zip, unpickling and I/O errors alike: the file is damaged
-        raise Damaged(path, f"{type(e).__name__}: {str(e)[:80]}", "it is set aside") from None
+        # the type only: torch's text would advise weights_only=False, which would run the file's code
+        raise Damaged(path, f"{type(e).__name__} while reading it", "it is set aside") from None
     return state

@@ -115,7 +115,7 @@ SPECIAL = [  # (file, damage, outcome): damage inside a file that still parses a
 
 
 @pytest.mark.parametrize("name,how,outcome", SPECIAL, ids=[f"{f}-{d}" for f, d, _ in SPECIAL])
-def test_damage_inside_a_file_is_told_apart(pristine, name, how, outcome):
+def test_damage_inside_a_file_is_told_apart(pristine, name, how, outcome, capsys):
     exp_dir, before = pristine
     path = exp_dir / name
     if how == "middle line":
@@ -129,6 +129,7 @@ def test_damage_inside_a_file_is_told_apart(pristine, name, how, outcome):
     else:
         damage(path, how)
     check(exp_dir, before, name, how, outcome)
+    assert "weights_only" not in capsys.readouterr().err  # no advice to load a checkpoint unsafely
 
 
 def check(exp_dir, before, name, how, outcome):
