@@ -201,3 +201,15 @@ def test_a_damaged_end_changes_no_answer_summary_mlflow_optuna_and_status_agree(
     cmd_status(SimpleNamespace(storage=tmp_path, name="q"))
     out = capsys.readouterr().out
     assert "best val_acc = 0.9000 (t0000)" in out and "(2 finished)" in out and "--resume continues" not in out
+
+
+def test_the_cli_stops_before_ray_with_one_line_naming_the_damaged_file(tmp_path, capsys):
+    from raypair.cli import main
+
+    build(tmp_path / "q")
+    damage(tmp_path / "q" / "trials/t0001/trial.json", "garbage")
+    code = main(["tune", str(QUICK), "--storage", str(tmp_path), "--name", "q", "--resume",
+                 "--set", "epochs=3", "--set", "tune.searcher.name=random", "--set", "tune.num_samples=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "trials/t0001/trial.json: is damaged" in err[0], err
+    assert not (tmp_path / "q" / "tune-1").exists()  # Ray never started
