@@ -27,7 +27,7 @@ from raypair.runner.progress import Progress
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
 from raypair.trials.book import Book
-from raypair.trials.store import PLAN_FILE, STATE_FILE, read_records, write_json
+from raypair.trials.store import PLAN_FILE, STATE_FILE, new_token, read_records, write_json
 
 
 def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], *,
@@ -39,6 +39,7 @@ def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict
         check_shared(exp_dir)
     exp.pin(pins(exp.base_run))
     parent = _open_parent(exp, exp_dir, tracker, resume)
+    new_token(exp_dir)  # this driver's trials may write the store; an earlier start's may not
     _save_view(exp, tracker)
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
                                      "metric": exp.metric, "mode": exp.mode})

@@ -30,7 +30,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     run: RunConfigBase = loop_config["run"]
     ctx = ray.train.get_context()
     dist = Dist(rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
-    store = TrialStore(Path(loop_config["store"])) if loop_config.get("store") else None
+    store = TrialStore(Path(loop_config["store"]), loop_config.get("token")) if loop_config.get("store") else None
     forward = lambda metrics: ray.train.report(metrics)  # noqa: E731
     if store is None:
         report, resume = (lambda metrics, folder: forward(metrics)), None
@@ -41,11 +41,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def make_trainer(run: RunConfigBase, name: str, storage: Path, store: Optional[Path] = None,
-                 callbacks: list[Any] = ()) -> ray.train.torch.TorchTrainer:
+                 callbacks: list[Any] = (), token: Optional[str] = None) -> ray.train.torch.TorchTrainer:
     res = run.scale.resources()
     return ray.train.torch.TorchTrainer(
         train_worker,
-        train_loop_config={"run": run, "store": str(store) if store else None},
+        train_loop_config={"run": run, "store": str(store) if store else None, "token": token},
         # NCCL on GPU workers (Ray's choice); gloo where the GPUs are fake (NCCL refuses a CPU-only host)
         torch_config=TorchConfig(backend="gloo" if fake_gpus() else None),
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu="GPU" in res.per_worker,
@@ -56,9 +56,10 @@ def make_trainer(run: RunConfigBase, name: str, storage: Path, store: Optional[P
 
 
 def fit(run: RunConfigBase, name: str, storage: Path, store: Optional[Path] = None,
-        callbacks: list[Any] = ()) -> dict[str, Any]:
-    """Run one TorchTrainer to the end; its last metrics, or the worker's exception re-raised."""
-    result = make_trainer(run, name, storage, store, callbacks).fit()
+        callbacks: list[Any] = (), token: Optional[str] = None) -> dict[str, Any]:
+    """Run one TorchTrainer to the end; its last metrics, or the worker's exception re-raised.
+    ``token``: the trial's fencing token (``raypair.trials.store``)."""
+    result = make_trainer(run, name, storage, store, callbacks, token).fit()
     if result.error is not None:
         raise result.error
     return dict(result.metrics or {})

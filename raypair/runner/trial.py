@@ -22,7 +22,7 @@ from raypair.trials.store import TrialStore, store_report
 def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> None:
     key, resolved = config["key"], config["resolved"]
     assert isinstance(resolved, ResolvedRun), type(resolved)
-    store = TrialStore(Path(exp_dir) / "trials" / key)
+    store = TrialStore.attach(Path(exp_dir) / "trials" / key)  # fenced: writes only while its driver is current
     run = resolved.run
     if run is None:
         # a sampled point that breaks a cross-field constraint: infeasible, not a crash. NaN makes
@@ -50,7 +50,7 @@ def _train(run: RunConfigBase, store: TrialStore, key: str, exp_dir: str) -> Non
         from raypair.runner import train
 
         train.fit(run, name=key, storage=Path(exp_dir) / "train", store=store.folder,
-                  callbacks=[TuneReportCallback()])
+                  callbacks=[TuneReportCallback()], token=store.token)
     else:
         from raypair.loop import run_trial
         from raypair.runner.cluster import training_device, where

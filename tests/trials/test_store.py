@@ -55,6 +55,8 @@ def test_prepare_refuses_a_resume_under_another_config(tmp_path):
     trial = Trial("base__s0", {"variant": "base", "seed": 0})
     store = TrialStore(exp_dir / "trials" / trial.key)
     store.create(trial, config_hash(ab.trial_run(trial.params)))
+    for e in (1, 2, 3):
+        store.append({"epoch": e, "val_acc": e / 10})
     store.finish("finished", epochs=3)
     (exp_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": "p"}))
     with pytest.raises(ConfigError, match="holds an earlier ablation"):
