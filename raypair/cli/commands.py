@@ -68,14 +68,18 @@ def _tracker(args: argparse.Namespace, storage: Path, experiment: str) -> Any:
 def launch(exp: Any, args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """Validate everything that can be validated, then run ``exp`` on Ray; returns the tracker,
     the records of every trial and the storage folder."""
+    from raypair.trials import databases
     from raypair.trials.store import prepare
 
     storage = args.storage
     exp_dir = inside(storage, exp.name, "--name" if args.name else "name")
     preflight_all(exp)
     check_local_resources(exp, args.address)
+    databases.read_state(exp_dir)  # an empty or damaged experiment.json: one line
     known = prepare(exp, exp_dir, args.resume)
+    args.tracking_uri = databases.tracking_uri(exp_dir, args.tracking_uri)  # --resume keeps the first one
     tracker = _tracker(args, storage, exp.experiment_name)
+    databases.check(exp, exp_dir, known, tracker)  # lost or swapped MLflow / Optuna stores: one line
     from raypair.runner.run import run_experiment
 
     _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address,
