@@ -41,14 +41,12 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
                 _join(address)
         else:
             state_api = runs is None or any(_may_use_train(r) for r in runs)
-            private_token()
             with _driver_code():
                 try:
                     _start_local(state_api)
                 except Exception:
                     ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
                     _start_local(state_api)
-            private_token()
     except ConfigError:
         raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
@@ -159,8 +157,10 @@ def _start_local(state_api: bool = True) -> None:
         api[FAKE_GPUS] = os.environ[FAKE_GPUS]
     # the notice that a Ray of this host's own uses token authentication is not for the researcher
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    private_token()
     ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
              runtime_env={"env_vars": api}, **fake, **_QUIET)
+    private_token()
 
 
 def _reachable(gcs: str, address: str) -> None:
@@ -179,7 +179,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_nodes(folder: Path, shared: bool) -> None:
+def check_nodes(folder: Path, shared: bool) -> None:  # over 30 lines: one probe round and its refusals, together
     """Before any trial, one zero-CPU task per alive node: it imports raypair as a trial would and
     reports its source hash (a node whose raypair is not the driver's is refused), and it writes,
     reads back and removes a probe file in the experiment's folder (a node that cannot write there
@@ -198,6 +198,11 @@ def check_nodes(folder: Path, shared: bool) -> None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         seen = ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                         .remote(str(probe)) for n in nodes], timeout=120)
+    except ray.exceptions.RayTaskError as e:  # a worker's path holds a raypair that does not even import
+        why = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise ConfigError("raypair", f"a node's worker cannot import the driver's raypair ({why[-1][:200]}): install "
+                          "the same raypair on every node, and run no raypair/ folder on a worker's path",
+                          str(provenance.package_dir())) from None
     finally:
         probe.unlink(missing_ok=True)
     named = [(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})", got) for n, got in zip(nodes, seen)]

@@ -53,7 +53,8 @@ def stopping() -> Iterator[Stop]:
     old = {s: signal.getsignal(s) for s in SIGNALS}
     stop.install()
     quiet = _DropTuneRestoreHint()
-    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")]
+    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis",
+                                              "ray.tune.execution.experiment_state", "ray.tune.execution.tune_controller")]
     for lg in loggers:
         lg.addFilter(quiet)
     try:
@@ -67,8 +68,15 @@ def stopping() -> Iterator[Stop]:
 
 class _DropTuneRestoreHint(logging.Filter):
     """Tune's "resume with Tuner.restore(...)" advice is wrong here: raypair resumes with --resume;
-    and its result files are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), so its end-of-run "failed to
-    fetch metrics" for every trial says nothing."""
+    its result files are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), so its end-of-run "failed to
+    fetch metrics" for every trial says nothing; its "stop signal received" is the runner's own
+    stop, which the runner names; and a storage fault's traceback from Tune's own state files
+    repeats what the runner's one line says."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(m in record.getMessage() for m in ("Tuner.restore", "Failed to fetch metrics"))
+        from raypair.trials.faults import storage_fault
+
+        if record.exc_info and storage_fault(record.exc_info[1]):
+            return False
+        return not any(m in record.getMessage() for m in ("Tuner.restore", "Failed to fetch metrics",
+                                                          "Stop signal received"))
