@@ -159,7 +159,7 @@ def _on_sigterm(handler: Any) -> Any:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}; --resume continues")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,7 +60,7 @@ def _run(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Reco
     stop.install()  # ray.init set a SIGTERM handler of its own
     check_nodes(exp_dir, shared=bool(address))
     exp.pin(pins(exp.base_run))
-    stop.parent = parent = _open_parent(exp, exp_dir, tracker, resume)
+    parent = _open_parent(exp, exp_dir, tracker, resume, stop)
     _save_view(exp, tracker)
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
                                      "metric": exp.metric, "mode": exp.mode})
@@ -123,16 +123,17 @@ def _after_tune(exp: Experiment, tracker: Tracker, parent: str, book: Book, stop
     return records
 
 
-def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool) -> str:
+def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool, stop: Stop) -> str:
     tags, params, doc = exp.parent()
     state = exp_dir / STATE_FILE
     if resume and state.exists():
-        parent = json.loads(state.read_text())["parent_run_id"]
+        stop.parent = parent = json.loads(state.read_text())["parent_run_id"]
         tracker.client.update_run(parent, status="RUNNING")
         tracker.set_tags(parent, provenance.tags())  # the code of this attempt
     else:
         exp_dir.mkdir(parents=True, exist_ok=True)
         parent, _ = tracker.start(f"{exp.kind}/{exp_dir}", exp.name, tags=tags | provenance.tags())
+        stop.parent = parent  # a signal from here on marks it interrupted
         tracker.log_params(parent, params)
         write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent,
                            "fingerprint": exp.fingerprint(), "tracking_uri": tracker.uri})

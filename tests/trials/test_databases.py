@@ -34,7 +34,7 @@ def _started(tmp_path, trials: int = 2):
     for i in range(trials):
         study.ask()
         store = TrialStore(exp_dir / "trials" / f"t{i:04d}")
-        store.create(Trial(f"t{i:04d}", {"optim.lr": 0.1 + i}), "h")
+        store.create(Trial(f"t{i:04d}", {"optim.lr": 0.1 + i}), None)
         store.append({"epoch": 1, "val_acc": 0.5})
     TrialStore(exp_dir / "trials" / "t0000").finish("finished", epochs=1)
     return sweep, exp_dir, tracker
@@ -108,3 +108,25 @@ def test_the_book_never_reopens_a_finished_trial_or_a_trial_with_other_params(tm
             book.open(trial)
     assert TrialStore(exp_dir / "trials" / "t0000").end()["status"] == "finished"  # its end kept
     assert len(TrialStore(exp_dir / "trials" / "t0001").history()) == 1
+
+
+def test_the_command_line_refuses_in_one_line_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    from raypair.cli import main
+
+    sweep, exp_dir, tracker = _started(tmp_path)
+    cmd = ["tune", str(QUICK), "--storage", str(tmp_path), "--resume"]
+    assert main([*cmd, "--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raypair: error: --tracking-uri: ") and err.count("\n") == 1 and tracker.uri in err
+    (exp_dir / "optuna.db").unlink()
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raypair: error: optuna.db: ") and err.count("\n") == 1
+    (exp_dir / STATE_FILE).write_text("")
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"raypair: error: {STATE_FILE}: ") and err.count("\n") == 1
+    assert not ray.is_initialized()
+    assert TrialStore(exp_dir / "trials" / "t0000").end()["status"] == "finished"  # nothing reopened
