@@ -6,8 +6,8 @@ While Tune runs, a signal stops the running trials the way Tune stops them on SI
 runner's Tune callback sends it from inside Tune's loop) and Tune returns; before that, it
 interrupts the driver at once; after, the bookkeeping (the trials' MLflow runs) finishes first.
 Either way the runner then records the trials cut off as interrupted (resumable) and shuts down
-the Ray it started. A second signal ends the process at once (exit 130): the Ray processes a
-local start made die with it (Ray starts them sharing the driver's fate).
+the Ray it started. A second signal ends the process at once (exit 130), after killing every
+process below it (the Ray a local start made, its workers), so nothing outlives it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -33,6 +34,9 @@ class Stop:
         name = signal.Signals(signum).name
         if self.signal:
             print(f"raypair: {name} again: exiting now", file=sys.stderr, flush=True)
+            for pid in descendants(os.getpid()):  # the Ray this driver started, its workers: none outlive it
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             os._exit(130)
         self.signal = name
         if self.book is not None:
@@ -44,6 +48,23 @@ class Stop:
         """Again after ``ray.init``, which sets a SIGTERM handler of its own."""
         for s in SIGNALS:
             signal.signal(s, self.handler)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (Linux ``/proc``; none elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            out.append(pid)
+            todo.append(pid)
+    return out
 
 
 @contextlib.contextmanager
