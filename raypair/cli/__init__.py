@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any, Optional, Sequence
 
@@ -131,19 +132,41 @@ def _ui(sub: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from raypair.trials.faults import EXIT_CODE, StorageFault
+
+    old = None
     try:
         args = parser().parse_args(argv)
         from raypair.cli import commands
 
+        old = _on_sigterm(_interrupt)  # before the runner's own handler: the same stop as Ctrl-C
         return getattr(commands, f"cmd_{args.command}")(args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 2
     except (ConfigError, PluginError) as e:  # a bad option or input; a plug-in that does not load
         print(f"raypair: error: {e}", file=sys.stderr)
         return 2
+    except StorageFault as e:
+        print(f"raypair: paused: {e}", file=sys.stderr)
+        return EXIT_CODE
     except KeyboardInterrupt as e:
         print(f"raypair: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
+    finally:
+        _on_sigterm(old)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a test): leave it
+        return None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}; --resume continues")
 
 
 if __name__ == "__main__":  # pragma: no cover

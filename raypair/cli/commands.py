@@ -52,6 +52,7 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[list[Any], Any]:
     """Validate everything that can be validated, then run ``exp`` on Ray; returns the records of
     every trial and where the results are (an ``experiments.outcome.Where``)."""
     from raypair.experiments.outcome import Where
+    from raypair.trials import databases
     from raypair.trials.store import prepare
     from raypair.tracking import view_route
 
@@ -59,8 +60,11 @@ def launch(exp: Any, args: argparse.Namespace) -> tuple[list[Any], Any]:
     exp_dir = inside(storage, exp.name, "--name" if args.name else "name")
     preflight_all(exp)
     check_local_resources(exp, args.address)
+    databases.read_state(exp_dir)  # an empty or damaged experiment.json: one line
     known = prepare(exp, exp_dir, args.resume)
+    args.tracking_uri = databases.tracking_uri(exp_dir, args.tracking_uri)  # --resume keeps the first one
     tracker = _tracker(args, storage, exp.experiment_name)
+    databases.check(exp, exp_dir, known, tracker)  # lost or swapped MLflow / Optuna stores: one line
     from raypair.runner.run import run_experiment
 
     _, records = run_experiment(exp, exp_dir, tracker, known, resume=args.resume, address=args.address,

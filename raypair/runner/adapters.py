@@ -3,6 +3,8 @@ callback and the searcher that asks the experiment for trials, each opened in th
 resolved once) before Tune starts it."""
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +14,7 @@ from ray.tune.search import Searcher
 
 from raypair.experiments.base import Trial
 from raypair.trials.book import Book
+from raypair.trials.faults import MARK, fault_in_text
 
 
 def key_of(trial: TuneTrial) -> Trial:
@@ -23,14 +26,32 @@ class Recorder(tune.Callback):
 
     def __init__(self, book: Book) -> None:
         self.book = book
+        self.sent = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """A stop asked for (a signal, a storage fault) reaches Tune from inside its loop, once its
+        own SIGUSR1 handler is in place: running trials are stopped and ``fit`` returns."""
+        if self.book.stopping and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGUSR1)
 
     def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
+        if result.get(MARK):
+            return self.pause(trial, result[MARK])
         self.book.log(key_of(trial), result)
+
+    def pause(self, trial: TuneTrial, fault: str) -> None:
+        """A storage fault: every trial stops with no end recorded (resumable), nothing told to the searcher."""
+        self.book.fault = self.book.fault or f"trial {trial.config['key']}: {fault}"
+        self.book.stopping = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
         self.book.close(key_of(trial), trial.last_result)
 
     def on_trial_error(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
+        fault = fault_in_text(last_line(trial))
+        if fault:
+            return self.pause(trial, fault)
         self.book.close(key_of(trial), trial.last_result, error=last_line(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:

@@ -2,16 +2,18 @@
 how many trials fit at once."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import ray
 import ray._private.ray_constants
+import ray.cloudpickle
 
 from raypair.config import ConfigError, RunConfigBase
 
@@ -35,14 +37,16 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
     try:
         if address:
-            _join(address)
+            with _driver_code():
+                _join(address)
         else:
             state_api = runs is None or any(_may_use_train(r) for r in runs)
-            try:
-                _start_local(state_api)
-            except Exception:
-                ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
-                _start_local(state_api)
+            with _driver_code():
+                try:
+                    _start_local(state_api)
+                except Exception:
+                    ray.shutdown()  # a local start that timed out on a loaded host: once more, then give up
+                    _start_local(state_api)
     except ConfigError:
         raise
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
@@ -52,6 +56,42 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         print(f"Ray: joined {os.environ['RAY_ADDRESS']} ({nodes} nodes, {res.get('CPU', 0):g} CPU, "
               f"{res.get('GPU', 0):g} GPU)", flush=True)
+
+
+@contextlib.contextmanager
+def _driver_code() -> Iterator[None]:
+    """Ray puts the driver's working folder on every worker's path (ahead of site-packages), so a
+    raypair/ folder there would be what trains. During ``ray.init`` the working folder is the one
+    that holds the driver's own raypair: that is the folder the workers get."""
+    from raypair.trials.provenance import package_dir
+
+    old = os.getcwd()
+    os.chdir(package_dir().parent)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def private_token() -> None:
+    """Ray writes a local Ray's token (``~/.ray/auth_token``) with the umask's mode, readable by
+    every user of the host: made here first with mode 0600, or narrowed to 0600 if it is there."""
+    path = Path.home() / ".ray" / "auth_token"
+    try:
+        if path.exists():
+            if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+                path.chmod(0o600)
+        elif os.environ.get("RAY_AUTH_MODE", "token").lower() == "token" and not (
+                os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+            from ray._private.authentication.authentication_token_generator import (
+                generate_new_authentication_token)
+
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_new_authentication_token())
+    except (OSError, ImportError):
+        pass  # another driver made it at the same instant, or Ray moved its generator: Ray makes it
 
 
 def _start_error(e: Exception, address: Optional[str]) -> ConfigError:
@@ -117,8 +157,10 @@ def _start_local(state_api: bool = True) -> None:
         api[FAKE_GPUS] = os.environ[FAKE_GPUS]
     # the notice that a Ray of this host's own uses token authentication is not for the researcher
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    private_token()
     ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
              runtime_env={"env_vars": api}, **fake, **_QUIET)
+    private_token()
 
 
 def _reachable(gcs: str, address: str) -> None:
@@ -137,30 +179,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_shared(folder: Path) -> None:
-    """On a cluster, every node must see the experiment's folder at the same path (trials write
-    their store there, and a retried trial reads its checkpoint there on another node): one
-    zero-CPU task per alive node looks for a file the driver just wrote."""
+def check_nodes(folder: Path, shared: bool) -> None:  # over 30 lines: one probe round and its refusals, together
+    """Before any trial, one zero-CPU task per alive node: it imports raypair as a trial would and
+    reports its source hash (a node whose raypair is not the driver's is refused), and it writes,
+    reads back and removes a probe file in the experiment's folder (a node that cannot write there
+    is refused: a full or read-only mount is the machine's fault, not a trial's). On a cluster
+    (``shared``) it also looks for a file the driver just wrote: every node must see the folder at
+    the same path (trials write their store there, and a retried trial reads its checkpoint there
+    on another node)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = folder / f".probe-{os.getpid()}"
+    from raypair.trials import provenance
+
+    ray.cloudpickle.register_pickle_by_value(provenance)  # a node runs the driver's probe, not its own
+    probe, task = folder / f".probe-{os.getpid()}", ray.remote(num_cpus=0)(provenance.node_probe)
     probe.write_text("raypair")
-
-    @ray.remote(num_cpus=0)
-    def sees(path: str) -> bool:
-        return Path(path).is_file()
-
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+        seen = ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                         .remote(str(probe)) for n in nodes], timeout=120)
+    except ray.exceptions.RayTaskError as e:  # a worker's path holds a raypair that does not even import
+        why = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise ConfigError("raypair", f"a node's worker cannot import the driver's raypair ({why[-1][:200]}): install "
+                          "the same raypair on every node, and run no raypair/ folder on a worker's path",
+                          str(provenance.package_dir())) from None
     finally:
         probe.unlink(missing_ok=True)
-    for node, ok in zip(nodes, seen):
-        if not ok:
-            raise ConfigError("--storage", f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]}) does not see "
-                              f"{folder}: on a cluster --storage must be a folder every node mounts at the same path "
-                              "(NFS or another shared file system)", str(folder.parent))
+    named = [(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})", got) for n, got in zip(nodes, seen)]
+    provenance.check_nodes(provenance.here(), [(name, got["code"]) for name, got in named])
+    for name, got in named:
+        if shared and not got["sees"]:
+            raise ConfigError("--storage", f"node {name} does not see {folder}: on a cluster --storage must be a "
+                              "folder every node mounts at the same path (NFS or another shared file system)",
+                              str(folder.parent))
+        if got["write"]:
+            raise ConfigError("--storage", f"node {name} cannot write in {folder}: {got['write']}", str(folder.parent))
 
 
 def where(rank: int, resume: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -8,13 +8,11 @@ fractional GPUs pack trials on one device; several workers or a GPU run a trial 
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import signal
+import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import ray
 
@@ -22,41 +20,83 @@ from ray import tune
 
 from raypair.experiments.base import Experiment, Record
 from raypair.runner.adapters import Recorder, TrialSearcher
-from raypair.runner.cluster import check_shared, fit_concurrency, pins, start_ray
+from raypair.runner.cluster import check_nodes, fit_concurrency, pins, start_ray
 from raypair.runner.progress import Progress
+from raypair.runner.stop import Stop, stopping
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
+from raypair.trials import provenance
 from raypair.trials.book import Book
+from raypair.trials.faults import StorageFault, storage_fault
 from raypair.trials.store import PLAN_FILE, STATE_FILE, new_token, read_records, write_json
 
 
 def run_experiment(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], *,
                    resume: bool, address: Optional[str] = None, verbose: bool = False) -> tuple[str, list[Record]]:
     """Run (or resume) ``exp`` in ``exp_dir``; ``known`` is what :func:`raypair.trials.store.prepare`
-    found. Returns the MLflow parent run id and every trial's record."""
+    found. Returns the MLflow parent run id and every trial's record. A signal at any instant
+    raises KeyboardInterrupt, a storage fault :class:`StorageFault`, each after the trials cut off
+    are marked interrupted and the Ray this driver started is shut down."""
+    with stopping() as stop:
+        try:
+            return _run(exp, exp_dir, tracker, known, stop, resume, address, verbose)
+        except BaseException as e:
+            fault = storage_fault(e) or (stop.book.fault if stop.book else None)
+            if fault is None and not stop.signal and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                _wind_down(tracker, exp_dir, stop, shutdown=stop.own_ray)
+                raise
+            stop.phase = "after"  # a signal from now on waits for the wind-down; a second one exits
+            _wind_down(tracker, exp_dir, stop)
+            if fault:
+                raise StorageFault(f"storage fault ({fault}); the experiment is paused: free or fix the "
+                                   "storage, then --resume continues it") from None
+            raise KeyboardInterrupt(f"stopped by {stop.signal or 'SIGTERM'}; --resume continues") from None
+
+
+def _run(exp: Experiment, exp_dir: Path, tracker: Tracker, known: dict[str, Record], stop: Stop,
+         resume: bool, address: Optional[str], verbose: bool) -> tuple[str, list[Record]]:
+    stop.own_ray = not ray.is_initialized()
     start_ray(address, exp.resource_runs())
-    if address:
-        check_shared(exp_dir)
+    stop.install()  # ray.init set a SIGTERM handler of its own
+    check_nodes(exp_dir, shared=bool(address))
     exp.pin(pins(exp.base_run))
-    parent = _open_parent(exp, exp_dir, tracker, resume)
+    parent = _open_parent(exp, exp_dir, tracker, resume, stop)
     new_token(exp_dir)  # this driver's trials may write the store; an earlier start's may not
     _save_view(exp, tracker)
     write_json(exp_dir / PLAN_FILE, {"planned": exp.planned_trials(), "epochs": exp.base_run.epochs,
                                      "metric": exp.metric, "mode": exp.mode})
-    book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))
+    stop.book = book = Book(exp, exp_dir, tracker, parent, exp.proposer(exp_dir, known))
     book.reconcile(known)
     todo = sum(1 for r in known.values() if not exp.done(r))
     print(f"{exp.kind} {exp.name!r}: {sum(exp.done(r) for r in known.values())} trials done earlier"
           + (f", {todo} to continue" if todo else ""), flush=True)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner: Progress prints the lines
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the trial store and MLflow hold the results
-    with _graceful_stop(book) as stop:
-        _tuner(exp, exp_dir, book, Progress(book, known.values(), verbose=verbose)).fit()
-    records = _after_tune(exp, exp_dir, tracker, parent, book, stop)
-    if stop.signal:
-        ray.shutdown()  # the Ray this driver started goes with it: no process is left behind
-        raise KeyboardInterrupt(f"stopped by {stop.signal}; --resume continues")
+    stop.phase = "tune"
+    _tuner(exp, exp_dir, book, Progress(book, known.values(), verbose=verbose)).fit()
+    stop.phase = "after"
+    records = _after_tune(exp, tracker, parent, book, stop)
+    if stop.signal or book.fault:
+        raise KeyboardInterrupt(stop.signal)  # run_experiment winds down and names it
     return parent, records
+
+
+def _wind_down(tracker: Tracker, exp_dir: Path, stop: Stop, shutdown: bool = True) -> None:
+    """Best effort, as the storage may be what failed: every trial with no end and the parent
+    marked interrupted (MLflow KILLED), then the Ray this driver started shut down."""
+    try:
+        if stop.book is not None:
+            for rec in read_records(exp_dir).values():
+                if rec.end is None:
+                    stop.book.interrupted(rec)
+        if stop.parent and tracker.status(stop.parent) == "RUNNING":
+            tracker.set_tags(stop.parent, {"raypair.status": "interrupted"})
+            tracker.end(stop.parent, "KILLED")
+    except Exception as e:  # noqa: BLE001 - the wind-down never hides why the driver stops
+        print(f"raypair: could not mark the runs interrupted ({type(e).__name__}: {e})", file=sys.stderr)
+    finally:
+        if shutdown:
+            ray.shutdown()  # the Ray this driver started goes with it: no process is left behind
 
 
 def _save_view(exp: Experiment, tracker: Tracker) -> None:
@@ -66,9 +106,9 @@ def _save_view(exp: Experiment, tracker: Tracker) -> None:
                       keys + [("metrics", exp.metric)], ("metrics", exp.metric), ascending=exp.mode == "min")
 
 
-def _after_tune(exp: Experiment, exp_dir: Path, tracker: Tracker, parent: str, book: Book, stop: "_Stop") -> list[Record]:
+def _after_tune(exp: Experiment, tracker: Tracker, parent: str, book: Book, stop: Stop) -> list[Record]:
     """After Tune returns: every trial's MLflow run in line with its record, the parent's summary."""
-    records = list(read_records(exp_dir).values())
+    records = list(read_records(book.exp_dir).values())
     for rec in records:
         if rec.key not in book.closed and rec.end is not None:
             book.settle(rec)
@@ -79,62 +119,24 @@ def _after_tune(exp: Experiment, exp_dir: Path, tracker: Tracker, parent: str, b
     if metrics:
         tracker.log_metrics(parent, metrics, step=1, dedupe=False)
     ok = any(r.status in ("finished", "stopped") for r in records)
-    tracker.end(parent, "KILLED" if stop.signal else "FINISHED" if ok else "FAILED")
+    tracker.end(parent, "KILLED" if stop.signal or book.fault else "FINISHED" if ok else "FAILED")
     return records
 
 
-class _Stop:
-    signal: str = ""
-
-
-@contextlib.contextmanager
-def _graceful_stop(book: Book) -> Iterator[_Stop]:
-    """SIGINT (Ctrl-C) and SIGTERM (``timeout``, a batch scheduler) stop the sweep the way Tune
-    stops it on SIGUSR1: running trials are stopped and Tune returns. The runner then records the
-    trials cut off as KILLED (resumable) and shuts its Ray down."""
-    stop = _Stop()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.signal = signal.Signals(signum).name
-        book.stopping = True  # a trial Tune stops from now on was cut off, not stopped by a scheduler
-        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own interrupt: stop trials, end the loop
-
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    quiet = _DropTuneRestoreHint()
-    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")]
-    for lg in loggers:
-        lg.addFilter(quiet)
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        for lg in loggers:
-            lg.removeFilter(quiet)
-
-
-class _DropTuneRestoreHint(logging.Filter):
-    """Tune's "resume with Tuner.restore(...)" advice is wrong here: raypair resumes with --resume;
-    and its result files are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS), so its end-of-run "failed to
-    fetch metrics" for every trial says nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(m in record.getMessage() for m in ("Tuner.restore", "Failed to fetch metrics"))
-
-
-def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool) -> str:
+def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool, stop: Stop) -> str:
     tags, params, doc = exp.parent()
     state = exp_dir / STATE_FILE
     if resume and state.exists():
-        parent = json.loads(state.read_text())["parent_run_id"]
+        stop.parent = parent = json.loads(state.read_text())["parent_run_id"]
         tracker.client.update_run(parent, status="RUNNING")
+        tracker.set_tags(parent, provenance.tags())  # the code of this attempt
     else:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        parent, _ = tracker.start(f"{exp.kind}/{exp_dir}", exp.name, tags=tags)
+        parent, _ = tracker.start(f"{exp.kind}/{exp_dir}", exp.name, tags=tags | provenance.tags())
+        stop.parent = parent  # a signal from here on marks it interrupted
         tracker.log_params(parent, params)
         write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent,
-                           "fingerprint": exp.fingerprint()})
+                           "fingerprint": exp.fingerprint(), "tracking_uri": tracker.uri})
     tracker.log_yaml(parent, doc, f"{exp.kind}.yaml")  # again on a resume: seeds may have been added
     return parent
 

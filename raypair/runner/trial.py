@@ -16,10 +16,23 @@ from ray import tune
 
 from raypair.config import RunConfigBase
 from raypair.experiments.base import Experiment, ResolvedRun
+from raypair.trials.faults import MARK, storage_fault
 from raypair.trials.store import TrialStore, store_report
 
 
 def trial_body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> None:
+    """A storage fault (a full or read-only store, an I/O error) is reported, not raised: the
+    driver pauses the experiment, and the trial is neither failed nor told to the searcher."""
+    try:
+        _body(config, experiment, exp_dir)
+    except Exception as e:
+        fault = storage_fault(e)
+        if fault is None:
+            raise
+        tune.report({experiment.metric: float("nan"), "epoch": 0, MARK: fault})
+
+
+def _body(config: dict[str, Any], experiment: Experiment, exp_dir: str) -> None:
     key, resolved = config["key"], config["resolved"]
     assert isinstance(resolved, ResolvedRun), type(resolved)
     store = TrialStore.attach(Path(exp_dir) / "trials" / key)  # fenced: writes only while its driver is current

@@ -163,6 +163,20 @@ class Tracker:
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + view_id, json.dumps(envelope))
         return view_route(self.experiment_id, view_id)
 
+    def store_path(self) -> Optional[Path]:
+        """The file of a local (sqlite) store, which opening it would create if it were missing."""
+        return Path(self.uri[len("sqlite:///"):]) if self.uri.startswith("sqlite:///") else None
+
+    def run_exists(self, run_id: str) -> bool:
+        """Whether this store holds run ``run_id`` in this experiment (not deleted)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return run.info.experiment_id == self.experiment_id and run.info.lifecycle_stage == "active"
+
     def has_params(self, run_id: str) -> bool:
         return bool(self.client.get_run(run_id).data.params)
 

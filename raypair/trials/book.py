@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from raypair.config import flatten, to_plain
+from raypair.config import ConfigError, flatten, to_plain
 from raypair.experiments.base import Described, Experiment, Proposer, Record, ResolvedRun, Trial
 from raypair.tracking import Tracker
+from raypair.trials import provenance
 from raypair.trials.store import TrialStore
 
 
@@ -25,7 +26,8 @@ class Book:
         self.resolved: dict[str, ResolvedRun] = {}  # trial key -> its run, validated once
         self.shown: dict[str, Described] = {}
         self.closed: set[str] = set()
-        self.stopping = False  # the driver was told to stop (SIGINT / SIGTERM)
+        self.stopping = False  # the driver was told to stop (SIGINT / SIGTERM, a storage fault)
+        self.fault: Optional[str] = None  # the storage fault that paused the experiment
 
     def store(self, key: str) -> TrialStore:
         return TrialStore(self.exp_dir / "trials" / key)
@@ -46,6 +48,11 @@ class Book:
     def open(self, trial: Trial) -> ResolvedRun:
         """Before the trial starts: its run resolved, its ``trial.json``, then its MLflow run
         (created, or reopened). Returns what the trial is sent."""
+        rec = self.store(trial.key).record()
+        if rec is not None and ((rec.end is not None and self.exp.done(rec))
+                                or (rec.rows and rec.params != json.loads(json.dumps(trial.params, default=str)))):
+            raise ConfigError("--resume", f"trial {trial.key} was proposed again with other params, or after it ended: "
+                              "the searcher's study does not match the trial store", trial.key)
         resolved = self.resolve(trial)
         self.store(trial.key).create(trial, resolved.config_hash)
         self.closed.discard(trial.key)
@@ -61,7 +68,7 @@ class Book:
         else:
             plain, extra = None, {"raypair.infeasible": resolved.infeasible}
         d = self.describe(trial)
-        tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (d.tags | extra).items()}
+        tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (d.tags | extra | provenance.tags()).items()}
         run_id, existed = self.tracker.start(f"{self.parent}/{trial.key}", d.name, parent=self.parent, tags=tags)
         if plain is not None and not (existed and self.tracker.has_params(run_id)):  # a kill may come between
             self.tracker.log_params(run_id, flatten(plain))

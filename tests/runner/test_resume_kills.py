@@ -273,3 +273,43 @@ def test_a_stopped_driver_leaves_no_process_and_no_running_run(tmp_path, how):
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 5
     assert len(ended_before) < 4 and _ended(storage / "quickstart") == {"t0000", "t0001", "t0002", "t0003"}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("when", ["before Ray", "between Ray and Tune", "twice during Tune"])
+def test_a_signal_at_any_instant_stops_the_same_way(tmp_path, when):
+    """SIGTERM once the experiment's folder is held (before Ray starts), or after Ray started but
+    before Tune (``experiment.json`` is written then, no trial yet): the same clean stop, exit 130,
+    no run left RUNNING, nothing left. A second SIGTERM while the first
+    stop runs ends the driver at once (within seconds), and nothing of its group survives either."""
+    from mlflow.tracking import MlflowClient
+
+    storage = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "raypair", "tune", str(QUICK), "--storage", str(storage), "--set", "epochs=3",
+           "--num-samples", "2", "--set", "tune.scheduler.name=none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    exp, deadline = storage / "quickstart", time.time() + 240
+    ready = {"before Ray": lambda: (exp / ".lock").exists(),
+             "between Ray and Tune": lambda: (exp / "experiment.json").exists()}.get(
+        when, lambda: _state(exp, 3)["rows"] >= 1)
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None and _state(exp, 3)["trials"] == 0 or not when.startswith("between")
+    proc.send_signal(signal.SIGTERM)
+    if when.startswith("twice"):
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        out, _ = proc.communicate(timeout=60)
+        assert time.time() - t0 < 15 and "SIGTERM again: exiting now" in out, out[-2000:]
+    else:
+        out, _ = proc.communicate(timeout=120)
+        assert "raypair: interrupted (stopped by SIGTERM; --resume continues)" in out, out[-3000:]
+        client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+        mlexp = client.get_experiment_by_name("quickstart")
+        runs = client.search_runs([mlexp.experiment_id]) if mlexp else []
+        assert all(r.info.status == "KILLED" for r in runs), [r.info.status for r in runs]
+        assert runs or when == "before Ray"
+    assert proc.returncode == 130, out[-3000:]
+    _wait_for_orphans(proc.pid)

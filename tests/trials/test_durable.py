@@ -32,6 +32,8 @@ NOT_THE_STORE = {
     ("raypair/data/sources/base.py", "open"): 2,  # its temp file and its lock file
     ("raypair/tracking/store.py", "open"): 1,  # MLflow's lock file
     ("raypair/runner/cluster.py", "write_text"): 1,  # the shared-storage probe (removed at once)
+    ("raypair/runner/cluster.py", "open"): 1,  # the Ray token file, created 0600 (not the store)
+    ("raypair/trials/provenance.py", "open"): 1,  # a node's write probe (fsynced, read back, removed)
     ("raypair/runner/adapters.py", "write_text"): 1,  # Tune's empty checkpoint: resume reads the store
     ("raypair/loop/__init__.py", "torch.save"): 1,  # into a temp folder; the store copies it in durably
     ("raypair/trials/store.py", "open"): 1,  # the experiment's lock file (flock; no content)
