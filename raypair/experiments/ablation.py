@@ -184,7 +184,21 @@ def _reference(spec: AblationFile, factors: dict[str, dict[str, Optional[Overrid
     return ref
 
 
+def _check_keys(variants: dict[str, Variant]) -> None:
+    """Two variants never share a trial key (one folder, one MLflow run for two pairs): keys keep
+    letters, digits, ``_``, ``.`` and ``-`` (``base+`` is ``baseplus``, ``mix up`` is ``mix_up``)
+    and are compared without case, as some file systems do."""
+    owner: dict[str, str] = {}
+    for name in variants:
+        key = slug(name, 0).lower()
+        if key in owner:
+            raise ConfigError(f"variants.{name}", f"its trial keys ({slug(name, 0)}, ...) are those of variant "
+                              f"{owner[key]!r} too; rename one", name)
+        owner[key] = name
+
+
 def _check(ab: Ablation, spec: AblationFile, all_variants: dict[str, Variant]) -> None:
+    _check_keys(all_variants)
     seen: dict[str, str] = {}
     for v in ab.variants.values():
         if "seed" in v.overrides or "name" in v.overrides:
