@@ -203,3 +203,13 @@ def _seeds(given: Optional[list[int]], cfg: SequentialConfig) -> list[int]:
         raise ConfigError("seeds", f"lists {len(given)} seeds, fewer than sequential.max_seeds ({cfg.max_seeds}): "
                           "every variant runs the same seeds, in order", list(given))
     return list(given)[: cfg.max_seeds]
+
+
+def sequential_from_plain(doc: dict[str, Any]) -> Sequential:
+    """The experiment from the ``sequential.yaml`` its parent run logged (what the report reads)."""
+    from raypair.experiments.pairs import from_plain
+
+    ab, plan = from_plain(doc), doc["sequential"]
+    cfg = SequentialConfig(float(plan["delta"]), float(plan["alpha"]), int(plan["min_seeds"]), int(plan["max_seeds"]),
+                           int(plan["batch"]), tuple(tuple(p) for p in plan["comparisons"]))
+    return Sequential(**{f.name: getattr(ab, f.name) for f in fields(ab)} | {"seq": cfg})

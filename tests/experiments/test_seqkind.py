@@ -13,10 +13,11 @@ import yaml
 
 from raypair.experiments.base import WAIT, Record
 
-SEQ = __import__("helpers").ROOT / "tests" / "data" / "sequential_digits.yaml"
+from helpers import SEQUENTIAL
 
 
-def load(path=SEQ, **kw):
+
+def load(path=SEQUENTIAL, **kw):
     from raypair.experiments.seqkind import load_sequential
 
     opts = SimpleNamespace(**({"overrides": [], "quick": False, "seeds": None, "variants": None, "name": None,
@@ -27,7 +28,7 @@ def load(path=SEQ, **kw):
 def test_a_sequential_section_makes_the_kind():
     from raypair.experiments.kinds import kind_of
 
-    raw = yaml.safe_load(SEQ.read_text())
+    raw = yaml.safe_load(SEQUENTIAL.read_text())
     assert kind_of(raw).name == "sequential"
     assert kind_of({k: v for k, v in raw.items() if k != "sequential"}).name == "ablation"
     exp = load()
@@ -48,7 +49,7 @@ BAD = [({"delta": 0}, "sequential.delta: must be > 0 (got 0)"),
 def test_bad_sequential_input_is_one_line_and_exit_2(tmp_path, capsys, change, message):
     from raypair.cli import main
 
-    raw = yaml.safe_load(SEQ.read_text())
+    raw = yaml.safe_load(SEQUENTIAL.read_text())
     if "seeds" in change:
         raw["seeds"] = change["seeds"]
     else:
@@ -118,7 +119,7 @@ def test_an_open_comparison_runs_to_max_seeds_and_resume_asks_the_same(tmp_path)
     """``noisy`` differs from base by +-0.003 alternating per seed (delta 0.002): its mean stays inside the
     margin, but its interval at 8 seeds (t_7 > 2.36 times 0.003/sqrt(8) ~ 0.0025) cannot exclude 0
     nor fit in (-0.002, 0.002): open at max_seeds, so base and noisy run all 8 seeds, slow only 3."""
-    raw = yaml.safe_load(SEQ.read_text())
+    raw = yaml.safe_load(SEQUENTIAL.read_text())
     raw["variants"] = {"base": {}, "noisy": {"optim.momentum": 0.8}, "slow": {"optim.lr": 0.001}}
     raw["sequential"]["delta"] = 0.002
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
