@@ -114,6 +114,16 @@ class Proposer(abc.ABC):
 
 
 WAIT = Trial("", {})  # Proposer.propose: "not now, ask again after the next tell"
+NOTES_FILE = "notes.json"  # lines a proposer leaves for ``raypair status`` (say, the open comparisons)
+
+
+def write_notes(exp_dir: Optional[Path], lines: list[str]) -> None:
+    """Replace the experiment's notes for ``raypair status`` (atomically: a reader never sees half)."""
+    if exp_dir is None:
+        return
+    tmp = Path(exp_dir) / (NOTES_FILE + ".tmp")
+    tmp.write_text(json.dumps({"lines": lines}))
+    tmp.replace(Path(exp_dir) / NOTES_FILE)
 
 
 class ListProposer(Proposer):

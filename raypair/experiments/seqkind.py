@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from raypair.config import ConfigError, read_yaml
-from raypair.experiments.base import WAIT, Proposer, Record, Trial
+from raypair.experiments.base import WAIT, Proposer, Record, Trial, write_notes
 from raypair.experiments.pairs import Ablation, slug
 from raypair.experiments.seqconfig import SequentialConfig, comparison_name, sequential_config
 from raypair.experiments.sequential import Decision, decide, next_seeds
@@ -47,7 +47,7 @@ class Sequential(Ablation):
         return None  # decided as results come in (at most max_seeds per variant)
 
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
-        return SeedsProposer(self, known)
+        return SeedsProposer(self, known, exp_dir)
 
     def keys(self) -> dict[str, tuple[str, int]]:
         """Every trial key this experiment may run -> (variant, index of its seed)."""
@@ -121,8 +121,8 @@ class SeedsProposer(Proposer):
     """Pairs of one look at a time: proposes the seeds up to each variant's next look, then waits
     (:data:`WAIT`) for their results before deciding; None once nothing is open or running."""
 
-    def __init__(self, exp: Sequential, known: dict[str, Record]) -> None:
-        self.exp, self.keys = exp, exp.keys()
+    def __init__(self, exp: Sequential, known: dict[str, Record], exp_dir: Optional[Path] = None) -> None:
+        self.exp, self.keys, self.exp_dir = exp, exp.keys(), exp_dir
         self.results = exp.finals(list(known.values()))
         self.ran = {v: 0 for v in exp.variants}  # seeds asked for, per variant (a prefix of the seeds)
         for key in known:
@@ -153,6 +153,8 @@ class SeedsProposer(Proposer):
         look's pairs run, its next look is the one they belong to: nothing more is asked for."""
         if self.todo is None:  # decided again only after a result came in
             decisions = self.exp.decisions(self.results)
+            write_notes(self.exp_dir, [f"{n}: {d.state} at {d.n} seeds, difference {d.estimate:+.4g} in "
+                                       f"[{d.low:.4g}, {d.high:.4g}]" for n, d in decisions.items()])
             have = {v: next(i for i in range(len(self.exp.seeds) + 1) if i not in self.results.get(v, {}))
                     for v in self.exp.variants}
             want = {v: have[v] + n for v, n in next_seeds(decisions, have, self.exp.cfg).items()}

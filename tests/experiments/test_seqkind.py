@@ -133,3 +133,22 @@ def test_an_open_comparison_runs_to_max_seeds_and_resume_asks_the_same(tmp_path)
         first, part = drive(exp, {}, stop_after=cut)
         rest, _ = drive(exp, dict(part))
         assert not set(rest) & set(part) and sorted(set(first) | set(rest)) == sorted(whole)
+
+
+def test_status_shows_the_decisions_the_proposer_noted(tmp_path, capsys):
+    from raypair.cli import main
+    from raypair.trials.store import STATE_FILE
+
+    exp = load()
+    exp_dir = tmp_path / exp.name
+    exp_dir.mkdir()
+    (exp_dir / STATE_FILE).write_text('{"kind": "sequential", "name": "digits_seq"}')
+    prop = exp.proposer(exp_dir, {})
+    first = [prop.propose() for _ in range(9)]
+    for t in first:
+        prop.tell(t.key, truth(t.key))
+    assert prop.propose() is None
+    assert main(["status", exp.name, "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "  same_again vs base: equivalent at 3 seeds, difference +0 in [0, 0]" in out
+    assert "  slow vs base: worse at 3 seeds, difference -0.5" in out
