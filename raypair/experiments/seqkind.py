@@ -20,6 +20,8 @@ it again (as in any ablation).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -48,6 +50,10 @@ class Sequential(Ablation):
 
     def proposer(self, exp_dir: Path, known: dict[str, Record]) -> Proposer:
         return SeedsProposer(self, known, exp_dir)
+
+    def fingerprint(self) -> Optional[str]:
+        """The pre-registered plan and seeds: a ``--resume`` may not change them."""
+        return hashlib.sha1(json.dumps([self.plan(), self.seeds], sort_keys=True).encode()).hexdigest()[:16]
 
     def keys(self) -> dict[str, tuple[str, int]]:
         """Every trial key this experiment may run -> (variant, index of its seed)."""

@@ -152,3 +152,10 @@ def test_status_shows_the_decisions_the_proposer_noted(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  same_again vs base: equivalent at 3 seeds, difference +0 in [0, 0]" in out
     assert "  slow vs base: worse at 3 seeds, difference -0.5" in out
+
+
+def test_the_plan_may_not_change_on_resume(tmp_path):
+    raw = yaml.safe_load(SEQUENTIAL.read_text())
+    raw["sequential"]["alpha"] = 0.1
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    assert load().fingerprint() == load().fingerprint() != load(tmp_path / "s.yaml").fingerprint()
