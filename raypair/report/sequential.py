@@ -76,7 +76,8 @@ def sequential_report(exp: Sequential, parent: Parent, children: list[Child], ou
 
 
 def path_figure(exp: Sequential, rows: list[dict[str, Any]], path: Path) -> Path:
-    """Each comparison's estimate and interval against the seeds at each look, ±δ shaded."""
+    """Each comparison's estimate and interval against the seeds at each look, ±δ shaded; the frame
+    is twice the largest estimate, so a first look's wide interval runs off it."""
     plt = plots._plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(dict.fromkeys(r["comparison"] for r in rows))
@@ -88,6 +89,8 @@ def path_figure(exp: Sequential, rows: list[dict[str, Any]], path: Path) -> Path
         hi = [min(r["high"] - r["estimate"], 1e3) for r in mine]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
     ax.axhspan(-exp.cfg.delta, exp.cfg.delta, color="0.9", label="±δ")
+    lim = 2 * max([abs(r["estimate"]) for r in rows if r["estimate"] == r["estimate"]] + [exp.cfg.delta])
+    ax.set_ylim(-lim, lim)  # an early look's wide interval runs off the frame
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlabel("seeds (look)")
     ax.set_ylabel(f"{exp.metric} difference")
