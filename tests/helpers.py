@@ -23,6 +23,7 @@ from raypair.ops.losses import one_hot
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "search_spaces" / "quickstart.yaml"
 DIGITS = ROOT / "tests" / "data" / "ablation_digits.yaml"  # a short ablation on the offline digits
+SEQUENTIAL = ROOT / "tests" / "data" / "sequential_digits.yaml"  # a short seeds-until-decided one
 
 CIFAR_MEAN, CIFAR_STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 

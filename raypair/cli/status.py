@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from raypair.config import ConfigError
-from raypair.experiments.base import STATUSES, Record, best_record, fmt_value
+from raypair.experiments.base import NOTES_FILE, STATUSES, Record, best_record, fmt_value
 from raypair.trials.store import PLAN_FILE, STATE_FILE, is_running, read_json, read_records
 
 
@@ -24,6 +24,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     exp_dir = _folder(storage, args.name, found)
     plan, records = _plan(exp_dir), list(read_records(exp_dir).values())
     print(_headline(exp_dir, plan, records))
+    for line in (read_json(exp_dir / NOTES_FILE) or {}).get("lines", []):  # what its proposer noted
+        print(f"  {line}")
     metric, mode = plan.get("metric", "val_acc"), plan.get("mode", "max")
     for rec in records:
         shown = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in sorted(rec.params.items()))

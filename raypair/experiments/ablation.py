@@ -77,12 +77,13 @@ class AblationFile(Strict):
 # ------------------------------------------------------------------------------------ loading
 def load_ablation(path: str | Path, overrides: list[str] = (), quick: bool = False,
                   seeds: Optional[list[int]] = None, only: Optional[list[str]] = None,
-                  name: Optional[str] = None, max_concurrent: Optional[int] = None) -> Ablation:
-    """Read and check an ablation file. ``overrides`` (``--set``) reach the base run; ``quick``
-    applies the file's quick profile (and appends ``-quick`` to the name); ``seeds``, ``only``
-    (a subset of the variants), ``name`` and ``max_concurrent`` replace the file's."""
+                  name: Optional[str] = None, max_concurrent: Optional[int] = None,
+                  raw: Optional[dict[str, Any]] = None) -> Ablation:
+    """Read and check an ablation file. ``overrides`` (``--set``) reach the base run; ``quick`` its
+    quick profile (the name gains ``-quick``); ``seeds``, ``only`` (a subset of the variants), ``name``
+    and ``max_concurrent`` replace the file's; ``raw``: the file, read (seqkind.py takes its keys out)."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = read_yaml(path) if raw is None else raw
     try:
         spec = AblationFile.model_validate(raw)
     except ValidationError as err:

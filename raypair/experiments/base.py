@@ -105,11 +105,25 @@ class Proposer(abc.ABC):
 
     @abc.abstractmethod
     def propose(self) -> Optional[Trial]:
-        """The next trial to run, or None when there are no more."""
+        """The next trial to run; None when there are no more; :data:`WAIT` when none now, but more
+        may come once a running trial ends (:meth:`tell`): a proposer that decides from results."""
 
     def tell(self, key: str, value: Optional[float], status: str = "finished") -> None:
         """``value`` of the experiment's metric for a trial that ended (None: no result; ``status``
         says why: failed, diverged, infeasible)."""
+
+
+WAIT = Trial("", {})  # Proposer.propose: "not now, ask again after the next tell"
+NOTES_FILE = "notes.json"  # lines a proposer leaves for ``raypair status`` (say, the open comparisons)
+
+
+def write_notes(exp_dir: Optional[Path], lines: list[str]) -> None:
+    """Replace the experiment's notes for ``raypair status`` (atomically: a reader never sees half)."""
+    if exp_dir is None:
+        return
+    tmp = Path(exp_dir) / (NOTES_FILE + ".tmp")
+    tmp.write_text(json.dumps({"lines": lines}))
+    tmp.replace(Path(exp_dir) / NOTES_FILE)
 
 
 class ListProposer(Proposer):

@@ -6,7 +6,8 @@ a kind. ``docs/extending.md`` walks through adding one.
 
 A file is recognised by its ``kind:`` key when it has one (any kind in the table), else by the
 first kind, lowest ``order`` first, whose :meth:`Kind.recognises` claims its top-level keys:
-``ablation`` (``variants:`` or ``factors:``), ``space`` (``space:``, ``tune:``, ``run:`` or
+``sequential`` (``sequential:`` beside ``variants:`` or ``factors:``), ``ablation`` (``variants:`` or
+``factors:``), ``space`` (``space:``, ``tune:``, ``run:`` or
 ``base:``), and ``run`` (anything else: a run file).
 """
 from __future__ import annotations
@@ -96,6 +97,20 @@ def _ordered(kinds: list[Kind]) -> list[Kind]:
 
 
 # ------------------------------------------------------------------------------ raypair's own
+@register_kind
+class SequentialKind(Kind):
+    name, words, command, order = "sequential", "a seeds-until-decided ablation file (sequential:)", "ablate", 5
+    options = ("quick", "seeds", "variants")
+
+    def recognises(self, raw: dict[str, Any]) -> bool:
+        return "sequential" in raw and ("variants" in raw or "factors" in raw)
+
+    def load(self, path: str | Path, opts: Any) -> Experiment:
+        from raypair.experiments.seqkind import load_sequential
+
+        return load_sequential(path, opts)
+
+
 @register_kind
 class AblationKind(Kind):
     name, words, command, order = "ablation", "an ablation file (variants: or factors:)", "ablate", 10

@@ -9,6 +9,9 @@ one folder, then logs the same files under ``report/`` of the parent run:
   over seeds when both ran the same seeds, else Welch), the paper's number beside ours),
   ``bars.png`` (means with their intervals, the paper's numbers as markers) and ``curves.png``
   (per-epoch mean and interval band of every variant).
+- sequential (``sequential.py``): the ablation's files, and per comparison its path (seeds,
+  estimate, interval and state at each look), when it was decided, the seeds spent against the
+  fixed design (``sequential.csv``, ``path.png``).
 - sweep (``sweep.py``): ``report.md`` and ``report.csv`` (the best trials and their parameters,
   each parameter's importance by Optuna's fANOVA over the finished trials), ``importance.png``
   and ``curves.png`` (the best trials' learning curves).
@@ -25,9 +28,11 @@ from typing import Any, Callable
 from raypair.config import ConfigError
 from raypair.config.yamlio import MAX_BYTES, YamlProblem, load_text
 from raypair.experiments.ablation import from_plain
+from raypair.experiments.seqkind import sequential_from_plain
 from raypair.registry import Registry
 from raypair.report.ablation import ablation_report
 from raypair.report.plots import CURVES
+from raypair.report.sequential import sequential_report
 from raypair.report.sweep import sweep_report
 from raypair.tracking.read import Child, Parent, RunReader
 
@@ -47,6 +52,10 @@ REPORTS.register("ablation")(ReportKind(
     metrics=lambda parent: [],
     write=lambda reader, parent, children, out, top: ablation_report(
         from_plain(logged_yaml(reader, parent, "ablation.yaml")), parent, children, out)))
+REPORTS.register("sequential")(ReportKind(
+    metrics=lambda parent: [],
+    write=lambda reader, parent, children, out, top: sequential_report(
+        sequential_from_plain(logged_yaml(reader, parent, "sequential.yaml")), parent, children, out)))
 REPORTS.register("sweep")(ReportKind(
     metrics=lambda parent: [str(parent.params.get("tune.metric", "val_acc"))],
     write=lambda reader, parent, children, out, top: sweep_report(

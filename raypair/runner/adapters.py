@@ -12,7 +12,7 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
-from raypair.experiments.base import Trial
+from raypair.experiments.base import WAIT, Trial
 from raypair.trials.book import Book
 from raypair.trials.faults import MARK, fault_in_text
 
@@ -75,6 +75,8 @@ class TrialSearcher(Searcher):
         trial = self.book.proposer.propose()
         if trial is None:
             return Searcher.FINISHED
+        if trial is WAIT:
+            return None  # Tune's "no trial now": it asks again once a running trial has ended
         return {"key": trial.key, "params": trial.params, "resolved": self.book.open(trial)}
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:

@@ -20,7 +20,7 @@ def test_the_api_validates_as_the_command_does(capsys):
 
 
 @pytest.mark.parametrize("call, line", [
-    (lambda api: api.validate(QUICK, seeds=[1]), "--seeds: only an ablation file takes it"),
+    (lambda api: api.validate(QUICK, seeds=[1]), "--seeds: only an ablation file or a seeds-until-decided ablation file takes it"),
     (lambda api: api.tune(QUICK, num_samples=0), "--num-samples: must lie in [1, 100000] (got 0)"),
     (lambda api: api.tune(QUICK, bogus=1), "--bogus: unrecognized argument"),
     (lambda api: api.ablate(QUICK), "ablation: is a search-space file"),

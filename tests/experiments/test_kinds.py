@@ -32,7 +32,7 @@ def test_an_unknown_kind_is_one_line(tmp_path, capsys):
 
     (tmp_path / "x.yaml").write_text("kind: nope\nname: x\n")
     assert main(["run", str(tmp_path / "x.yaml")]) == 2
-    assert capsys.readouterr().err == ("raypair: error: kind: unknown experiment kind (valid: ablation, run, space) "
+    assert capsys.readouterr().err == ("raypair: error: kind: unknown experiment kind (valid: ablation, run, sequential, space) "
                                        "(got 'nope')\n")
 
 
@@ -40,8 +40,8 @@ def test_each_command_takes_its_kinds(capsys):
     from raypair.cli import main
 
     assert main(["ablate", str(QUICK)]) == 2
-    assert "is a search-space file (space:, run: or tune:), not an ablation file (variants: or factors:); " \
-           "use raypair tune" in capsys.readouterr().err
+    assert "is a search-space file (space:, run: or tune:), not an ablation file (variants: or factors:) or a " \
+           "seeds-until-decided ablation file (sequential:); use raypair tune" in capsys.readouterr().err
     assert main(["train", str(DIGITS)]) == 2
     err = capsys.readouterr().err
     assert "not a run file or a search-space file (space:, run: or tune:); use raypair ablate" in err
