@@ -16,7 +16,7 @@ from ray import tune
 
 from raypair.config import RunConfigBase
 from raypair.experiments.base import Experiment, ResolvedRun
-from raypair.trials.faults import MARK, storage_fault
+from raypair.trials.faults import MARK, error_chain, storage_fault
 from raypair.trials.store import TrialStore, store_report
 
 
@@ -82,13 +82,4 @@ def diverged(error: BaseException) -> Optional[str]:
     worker group error that holds each worker's exception)."""
     from raypair.loop import TrialDiverged
 
-    seen, todo = set(), [error]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, TrialDiverged):
-            return str(e)
-        todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
-    return None
+    return next((str(e) for e in error_chain(error) if isinstance(e, TrialDiverged)), None)

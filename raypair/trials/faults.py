@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import Optional
+from typing import Iterator, Optional
 
 ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EIO, errno.EDQUOT}
 # what SQLite (the MLflow and Optuna stores) says of a full, read-only or failing disk
@@ -26,21 +26,28 @@ class StorageFault(Exception):
     """The experiment paused on a fault of the storage; ``--resume`` after the fix continues it."""
 
 
-def storage_fault(error: Optional[BaseException]) -> Optional[str]:
-    """``"<strerror> (<ERRNO>): <path>"`` for the first storage ``OSError`` in ``error``'s chain."""
+def error_chain(error: Optional[BaseException]) -> Iterator[BaseException]:
+    """``error`` and every exception it holds, each once: its cause and context, and the worker
+    exceptions of a Ray Train worker group error (``worker_failures``)."""
     seen, todo = set(), [error]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
+
+
+def storage_fault(error: Optional[BaseException]) -> Optional[str]:
+    """``"<strerror> (<ERRNO>): <path>"`` for the first storage ``OSError`` in ``error``'s chain."""
+    for e in error_chain(error):
         if isinstance(e, OSError) and e.errno in ERRNOS:
             where = f": {e.filename}" if e.filename else ""
             return f"{e.strerror or os.strerror(e.errno)} ({errno.errorcode[e.errno]}){where}"
         said = next((m for m in SQLITE if m in str(e)), None)
         if said and not isinstance(e, OSError):
             return f"{said} ({type(e).__name__})"
-        todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
     return None
 
 
