@@ -149,6 +149,7 @@ def test_bad_arguments_raise_with_the_value():
         R.resize_center_crop(x, 4, 8)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_equals_cpu():
     x = digits_images(16, 64, 64)

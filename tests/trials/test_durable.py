@@ -28,6 +28,8 @@ NOT_THE_STORE = {
     ("raypair/report/ablation.py", "write_text"): 1,  # a report the user asked for, rebuilt from the store
     ("raypair/report/sweep.py", "write_text"): 1,
     ("raypair/report/cells.py", "open"): 1,  # the report's CSV
+    ("raypair/report/sequential.py", "write_text"): 1,  # a sequential ablation's report.md
+    ("raypair/experiments/base.py", "write_text"): 1,  # notes.json for status (temp + rename; remade every start)
     ("raypair/data/sources/base.py", "os.replace"): 1,  # the decoded-data cache (rebuilt if lost)
     ("raypair/data/sources/base.py", "open"): 2,  # its temp file and its lock file
     ("raypair/tracking/store.py", "open"): 1,  # MLflow's lock file
