@@ -26,6 +26,7 @@ from raypair.runner.stop import Stop, stopping
 from raypair.runner.trial import trial_body
 from raypair.tracking import Tracker
 from raypair.trials import provenance
+from raypair.trials.databases import kept_uri
 from raypair.trials.book import Book
 from raypair.trials.faults import StorageFault, storage_fault
 from raypair.trials.store import PLAN_FILE, STATE_FILE, new_token, read_records, write_json
@@ -136,7 +137,7 @@ def _open_parent(exp: Experiment, exp_dir: Path, tracker: Tracker, resume: bool,
         stop.parent = parent  # a signal from here on marks it interrupted
         tracker.log_params(parent, params)
         write_json(state, {"kind": exp.kind, "name": exp.name, "parent_run_id": parent,
-                           "fingerprint": exp.fingerprint(), "tracking_uri": tracker.uri})
+                           "fingerprint": exp.fingerprint(), "tracking_uri": kept_uri(tracker.uri, exp_dir)})
     tracker.log_yaml(parent, doc, f"{exp.kind}.yaml")  # again on a resume: seeds may have been added
     return parent
 

@@ -35,16 +35,28 @@ def read_state(exp_dir: Path) -> Optional[dict[str, Any]]:
     return doc
 
 
+def kept_uri(uri: str, exp_dir: Path) -> Optional[str]:
+    """What ``experiment.json`` keeps of the tracking URI: None for the store under ``--storage``
+    (it moves with the folder), the URI itself for any other store."""
+    from raypair.tracking import default_uri
+
+    return None if uri == default_uri(Path(exp_dir).parent) else uri
+
+
 def tracking_uri(exp_dir: Path, given: Optional[str]) -> Optional[str]:
-    """The tracking URI to use: the one the experiment started with on a resume."""
+    """The tracking URI to use: the one the experiment started with on a resume (None: the store
+    under ``--storage``, wherever the folder is now)."""
+    from raypair.tracking import default_uri
+
     state = read_state(exp_dir)
-    recorded = (state or {}).get("tracking_uri")
-    if recorded is None:
+    if state is None or "tracking_uri" not in state:
         return given
+    kept = state["tracking_uri"]
+    recorded = kept or default_uri(Path(exp_dir).parent)
     if given and given != recorded:
         raise ConfigError("--tracking-uri", f"{Path(exp_dir).name} records its runs in {recorded}; --resume "
                           "keeps that store (leave --tracking-uri out)", given)
-    return recorded
+    return kept or given
 
 
 def check(exp: Any, exp_dir: Path, known: dict[str, Any], tracker: Any) -> None:

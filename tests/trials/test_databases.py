@@ -59,6 +59,22 @@ def test_resume_keeps_the_tracking_uri_it_started_with(tmp_path):
     assert databases.tracking_uri(tmp_path / "new", "sqlite:///x.db") == "sqlite:///x.db"  # nothing recorded
 
 
+def test_the_store_under_storage_moves_with_the_folder(tmp_path):
+    """A run on the default store keeps no path: the folder copied or moved elsewhere resumes
+    against the store beside it, and another --tracking-uri is still refused."""
+    sweep, exp_dir, tracker = _started(tmp_path)
+    assert databases.kept_uri(tracker.uri, exp_dir) is None
+    assert databases.kept_uri("http://127.0.0.1:5000", exp_dir) == "http://127.0.0.1:5000"
+    state = json.loads((exp_dir / STATE_FILE).read_text()) | {"tracking_uri": None}
+    moved = tmp_path / "moved" / "quickstart"
+    moved.mkdir(parents=True)
+    (moved / STATE_FILE).write_text(json.dumps(state))
+    assert databases.tracking_uri(moved, None) is None  # the CLI then uses the store under the new --storage
+    assert databases.tracking_uri(moved, default_uri(tmp_path / "moved")) == default_uri(tmp_path / "moved")
+    with pytest.raises(ConfigError, match="--resume keeps that store"):
+        databases.tracking_uri(moved, tracker.uri)  # the old folder's store is another store now
+
+
 def test_the_records_that_belong_together_pass(tmp_path):
     sweep, exp_dir, tracker = _started(tmp_path)
     databases.check(sweep, exp_dir, read_records(exp_dir), tracker)
