@@ -50,11 +50,16 @@ def versions() -> dict[str, str]:
 
 
 def tags() -> dict[str, str]:
-    """The MLflow tags that name the code of a run."""
+    """The MLflow tags that name the code of a run (this process's code: read once, not per trial)."""
+    return dict(_tags())
+
+
+@functools.lru_cache(maxsize=None)
+def _tags() -> tuple[tuple[str, str], ...]:
     from raypair.tracking import git_sha
 
-    return {"raypair.git_sha": git_sha(), "raypair.source_hash": source_hash(),
-            **{f"raypair.version.{k}": v for k, v in versions().items()}}
+    return (("raypair.git_sha", git_sha()), ("raypair.source_hash", source_hash()),
+            *((f"raypair.version.{k}", v) for k, v in versions().items()))
 
 
 def here(fresh: bool = False) -> dict[str, Any]:
