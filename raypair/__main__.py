@@ -1,5 +1,3 @@
-import sys
+from raypair.cli import entry
 
-from raypair.cli import main
-
-sys.exit(main())
+entry()

@@ -132,6 +132,27 @@ def _ui(sub: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command in this process and give back the signal handlers it found (a test, a
+    notebook). The console script and ``python -m raypair`` go through :func:`entry`."""
+    code, old = _command(argv)
+    _on_sigterm(old)
+    return code
+
+
+def entry() -> None:
+    """The process's own run of a command: once the command's outcome is decided, a signal during
+    the interpreter's teardown (Ray's and MLflow's exit hooks take a while) ends the process at
+    once with that outcome's exit code, the Ray it started killed with it, instead of leaving the
+    default handler to end it as killed (exit -15 / 143)."""
+    code, _ = _command(sys.argv[1:])
+    from raypair.runner.stop import exit_at_next_signal
+
+    exit_at_next_signal(code)
+    sys.exit(code)
+
+
+def _command(argv: Optional[Sequence[str]]) -> tuple[int, Any]:
+    """(exit code, the SIGTERM handler this replaced)."""
     from raypair.trials.faults import EXIT_CODE, StorageFault
 
     old = None
@@ -140,20 +161,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from raypair.cli import commands
 
         old = _on_sigterm(_interrupt)  # before the runner's own handler: the same stop as Ctrl-C
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return getattr(commands, f"cmd_{args.command}")(args), old
     except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 2
+        return (e.code if isinstance(e.code, int) else 2), old
     except (ConfigError, PluginError) as e:  # a bad option or input; a plug-in that does not load
         print(f"raypair: error: {e}", file=sys.stderr)
-        return 2
+        return 2, old
     except StorageFault as e:
         print(f"raypair: paused: {e}", file=sys.stderr)
-        return EXIT_CODE
+        return EXIT_CODE, old
     except KeyboardInterrupt as e:
         print(f"raypair: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
-        return 130
-    finally:
-        _on_sigterm(old)
+        return 130, old
 
 
 def _on_sigterm(handler: Any) -> Any:
@@ -170,4 +189,4 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -32,6 +32,11 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
     one of them may run under Ray Train, which needs it (starting it costs seconds)."""
     if ray.is_initialized():
         return
+    # Ray's core worker puts a crash handler of its own on SIGTERM in the driver and, in
+    # ray.shutdown, resets SIGTERM to the default action under Python's handler: a second SIGTERM
+    # while a stopped driver shut Ray down killed it as a plain SIGTERM does (exit -15), not with
+    # the stop's exit 130. Read at CoreWorker start, in this process only: workers keep theirs.
+    ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     if address and address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)

@@ -33,12 +33,10 @@ class Stop:
     def handler(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self.signal:
-            print(f"raypair: {name} again: exiting now", file=sys.stderr, flush=True)
-            for pid in descendants(os.getpid()):  # the Ray this driver started, its workers: none outlive it
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            os._exit(130)
+            exit_now(f"{name} again", 130)
         self.signal = name
+        _say(f"{name}: stopping; the trials cut off are marked interrupted (--resume continues them); "
+             f"a second signal exits at once")
         if self.book is not None:
             self.book.stopping = True  # a trial Tune stops from now on was cut off, not stopped by a scheduler
         if self.phase == "before":
@@ -48,6 +46,33 @@ class Stop:
         """Again after ``ray.init``, which sets a SIGTERM handler of its own."""
         for s in SIGNALS:
             signal.signal(s, self.handler)
+
+
+def exit_now(why: str, code: int) -> None:
+    """End the process at once with ``code``, every process below it (the Ray this driver started,
+    its workers) killed first, so none outlives it."""
+    _say(f"{why}: exiting now")
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(code)
+
+
+def exit_at_next_signal(code: int) -> None:
+    """From now on (the command's outcome ``code`` is decided; the interpreter tears down), SIGINT
+    or SIGTERM ends the process at once with ``code``: 130 after a stop says so again."""
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        exit_now(f"{name} again" if code == 130 else name, code)
+
+    for s in SIGNALS:
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(s, handler)
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(Exception):  # stderr may already be closed late in the teardown
+        print(f"raypair: {line}", file=sys.stderr, flush=True)
 
 
 def descendants(root: int) -> list[int]:
