@@ -24,17 +24,21 @@ or one that continues from its checkpoint, its history replayed rather than retr
 Fencing: each start writes a new token into ``experiment.json``; a trial process takes its
 trial's token from ``trial.json`` when it starts and each of its writes first checks that token
 is still current: a trial process that outlived its driver (or one cut off by a partition) is
-refused (:class:`Fenced`) rather than write over the current driver's trials. Pure file I/O: no Ray,
+refused (:class:`Fenced`) rather than write over the current driver's trials. The check and the
+write are one step: each trial write holds a shared ``flock`` on ``<exp>/.fence`` from its check
+to its end, and a start takes it exclusively to change the token, so no write of an earlier start
+lands after the change (POSIX locks: local disks and NFS with its lock service). Pure file I/O: no Ray,
 no MLflow.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from raypair.config import ConfigError
 from raypair.experiments.base import Experiment, Record, Trial, config_hash
@@ -63,10 +67,19 @@ class Fenced(RuntimeError):
 
 def new_token(exp_dir: Path) -> str:
     """A start takes the experiment over: a new token in ``experiment.json`` fences off the trial
-    processes of every earlier start."""
+    processes of every earlier start (once their writes in flight have ended)."""
     token = f"{socket.gethostname()}-{uuid.uuid4().hex}"
-    write_json(exp_dir / STATE_FILE, {**(load_json(exp_dir / STATE_FILE) or {}), "token": token})
+    with fence_lock(exp_dir, exclusive=True):
+        write_json(exp_dir / STATE_FILE, {**(load_json(exp_dir / STATE_FILE) or {}), "token": token})
     return token
+
+
+@contextlib.contextmanager
+def fence_lock(exp_dir: Path, exclusive: bool) -> Iterator[None]:
+    """``<exp>/.fence`` locked: shared by a trial's check-and-write, exclusive by a token change."""
+    with open(Path(exp_dir) / ".fence", "a") as f:  # an empty lock file, never read
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 class TrialStore:
@@ -80,12 +93,17 @@ class TrialStore:
         """The store as a trial process writes it: fenced by the token its driver gave the trial."""
         return cls(folder, (load_json(Path(folder) / TRIAL) or {}).get("token") or None)
 
-    def _fence(self) -> None:
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[None]:
+        """A trial process's write: its token checked, and no token change until the write ends."""
         if self.token is None:
+            yield
             return
-        current = (load_json(self.folder.parent.parent / STATE_FILE) or {}).get("token")
-        if current != self.token:
-            raise Fenced(f"{self.folder}: a newer driver runs this experiment; this trial process may not write")
+        exp_dir = self.folder.parent.parent
+        with fence_lock(exp_dir, exclusive=False):
+            if (load_json(exp_dir / STATE_FILE) or {}).get("token") != self.token:
+                raise Fenced(f"{self.folder}: a newer driver runs this experiment; this trial process may not write")
+            yield
 
     # ------------------------------------------------------------------------ driver side
     def create(self, trial: Trial, hash_: Optional[str]) -> None:
@@ -103,12 +121,12 @@ class TrialStore:
         Train run that completes after the driver recorded its stop does not rewrite it)."""
         import time
 
-        self._fence()
-        rows = sum("epoch" in r for r in load_lines(self.folder / HISTORY)[0])  # tells a history cut later
-        end = unseal(seal({"status": status, "time": time.time(), **info, "rows": rows}))
-        if not durable.create(self.folder / END, seal(end)):
-            return False
-        durable.append(self.folder / ENDS, line({"end": end}))
+        with self._fenced():
+            rows = sum("epoch" in r for r in load_lines(self.folder / HISTORY)[0])  # tells a history cut later
+            end = unseal(seal({"status": status, "time": time.time(), **info, "rows": rows}))
+            if not durable.create(self.folder / END, seal(end)):
+                return False
+            durable.append(self.folder / ENDS, line({"end": end}))
         return True
 
     def end(self) -> Optional[dict[str, Any]]:
@@ -128,9 +146,9 @@ class TrialStore:
             self._cut_torn_tail()
         if self._last >= int(metrics["epoch"]):
             return False
-        self._fence()
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-        durable.append(self.folder / HISTORY, line(clean))
+        with self._fenced():
+            durable.append(self.folder / HISTORY, line(clean))
         self._last = int(metrics["epoch"])
         return True
 
@@ -138,13 +156,13 @@ class TrialStore:
         """Drop a last line a kill cut off, so appends stay readable (the same repair ``prepare`` makes)."""
         f = self.folder / HISTORY
         if f.exists() and not f.read_bytes().endswith(b"\n"):
-            self._fence()
-            untorn(f)
+            with self._fenced():
+                untorn(f)
 
     def note_worker(self, info: dict[str, Any]) -> None:
         """Where one worker of one attempt runs (one short line, appended whole)."""
-        self._fence()
-        durable.append(self.folder / WORKERS, line(json.loads(json.dumps(info, default=str))))
+        with self._fenced():
+            durable.append(self.folder / WORKERS, line(json.loads(json.dumps(info, default=str))))
 
     def workers(self) -> list[dict[str, Any]]:
         """Where the trial ran, for MLflow's tags; a damaged line is left out (placement only)."""
@@ -164,15 +182,15 @@ class TrialStore:
         """The epoch's checkpoint becomes ``state.pt``; the one it replaces, ``state.prev.pt``."""
         if ckpt_folder is not None:
             data = (Path(ckpt_folder) / CKPT).read_bytes()
-            self._fence()
-            if (self.folder / CKPT).exists():
-                durable.move(self.folder / CKPT, self.folder / PREV)
-            durable.write_bytes(self.folder / CKPT, data)
+            with self._fenced():
+                if (self.folder / CKPT).exists():
+                    durable.move(self.folder / CKPT, self.folder / PREV)
+                durable.write_bytes(self.folder / CKPT, data)
 
     def state(self) -> Optional[dict[str, Any]]:
         """The newest checkpoint that verifies (a damaged one set aside), or None."""
-        self._fence()
-        return good_state(self.folder)
+        with self._fenced():  # it may set a damaged checkpoint aside
+            return good_state(self.folder)
 
     def record(self) -> Optional[Record]:
         return read_record(self.folder)

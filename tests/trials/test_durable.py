@@ -38,7 +38,7 @@ NOT_THE_STORE = {
     ("raypair/trials/provenance.py", "open"): 1,  # a node's write probe (fsynced, read back, removed)
     ("raypair/runner/adapters.py", "write_text"): 1,  # Tune's empty checkpoint: resume reads the store
     ("raypair/loop/__init__.py", "torch.save"): 1,  # into a temp folder; the store copies it in durably
-    ("raypair/trials/store.py", "open"): 1,  # the experiment's lock file (flock; no content)
+    ("raypair/trials/store.py", "open"): 2,  # the experiment's lock file and its fence (flock; no content)
 }
 
 
@@ -158,3 +158,42 @@ def test_every_crash_point_of_a_sweep_resumes_to_every_result_once(tmp_path):
             assert got[:len(before.get(key, []))] == before.get(key, []), "a recorded result changed"
     assert len(states) >= 30, f"{len(ops)} operations, {len(states)} crash states"
     print(f"{len(ops)} durable operations; {len(states)} crash states resumed; 0 results lost")
+
+
+def test_a_token_change_waits_for_a_trial_write_in_flight_and_fences_the_next(tmp_path):
+    """The fence's check and its write are one step: a start that takes the experiment over while
+    an earlier start's trial is between its check and the end of its write waits for that write,
+    and every later write of that trial is refused (no write of the old start after the change)."""
+    import threading
+
+    exp_dir = tmp_path / "q"
+    exp_dir.mkdir()
+    write_json(exp_dir / STATE_FILE, {"parent_run_id": "p"})
+    new_token(exp_dir)
+    TrialStore(exp_dir / "trials" / "t0000").create(Trial("t0000", {}), None)
+    old = TrialStore.attach(exp_dir / "trials" / "t0000")
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def pause(op):  # called by the durable write, inside the trial's fenced step
+        if op[0] == "append" and op[1].name == "history.jsonl":
+            order.append("old write")
+            inside.set()
+            release.wait(10)
+
+    durable._recorders.append(pause)
+    try:
+        writer = threading.Thread(target=old.append, args=({"epoch": 1, "val_acc": 0.1},))
+        writer.start()
+        assert inside.wait(10)
+        taker = threading.Thread(target=lambda: (new_token(exp_dir), order.append("token changed")))
+        taker.start()
+        taker.join(0.5)
+        assert taker.is_alive(), "the token changed while the old start's write was in flight"
+        release.set()
+        writer.join(10)
+        taker.join(10)
+    finally:
+        durable._recorders.remove(pause)
+    assert order == ["old write", "token changed"]
+    with pytest.raises(Fenced, match="a newer driver"):
+        old.append({"epoch": 2, "val_acc": 0.2})
