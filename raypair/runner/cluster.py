@@ -122,6 +122,7 @@ def _may_use_train(run: RunConfigBase) -> bool:
     return run.scale.resources().train
 
 
+SETUP_HOOK = "raypair.runner.quiet.setup"  # in every worker process: no traceback echoed for a storage fault
 _QUIET = {"logging_level": "warning", "logging_config": ray.LoggingConfig(log_level="WARNING")}
 
 
@@ -137,8 +138,8 @@ def _join(address: str) -> None:
     _reachable(gcs, address)
     api = {"RAY_ADDRESS": gcs}
     os.environ.update(api)
-    ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api},
-             **_QUIET)
+    ray.init(address=gcs, runtime_env={"py_modules": [str(Path(raypair.__file__).parent)], "env_vars": api,
+                                       "worker_process_setup_hook": SETUP_HOOK}, **_QUIET)
 
 
 def _start_local(state_api: bool = True) -> None:
@@ -164,7 +165,7 @@ def _start_local(state_api: bool = True) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     private_token()
     ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": api}, **fake, **_QUIET)
+             runtime_env={"env_vars": api, "worker_process_setup_hook": SETUP_HOOK}, **fake, **_QUIET)
     private_token()
 
 

@@ -120,9 +120,9 @@ class _DropTuneRestoreHint(logging.Filter):
     repeats what the runner's one line says."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from raypair.trials.faults import storage_fault
+        from raypair.trials.faults import fault_in_text, storage_fault
 
-        if record.exc_info and storage_fault(record.exc_info[1]):
-            return False
+        if record.exc_info and storage_fault(record.exc_info[1]) or fault_in_text(record.getMessage()):
+            return False  # a Train worker's fault reaches Tune as text: "[Rank 0 Error Snippet]: Traceback ..."
         return not any(m in record.getMessage() for m in ("Tuner.restore", "Failed to fetch metrics",
                                                           "Stop signal received"))

@@ -21,12 +21,14 @@ from ray.train.torch import TorchConfig
 
 from raypair.config import RunConfigBase
 from raypair.loop import Dist, run_trial
+from raypair.runner import quiet
 from raypair.runner.cluster import fake_gpus, training_device, where
 from raypair.trials.store import TrialStore, store_report
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Body of every Train worker."""
+    quiet.setup()  # also Ray's setup hook where raypair started Ray; not where a user's ray.init did
     run: RunConfigBase = loop_config["run"]
     ctx = ray.train.get_context()
     dist = Dist(rank=ctx.get_world_rank(), world_size=ctx.get_world_size())

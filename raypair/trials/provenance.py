@@ -18,6 +18,7 @@ from typing import Any
 from raypair.config import ConfigError
 
 PACKAGES = ("torch", "timm", "ray", "optuna", "mlflow")
+NUMERIC = ("torch", "timm")  # a node with another version of these is refused: its trials' numbers would differ
 
 
 def package_dir() -> Path:
@@ -69,13 +70,19 @@ def here(fresh: bool = False) -> dict[str, Any]:
 
 
 def check_nodes(driver: dict[str, Any], nodes: list[tuple[str, dict[str, Any]]]) -> None:
-    """One line for the first node whose raypair is not the driver's (``nodes``: name, :func:`here`)."""
+    """One line for the first node whose raypair is not the driver's, or whose torch or timm (the
+    libraries that compute the numbers) is another version (``nodes``: name, :func:`here`)."""
     for name, got in nodes:
         if got["source_hash"] != driver["source_hash"]:
             raise ConfigError("raypair", f"node {name} imports raypair from {got['package']} (source "
                               f"{got['source_hash']}), not the driver's {driver['package']} (source "
                               f"{driver['source_hash']}): install the same raypair on every node, and run "
                               "no raypair/ folder on a worker's path", got["package"])
+        for lib in NUMERIC:
+            theirs, ours = got["versions"].get(lib), driver["versions"].get(lib)
+            if theirs != ours:
+                raise ConfigError(f"versions.{lib}", f"node {name} has {lib} {theirs}, the driver {ours}: a trial "
+                                  f"there would compute other numbers; install {lib} {ours} on every node", theirs)
 
 
 def node_probe(path: str) -> dict[str, Any]:

@@ -120,6 +120,44 @@ def test_ablation_on_the_cluster(cluster, tmp_path):
     assert used == _node_ids(cluster)
 
 
+def test_a_node_with_foreign_code_never_trains_and_another_timm_is_refused(cluster, tmp_path):
+    """A third node whose workers' path holds a planted raypair/ (it records that it was imported,
+    then fails): the driver ships its own raypair, so trials run there with the driver's code (its
+    source hash on every run) and the planted one is never imported. Then the same node shows
+    another timm version (a dist-info first on its path): the next sweep is refused in one line
+    naming the node and both versions, exit 2, before any trial."""
+    from raypair.trials import provenance
+
+    foreign = tmp_path / "foreign"
+    (foreign / "raypair").mkdir(parents=True)
+    (foreign / "raypair" / "__init__.py").write_text(f"open({str(foreign / 'IMPORTED')!r}, 'w').close()\n"
+                                                     "raise ImportError('the planted raypair')\n")
+    node = cluster.add_node(num_cpus=1, env_vars={"PYTHONPATH": str(foreign)})
+    cluster.wait_for_nodes()
+    storage = tmp_path / "runs"
+    args = ["tune", str(QUICK), "--address", cluster.address, "--storage", str(storage), "--set", "epochs=1"]
+    try:
+        out = _raypair([*args, "--name", "shipped", "--num-samples", "3"])
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        used = {w["node_id"] for ws in _workers(storage / "shipped").values() for w in ws}
+        assert node.node_id in used, "no trial ran on the node with the planted raypair"
+        assert not (foreign / "IMPORTED").exists(), "a worker imported the planted raypair"
+        runs = mlflow_children(storage, "shipped")
+        assert len(runs) == 3 and {r.data.tags["raypair.source_hash"] for r in runs} == {provenance.source_hash()}
+
+        dist = foreign / "timm-0.0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: timm\nVersion: 0.0.1\n")
+        out = _raypair([*args, "--name", "refused", "--num-samples", "1"])
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        line = out.stderr.strip().splitlines()[-1]
+        assert line.startswith("raypair: error: versions.timm") and "timm 0.0.1" in line, out.stderr[-2000:]
+        assert provenance.versions()["timm"] in line and node.node_id[:8] in line
+        assert not (storage / "refused" / "trials").exists() or not any((storage / "refused" / "trials").iterdir())
+    finally:
+        cluster.remove_node(node)
+
+
 def test_a_node_removed_mid_sweep_its_trials_retry_elsewhere_from_their_checkpoints(cluster, tmp_path):
     """A third node joins; once a trial on it has checkpointed an epoch or two, the node is
     removed (all its processes killed). Tune retries that trial (``tune.max_failures: 1``) on the

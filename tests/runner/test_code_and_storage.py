@@ -110,15 +110,20 @@ def _fill_when_trained(exp: Path, filler: Path, done: threading.Event) -> None:
         time.sleep(0.05)
 
 
-def test_a_full_disk_pauses_the_sweep_and_resume_loses_nothing(small_disk, tmp_path, capsys):
+@pytest.mark.parametrize("trainer", ["direct", "train"])
+def test_a_full_disk_pauses_the_sweep_and_resume_loses_nothing(small_disk, tmp_path, capsys, trainer):
+    """In the trial process (direct) and in a Ray Train worker (train), which write the history and
+    the checkpoints."""
     from mlflow.tracking import MlflowClient
 
     from raypair.cli import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow elsewhere: the runs can be marked while the disk is full
-    args = ["tune", str(QUICK), "--storage", str(small_disk), "--tracking-uri", uri, "--num-samples", "3",
+    n = 3 if trainer == "direct" else 2  # Train starts in ~20 s a trial
+    args = ["tune", str(QUICK), "--storage", str(small_disk), "--tracking-uri", uri, "--num-samples", str(n),
             "--set", "epochs=3", "--set", "tune.searcher.name=random", "--set", "tune.scheduler.name=none",
-            "--set", "tune.max_concurrent_trials=1"]
+            "--set", "tune.max_concurrent_trials=1", "--set", f"scale.trainer={trainer}",
+            "--set", "scale.cpus_per_worker=0.5"]
     exp, filler, done = small_disk / "quickstart", small_disk / "filler", threading.Event()
     watcher = threading.Thread(target=_fill_when_trained, args=(exp, filler, done), daemon=True)
     watcher.start()
@@ -150,4 +155,4 @@ def test_a_full_disk_pauses_the_sweep_and_resume_loses_nothing(small_disk, tmp_p
         assert json.loads((folder / "end.json").read_text())["status"] == "finished"
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(children) == n and all(r.info.status == "FINISHED" for r in runs)

@@ -46,6 +46,17 @@ def test_a_node_with_another_raypair_is_one_line_naming_it(tmp_path):
     assert me["package"] in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("lib", ["torch", "timm"])
+def test_a_node_with_another_torch_or_timm_is_one_line_naming_it(lib):
+    me = provenance.here()
+    other = {**me, "versions": {**me["versions"], lib: "0.0.1"}}
+    provenance.check_nodes(me, [("10.0.0.2 (abcd1234)", {**me, "versions": {**me["versions"], "mlflow": "0.0.1"}})])
+    with pytest.raises(ConfigError) as e:
+        provenance.check_nodes(me, [("10.0.0.2 (abcd1234)", other)])
+    assert e.value.field == f"versions.{lib}" and "10.0.0.2" in str(e.value) and "0.0.1" in str(e.value)
+    assert me["versions"][lib] in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_node_probe_writes_and_removes_its_file_and_names_a_failure(tmp_path):
     probe = tmp_path / ".probe-1"
     probe.write_text("raypair")
