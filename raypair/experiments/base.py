@@ -101,7 +101,11 @@ class Described:
 
 
 class Proposer(abc.ABC):
-    """Hands out trials one at a time and hears how each ended."""
+    """Hands out trials one at a time and hears how each ended. ``notes``: lines on what it has
+    decided so far (a sequential ablation's comparisons), which the live view and the progress
+    lines show as they change."""
+
+    notes: list[str] = []
 
     @abc.abstractmethod
     def propose(self) -> Optional[Trial]:

@@ -159,8 +159,9 @@ class SeedsProposer(Proposer):
         look's pairs run, its next look is the one they belong to: nothing more is asked for."""
         if self.todo is None:  # decided again only after a result came in
             decisions = self.exp.decisions(self.results)
-            write_notes(self.exp_dir, [f"{n}: {d.state} at {d.n} seeds, difference {d.estimate:+.4g} in "
-                                       f"[{d.low:.4g}, {d.high:.4g}]" for n, d in decisions.items()])
+            self.notes = [f"{n}: {d.state} at {d.n} seeds, difference {d.estimate:+.4g} in [{d.low:.4g}, {d.high:.4g}]"
+                          for n, d in decisions.items()]
+            write_notes(self.exp_dir, self.notes)
             have = {v: next(i for i in range(len(self.exp.seeds) + 1) if i not in self.results.get(v, {}))
                     for v in self.exp.variants}
             want = {v: have[v] + n for v, n in next_seeds(decisions, have, self.exp.cfg).items()}

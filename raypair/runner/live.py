@@ -30,6 +30,7 @@ class State(Protocol):
     running: dict[str, tuple[int, Optional[float]]]  # key -> (epoch, metric)
     ended: Counter[str]
     best: Optional[tuple[float, str]]
+    notes: list[str]  # the proposer's decisions (a sequential ablation's comparisons)
 
     def timing(self) -> tuple[float, Optional[float]]: ...  # (elapsed, ETA upper bound) in seconds
 
@@ -84,6 +85,7 @@ def render(p: State) -> Any:
         parts.append(_running(p))
     if p.best is not None:
         parts.append(Text(f"best {exp.metric}={p.best[0]:.4f}  {p.best[1]}", style="green"))
+    parts.extend(Text(line, style="cyan") for line in p.notes)  # a sequential ablation's comparisons
     return Group(*parts)
 
 

@@ -53,6 +53,7 @@ class Progress(tune.Callback):
         self.per_trial = exp.base_run.epochs
         self.cut = 0  # planned trial-epochs that trials which ended early will not train
         self.t0 = self.last = clock()
+        self.notes: list[str] = []  # the proposer's decisions as last shown
         for rec in known:  # a resume: what earlier attempts did counts
             if book.exp.done(rec):
                 self.ended[rec.status] += 1
@@ -91,6 +92,7 @@ class Progress(tune.Callback):
     # ------------------------------------------------------------------------ Tune's calls
     def on_trial_start(self, iteration: int, trials: list, trial: TuneTrial, **info: Any) -> None:
         self.running.setdefault(key_of(trial).key, (0, None))
+        self._new_notes()
         self._maybe_status()
 
     def on_trial_result(self, iteration: int, trials: list, trial: TuneTrial, result: dict, **info: Any) -> None:
@@ -120,6 +122,7 @@ class Progress(tune.Callback):
         self._ended(trial, f"{last_line(trial)} (log: {trial.error_file})")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._new_notes()
         self._close_view()
         print(self.status(), file=self._out or sys.stdout, flush=True)
 
@@ -142,6 +145,15 @@ class Progress(tune.Callback):
         self._print(f"  {self._label(trial)} {status} after epoch {epoch}, {name}={fmt_value(value)}"
                     f"{why} [{sum(self.ended.values())}{of} ended]")
         self._maybe_status()
+
+    def _new_notes(self) -> None:
+        """The proposer decides as it proposes: its lines that changed, printed as they are taken
+        (the live view shows them all under the running trials)."""
+        notes = list(getattr(self.book.proposer, "notes", ()))
+        for line in notes:
+            if line not in self.notes:
+                self._print(f"  {line}" if ": open at" in line else f"  decided: {line}")
+        self.notes = notes
 
     def _catch_up(self, key: str, trial: TuneTrial, last: dict[str, Any]) -> dict[str, Any]:
         """The trial store's epochs after the last result Tune passed on (a Ray Train trial's last

@@ -60,6 +60,8 @@ def test_seeds_until_decided_straight_and_killed_reach_the_same_decisions(tmp_pa
     aa, clear = want["same_again vs base"], want["slow vs base"]
     assert clear[0] == "worse" and clear[1] < 8 and clear[4] < -0.03  # decided before max_seeds, beyond delta
     assert aa[0] in ("equivalent", "open")  # the A/A comparison is not called different
+    shown = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("decided: slow vs base: worse")]
+    assert len(shown) == 1, text[-3000:]  # the progress lines told the decision as it was taken
 
     code, was_killed = _launch(killed, tmp_path / "killed.log", kill_after_ends=5)
     assert was_killed, (tmp_path / "killed.log").read_text()[-3000:]

@@ -239,3 +239,29 @@ def test_epochs_the_store_holds_beyond_tunes_last_result_count(tmp_path):
     assert "t0000 finished after epoch 2, val_acc=0.5 [1/1 ended]" in out.getvalue()
     assert prog.epochs_done == 2 and prog.best == (0.5, "t0000")
     assert prog.status().splitlines()[0] == "[00:00] 1/1 trials ended (1 finished), 0 running, 2/2 trial-epochs (100%)"
+
+
+def test_a_proposers_decisions_are_shown_as_they_are_taken(tmp_path):
+    """A sequential ablation's comparisons: each line printed once when it first appears (an open
+    one as it is, a decided one as "decided: ..."), and all of them in the live view."""
+    from raypair.runner.live import render
+
+    sweep = load_sweep(QUICK, ["epochs=1"], num_samples=3)
+    proposer = SimpleNamespace(notes=[])
+    book = Book(sweep, tmp_path, tracker=None, parent="p", proposer=proposer)  # type: ignore[arg-type]
+    out = io.StringIO()
+    prog = Progress(book, (), out=out, clock=Clock(), live=False)
+    looks = [["b: open at 3 seeds, difference +0.01 in [-0.02, 0.04]"],
+             ["b: open at 3 seeds, difference +0.01 in [-0.02, 0.04]"],
+             ["b: better at 5 seeds, difference +0.03 in [0.01, 0.05]"]]
+    for i, notes in enumerate(looks):
+        proposer.notes = notes
+        prog.on_trial_start(0, [], SimpleNamespace(config={"key": f"t{i:04d}", "params": {}}, last_result=None))
+    lines = [ln.strip() for ln in out.getvalue().splitlines() if "b: " in ln]
+    assert lines == ["b: open at 3 seeds, difference +0.01 in [-0.02, 0.04]",
+                     "decided: b: better at 5 seeds, difference +0.03 in [0.01, 0.05]"]
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=120)
+    console.print(render(prog))
+    assert "b: better at 5 seeds" in console.file.getvalue()
