@@ -7,9 +7,10 @@ Noise per run (the seed-shared part cancels in a paired difference and is left o
 - normal: N(0, sigma_d^2 / 2) per run, so a paired difference has sd sigma_d; sigma_d is pooled from
   the paired 95% intervals of docs/ablation_p3_table1_c10_quick/report.csv (sd_d = half * sqrt(n) /
   t_{0.975, n-1}; the reports keep no per-seed values);
-- resample: the per-seed finals raypair printed in docs/session_ablate.txt (digits, 3 variants x 3
-  seeds), centred per variant, drawn with replacement with a Gaussian kernel (smoothed bootstrap,
-  Silverman's bandwidth: 9 atoms alone would tie) and scaled to the same sigma_d.
+- resample: real per-seed finals of raypair's own loop, benchmarks/data/seed_values_digits.csv
+  (digits, 3 variants x 24 paired seeds, made by benchmarks/seed_values.py), centred per variant,
+  drawn with replacement with a Gaussian kernel (smoothed bootstrap, Silverman's bandwidth) and
+  scaled to the same sigma_d: the shape of real seed noise (its tails, its skew), the P3 scale.
 
     python benchmarks/sequential.py --studies 40000 --seed 0
     python benchmarks/sequential.py --studies 40000 --seed 0 --max-seeds 24 --batch 3 --fixed-seeds 20
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 import time
 from pathlib import Path
@@ -52,12 +52,16 @@ def pooled(sds: list[float]) -> float:
     return float(np.sqrt(np.mean(np.square(sds))))
 
 
-def run_residuals(path: Path) -> np.ndarray:
-    """Per-run residuals of a recorded session: each variant's finals minus its mean, scaled to variance 1."""
+ATOMS = ROOT / "benchmarks" / "data" / "seed_values_digits.csv"
+
+
+def run_residuals(path: Path = ATOMS) -> np.ndarray:
+    """Per-run residuals of real per-seed finals (a CSV of variant, seed, metric rows, as
+    benchmarks/seed_values.py writes): each variant's finals minus its mean, scaled to variance 1."""
     finals: dict[str, dict[int, float]] = {}
-    for variant, seed, acc in re.findall(r"^\s+(\S+) seed (\d+) finished after epoch \d+, val_acc=([\d.]+)",
-                                         path.read_text(), flags=re.M):
-        finals.setdefault(variant, {})[int(seed)] = float(acc)
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            finals.setdefault(row["variant"], {})[int(row["seed"])] = float(list(row.values())[2])
     res = np.concatenate([np.array(list(v.values())) - np.mean(list(v.values())) for v in finals.values()])
     return res / np.sqrt(np.mean(res * res))  # the atoms' own variance 1: the scale is sigma_d's alone
 
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     sds = paired_sds(ROOT / "docs" / "ablation_p3_table1_c10_quick" / "report.csv")
     sigma_d = pooled(sds)
     cfg = SequentialConfig(a.delta, a.alpha, a.min_seeds, a.max_seeds, a.batch, (("v", "ref"),))
-    atoms = run_residuals(ROOT / "docs" / "session_ablate.txt")
+    atoms = run_residuals(ATOMS)
     models = {"normal": normal_noise(sigma_d), "resample": resample_noise(sigma_d, atoms)}
     rng = np.random.default_rng(a.seed)
     print(f"sigma_d = {sigma_d:.3f} pp (pooled from {len(sds)} paired intervals: "

@@ -32,11 +32,7 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
     one of them may run under Ray Train, which needs it (starting it costs seconds)."""
     if ray.is_initialized():
         return
-    # Ray's core worker puts a crash handler of its own on SIGTERM in the driver and, in
-    # ray.shutdown, resets SIGTERM to the default action under Python's handler: a second SIGTERM
-    # while a stopped driver shut Ray down killed it as a plain SIGTERM does (exit -15), not with
-    # the stop's exit 130. Read at CoreWorker start, in this process only: workers keep theirs.
-    ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    _keep_sigterm()
     if address and address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client addresses are not supported: run raypair on a node of the "
                           "cluster (the head) with --address HEAD_IP:6379 or --address auto", address)
@@ -57,10 +53,14 @@ def start_ray(address: Optional[str], runs: Optional[list[RunConfigBase]] = None
     except Exception as e:  # Ray's own start-up errors: timeouts under load, refused connections
         raise _start_error(e, address) from None
     if address:
-        res = ray.cluster_resources()
-        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        print(f"Ray: joined {os.environ['RAY_ADDRESS']} ({nodes} nodes, {res.get('CPU', 0):g} CPU, "
-              f"{res.get('GPU', 0):g} GPU)", flush=True)
+        _say_joined()
+
+
+def _say_joined() -> None:
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    print(f"Ray: joined {os.environ['RAY_ADDRESS']} ({nodes} nodes, {res.get('CPU', 0):g} CPU, "
+          f"{res.get('GPU', 0):g} GPU)", flush=True)
 
 
 @contextlib.contextmanager
@@ -167,6 +167,14 @@ def _start_local(state_api: bool = True) -> None:
     ray.init(address="local", include_dashboard=state_api, dashboard_host="127.0.0.1", dashboard_port=port,
              runtime_env={"env_vars": api, "worker_process_setup_hook": SETUP_HOOK}, **fake, **_QUIET)
     private_token()
+
+
+def _keep_sigterm() -> None:
+    """Ray's core worker puts a crash handler of its own on SIGTERM in the driver and, in
+    ray.shutdown, resets SIGTERM to the default action under Python's handler: a second SIGTERM
+    while a stopped driver shut Ray down killed it as a plain SIGTERM does (exit -15), not with the
+    stop's exit 130. Read at the core worker's start, in this process only: workers keep theirs."""
+    ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
 
 
 def _reachable(gcs: str, address: str) -> None:

@@ -28,7 +28,7 @@ COUNT = 3000
 def test_aa_declares_a_difference_in_at_most_alpha_of_studies(model):
     sigma = bench.pooled(bench.paired_sds(bench.ROOT / "docs" / "ablation_p3_table1_c10_quick" / "report.csv"))
     noise = bench.normal_noise(sigma) if model == "normal" else \
-        bench.resample_noise(sigma, bench.run_residuals(bench.ROOT / "docs" / "session_ablate.txt"))
+        bench.resample_noise(sigma, bench.run_residuals())
     x = bench.studies(np.zeros(3), noise, CFG.max_seeds, COUNT, np.random.default_rng(11))
     state, used = bench.sequential(x, CFG)
     diff = state < 2
@@ -59,8 +59,8 @@ def test_the_fixed_design_is_scipys_paired_t_test():
 
 
 def test_the_noise_models_have_the_paired_sd_they_claim():
-    x = bench.studies(np.zeros(1), bench.resample_noise(0.74, bench.run_residuals(
-        bench.ROOT / "docs" / "session_ablate.txt")), 50, 4000, np.random.default_rng(0))
+    x = bench.studies(np.zeros(1), bench.resample_noise(0.74, bench.run_residuals()), 50, 4000,
+                      np.random.default_rng(0))
     assert x.std() == pytest.approx(0.74, rel=0.02)  # 200,000 draws: the sd's SE is about 0.2 %
 
 
@@ -68,3 +68,13 @@ def test_sigma_is_read_back_from_the_report_intervals():
     # docs/ablation_p3_table1_c10_quick: lenet/cutmix vs base, n = 3, diff 95 % CI [1.58247, 4.19086]
     sds = bench.paired_sds(bench.ROOT / "docs" / "ablation_p3_table1_c10_quick" / "report.csv")
     assert sds[-1] == pytest.approx((4.19086 - 1.58247) / 2 * math.sqrt(3) / 4.302653, rel=1e-5)
+
+
+def test_the_resampled_atoms_are_the_csvs_values_centred_per_variant(tmp_path):
+    f = tmp_path / "v.csv"
+    f.write_text("variant,seed,val_acc\na,0,0.5\na,1,0.7\nb,0,0.2\nb,1,0.2\nb,2,0.5\n")
+    res = np.array([-0.1, 0.1, -0.1, -0.1, 0.2])  # a's mean 0.6, b's 0.3
+    got = bench.run_residuals(f)
+    assert np.allclose(got, res / np.sqrt(np.mean(res * res)))
+    real = bench.run_residuals()
+    assert real.size >= 60 and np.mean(real * real) == pytest.approx(1.0)
