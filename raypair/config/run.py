@@ -89,6 +89,9 @@ class OptimConfig(Strict):
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     betas: tuple[float, float] = (0.9, 0.999)
+    # fine-tuning: the backbone (every model's parameters but its classifier, ``get_classifier()``)
+    # starts at lr x this; the classifiers and a method's own heads at lr (raypair.loop.fine_tune_groups)
+    backbone_lr_scale: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> "OptimConfig":

@@ -71,6 +71,28 @@ def build_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
     return opt
 
 
+def fine_tune_groups(method: nn.Module, groups: list[dict[str, Any]], optim: OptimConfig) -> list[dict[str, Any]]:
+    """``groups`` with each split in two when ``optim.backbone_lr_scale`` < 1: its backbone
+    parameters (those of every model in ``method``, a module with timm's ``get_classifier()``, but
+    its classifier's) at the group's lr x the scale, the rest (classifiers, a method's own heads) at
+    the group's lr. The schedule then scales both alike."""
+    scale = optim.backbone_lr_scale
+    if scale == 1.0:
+        return groups
+    backbone: set[int] = set()
+    for m in method.modules():
+        if hasattr(m, "get_classifier"):
+            head = m.get_classifier()
+            head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+            backbone |= {id(p) for p in m.parameters()} - head_ids
+    out = []
+    for g in groups:
+        lr, params = g.get("lr", optim.lr), list(g["params"])
+        head, body = [p for p in params if id(p) not in backbone], [p for p in params if id(p) in backbone]
+        out += [{**g, "params": part, "lr": at} for part, at in ((head, lr), (body, lr * scale)) if part]
+    return out
+
+
 def lr_factor(schedule: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int, lr: float = 1.0) -> float:
     """Multiplier of a group's initial lr at optimiser step ``step`` (0-based): warm-up, then the
     schedule. Cosine decays from 1 to ``min_lr / lr``, ``lr`` being the run's ``optim.lr`` (timm's
@@ -155,7 +177,7 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     device = device or pick_device(res.may_use_gpu)
     torch.set_num_threads(res.threads)
     method, info, train, val, test = setup(run, device, dist)
-    opt = build_optimizer(run.optim, method.optim_groups())
+    opt = build_optimizer(run.optim, fine_tune_groups(method, method.optim_groups(), run.optim))
     start, step, stats, first_loss = restore(method, opt, resume)
     net, amp = _wrap(method, run, device, dist), device.type == "cuda"
     metrics: dict[str, float] = {}

@@ -159,3 +159,32 @@ def test_finetuning_follows_the_runs_epochs_and_records_the_state_it_starts_from
     assert tuned[1]["val_top2_pre_ft"] == original[1]["val_top2"]
     assert tuned[1]["test_acc_pre_ft"] == original[1]["test_acc"]  # the original's result, within the tuned run
     assert "test_acc" not in tuned[1] and "test_acc" in tuned[3] and "test_acc_pre_ft" not in tuned[3]
+
+
+@pytest.mark.parametrize("method", [{"name": "erm"}, {"name": "vpl"}])
+def test_fine_tuning_starts_the_backbone_at_a_scaled_lr_and_every_head_at_lr(method):
+    """optim.backbone_lr_scale: each model's parameters but its classifier's (named by hand below:
+    tiny_cnn's ``fc``, timm's ViT ``head``) at lr x scale; the classifiers and a method's own heads
+    (VPL's projections) at the group's lr; every parameter once; scale 1 leaves the groups alone."""
+    from helpers import CIFAR_32, method_of
+
+    from raypair.config import OptimConfig
+    from raypair.loop import build_optimizer, fine_tune_groups
+
+    m = method_of(method, CIFAR_32)
+    optim = OptimConfig(lr=0.2, backbone_lr_scale=0.1)
+    groups = m.optim_groups()
+    assert fine_tune_groups(m, groups, OptimConfig(lr=0.2)) is groups
+    opt = build_optimizer(optim, fine_tune_groups(m, groups, optim))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert sorted(lr_of) == sorted(id(p) for g in groups for p in g["params"])  # each once
+    heads = {n for n, _ in m.named_parameters() if n.split(".")[-2] in ("fc", "head")}
+    models = [mod for mod in m.modules() if hasattr(mod, "get_classifier")]
+    in_models = {id(p) for mod in models for p in mod.parameters()}
+    base = {id(p): g.get("lr", 0.2) for g in groups for p in g["params"]}
+    for name, p in m.named_parameters():
+        want = base[id(p)] if name in heads or id(p) not in in_models else base[id(p)] * 0.1
+        assert lr_of[id(p)] == pytest.approx(want), name
+        assert opt.param_groups[[i for i, g in enumerate(opt.param_groups) if any(q is p for q in g["params"])][0]][
+            "initial_lr"] == pytest.approx(want)
+    assert heads and any(v == pytest.approx(base[k] * 0.1) for k, v in lr_of.items())
