@@ -130,10 +130,10 @@ def test_max_size_reencodes_the_shorter_side(tmp_path):
     from PIL import Image
 
     imgs = flowers_standin(tmp_path, [1, 2, 1, 2], {"trnid": [1, 2], "valid": [3], "tstid": [4]})
-    folder, _ = prepare("flowers102", tmp_path, tmp_path / "out", Options(verify="none", max_size=16))
+    folder, _ = prepare("flowers102", tmp_path, tmp_path / "out", Options(verify="none", max_size=12))
     rows = _rows(folder, "train")
-    ref = np.asarray(Image.fromarray(imgs[0]).resize((20, 16), Image.Resampling.BICUBIC))  # 40x32 -> 20x16
-    assert rows[0][0].shape == (16, 20, 3) and _close(rows[0][0], ref, 4.0)
+    ref = np.asarray(Image.fromarray(imgs[0]).resize((15, 12), Image.Resampling.BICUBIC))  # 40x32 -> 15x12
+    assert rows[0][0].shape == (12, 15, 3) and _close(rows[0][0], ref, 4.0)
 
 
 def test_a_finished_prepare_is_not_redone(tmp_path):
@@ -149,8 +149,8 @@ def test_a_finished_prepare_is_not_redone(tmp_path):
 
 def test_a_corrupt_image_is_named_and_nothing_is_left(tmp_path):
     flowers_standin(tmp_path, [1, 2, 1], {"trnid": [1, 2], "valid": [], "tstid": [3]})
-    good = jpeg_bytes(smooth_image(0, (40, 32)))
-    write_tar(tmp_path / "102flowers.tgz", {"jpg/image_00001.jpg": good, "jpg/image_00002.jpg": good[:200],
+    good = jpeg_bytes(smooth_image(0, (200, 160)))  # large enough that a cut leaves its headers whole
+    write_tar(tmp_path / "102flowers.tgz", {"jpg/image_00001.jpg": good, "jpg/image_00002.jpg": good[:len(good) * 3 // 4],
                                             "jpg/image_00003.jpg": good})
     with pytest.raises(ConfigError, match=r"^--from: 102flowers.tgz:jpg/image_00002.jpg: cannot decode the image"):
         prepare("flowers102", tmp_path, tmp_path / "out", NOCHECK)
@@ -182,3 +182,15 @@ def test_a_standin_loads_through_the_parquet_source(tmp_path):
     assert wrote and standin("imagenet1k", tmp_path) == (folder, False)
     s = _load(tmp_path, "imagenet1k", resize_size=40, crop_size=32)
     assert s.train_y.tolist() == [0, 0, 1, 1, 2, 2] and tuple(s.train_x.shape[1:]) == (3, 40, 40)
+
+
+def test_shards_are_bounded_and_read_back_in_order(tmp_path):
+    labels = {"train": [0, 1, 2] * 4, "test": [2, 1, 0]}
+    images = cifar100_standin(tmp_path, labels, ["a", "b", "c"])
+    one = len(jpeg_bytes(images["train"][0]))  # about a PNG's size: a few kB
+    folder, _ = prepare("cifar100", tmp_path, tmp_path / "out", Options(verify="none", shard_mb=3 * one / 2**20))
+    shards = sorted((folder / "data").glob("train-*.parquet"))
+    assert len(shards) >= 3 and all(p.name.endswith(f"-of-{len(shards):05d}.parquet") for p in shards)
+    s = _load(tmp_path / "out", "cifar100")
+    assert s.train_y.tolist() == labels["train"]
+    assert all(np.array_equal(s.train_x[i].permute(1, 2, 0).numpy(), images["train"][i]) for i in range(12))

@@ -35,7 +35,7 @@ FORMAT = 1
 class Options:
     max_size: Optional[int] = None  # shorter side of a stored image at most this (JPEG re-encoded)
     quality: int = 90
-    shard_mb: int = 256
+    shard_mb: float = 256  # MiB of image bytes a shard holds at most (the image that crosses it ends the shard)
     verify: str = "auto"  # archives.VERIFY
     mini_split: str = "stratified"  # ilsvrc_mini only: imagenet.MINI_SPLITS (an ASSUMPTION, see there)
     split_seed: int = 0  # ilsvrc_mini only

@@ -1,6 +1,7 @@
 """Prepared datasets on disk: Parquet shards in the Hugging Face image layout (an ``image`` struct
 with ``bytes`` and ``path``, an int64 ``label``, the class names in the ``huggingface`` schema
-metadata), ``data/<split>-NNNNN-of-MMMMM.parquet``, each shard at most ``shard_mb`` of image bytes.
+metadata), ``data/<split>-NNNNN-of-MMMMM.parquet``, a shard ending with the image that brings it to
+``shard_mb`` MiB of image bytes.
 The Parquet source (``raypair/data/sources/parquet.py``) reads them as they are.
 
 Every image is decoded once here: one that does not decode is a ConfigError naming it (the
@@ -80,12 +81,13 @@ def _jpeg(img: Any, enc: Encoding) -> bytes:
 class ShardWriter:
     """Writes the items of every split into ``folder/data/`` as shards of at most ``shard_mb``."""
 
-    def __init__(self, folder: Path, classes: list[str], shard_mb: int) -> None:
-        self.folder, self.classes, self.limit = folder / "data", classes, shard_mb * 2**20
+    def __init__(self, folder: Path, classes: list[str], shard_mb: float) -> None:
+        self.folder, self.classes, self.limit = folder / "data", classes, int(shard_mb * 2**20)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, list[tuple[bytes, str, int]]] = {}
         self.shards: dict[str, list[Path]] = {}
         self.counts: dict[str, int] = {}
+        self.size: dict[str, int] = {}  # image bytes in each split's open shard
 
     def add(self, item: Item, data: bytes) -> None:
         if not 0 <= item.label < len(self.classes):
@@ -93,14 +95,15 @@ class ShardWriter:
         rows = self.rows.setdefault(item.split, [])
         rows.append((data, item.where.rsplit(":", 1)[-1], item.label))
         self.counts[item.split] = self.counts.get(item.split, 0) + 1
-        if sum(len(r[0]) for r in rows) >= self.limit:
+        self.size[item.split] = self.size.get(item.split, 0) + len(data)
+        if self.size[item.split] >= self.limit:
             self._flush(item.split)
 
     def _flush(self, split: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = self.rows.pop(split, [])
+        rows, self.size[split] = self.rows.pop(split, []), 0
         if not rows:
             return
         image = pa.StructArray.from_arrays([pa.array([r[0] for r in rows], pa.binary()),
