@@ -87,7 +87,7 @@ class Vpl(Method):
     def __init__(self, cfg: VplConfig, model: nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         c, hw = info.image_shape[0], tuple(info.image_shape[1:3])  # (H, W): non-square images too
-        vcfg, distill = ModelConfig(name=cfg.vit_model), cfg.mode == "distill"
+        vcfg, distill = ModelConfig(name=cfg.vit_model, weights=cfg.vit_weights), cfg.mode == "distill"
         with torch.random.fork_rng(devices=[], enabled=cfg.vit_seed is not None):
             if cfg.vit_seed is not None:
                 torch.manual_seed(cfg.vit_seed)
