@@ -11,6 +11,7 @@ from raypair.config import ConfigError
 def cmd_data(args: argparse.Namespace) -> int:
     from raypair.data.prepare import PREPARERS, Options, prepare
 
+    opts = None
     if args.action == "standin":
         from raypair.data.prepare.standin import standin
 
@@ -23,12 +24,25 @@ def cmd_data(args: argparse.Namespace) -> int:
             raise ConfigError("NAME", f"no such dataset (have: {', '.join(PREPARERS)})", args.name)
         opts = Options(args.max_size, args.quality, args.shard_mb, args.verify, args.mini_split, args.split_seed)
         folder, wrote = prepare(args.name, args.src, args.out, opts)
-    if not wrote:
-        print(f"{folder} is already prepared: nothing to do (remove the folder to prepare it again)")
-        return 0
     from raypair.data.prepare import done
+
+    if not wrote:
+        print(f"{folder} is already prepared: nothing to do (remove the folder to prepare it again)"
+              + _differs(done(folder).get("options", {}), opts))
+        return 0
 
     splits = ", ".join(f"{n} {s}" for s, n in done(folder)["splits"].items())
     print(f"wrote {folder}: {done(folder)['classes']} classes; {splits}; use it with data.name={args.name} "
           f"and RAYPAIR_DATA={folder.parent}")
     return 0
+
+
+def _differs(recorded: dict, opts: object) -> str:
+    """``; it was prepared with --max-size 320, not 256`` where the asked options differ."""
+    from dataclasses import asdict, is_dataclass
+
+    if not is_dataclass(opts):
+        return ""
+    diff = [f"--{k.replace('_', '-')} {recorded.get(k)}, not {v}" for k, v in asdict(opts).items()
+            if k in recorded and recorded[k] != v]
+    return f"; it was prepared with {'; '.join(diff)}" if diff else ""

@@ -25,6 +25,9 @@ def test_prepare_then_a_rerun_that_says_it_has_nothing_to_do(tmp_path, capsys):
                            f"data.name=cifar100 and RAYPAIR_DATA={tmp_path / 'd'}")
     code, out, _ = _run(capsys, *argv)
     assert code == 0 and out.startswith(f"{tmp_path / 'd' / 'cifar100'} is already prepared: nothing to do")
+    assert "it was prepared with" not in out
+    code, out, _ = _run(capsys, *argv, "--max-size", "24")  # other options: said, not silently ignored
+    assert code == 0 and out.rstrip().endswith("; it was prepared with --max-size None, not 24")
 
 
 def test_standin_writes_a_dataset_the_data_root_serves(tmp_path, capsys, monkeypatch):
