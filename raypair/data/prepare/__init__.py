@@ -88,5 +88,8 @@ def write_atomically(folder: Path, write: Callable[[Path], None], record: dict) 
                                         f"images for {record['name']} in {record['from']}")
         (tmp / "prepared.json").write_text(json.dumps(record, indent=1) + "\n")
         os.rename(tmp, folder)
+    except OSError as e:  # a full disk, a folder another prepare renamed onto the target first
+        if done(folder) is None:
+            raise ConfigError("--out", f"cannot write {e.filename or tmp}: {e.strerror or e}", str(folder.parent)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
