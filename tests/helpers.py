@@ -204,3 +204,142 @@ def loop_parts(method_cfg: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, 
 def acc_stats(acc: float) -> dict[str, float]:
     """An epoch's training stats at accuracy ``acc`` (what PairTraining's schedule reads)."""
     return {"train_acc": acc, "train_loss": 1.0}
+
+
+# ------------------------------------------------ stand-ins of the seeds' archives (data prepare)
+def smooth_image(seed: int, size: tuple[int, int]):
+    """A smooth uint8 ``[H, W, 3]`` image (``size`` = width, height): JPEG keeps it within a few levels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    c = rng.uniform(40, 215, (3, 3))
+    img = np.stack([c[i, 0] + 30 * np.sin(3 * xx + c[i, 1] / 50) + 30 * np.cos(2 * yy + c[i, 2] / 50) for i in range(3)], -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(img, quality: int = 95) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def write_tar(path: Path, files: dict[str, bytes]) -> Path:
+    """A tar (gzip when the name ends .gz or .tgz) holding ``files`` in this order."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz" if path.name.endswith(("gz", "tgz")) else "w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def cifar100_standin(folder: Path, labels: dict[str, list[int]], names: list[str]) -> dict[str, Any]:
+    """``cifar-100-python.tar.gz`` as the official one lays it out (pickled dicts with bytes keys,
+    ``data`` N x 3072 uint8 in CHW order, ``fine_labels``); the images it holds, per split [N, 32, 32, 3]."""
+    import pickle
+
+    import numpy as np
+
+    files, images = {}, {}
+    for split, ys in labels.items():
+        x = np.stack([smooth_image(1000 * len(split) + i, (32, 32)) for i in range(len(ys))])
+        images[split] = x
+        d = {b"data": x.transpose(0, 3, 1, 2).reshape(len(ys), -1), b"fine_labels": list(ys),
+             b"coarse_labels": [0] * len(ys), b"filenames": [f"{i}.png".encode() for i in range(len(ys))]}
+        files[f"cifar-100-python/{split}"] = pickle.dumps(d, protocol=4)
+    files["cifar-100-python/meta"] = pickle.dumps({b"fine_label_names": [n.encode() for n in names],
+                                                   b"coarse_label_names": [b"all"]}, protocol=4)
+    write_tar(folder / "cifar-100-python.tar.gz", files)
+    return images
+
+
+def flowers_standin(folder: Path, labels: list[int], split: dict[str, list[int]]) -> list[Any]:
+    """``102flowers.tgz`` (``jpg/image_00001.jpg`` ...), ``imagelabels.mat`` (1-based labels) and
+    ``setid.mat`` (``trnid`` / ``valid`` / ``tstid``, 1-based image ids); the images, in id order."""
+    import numpy as np
+    import scipy.io
+
+    imgs = [smooth_image(i, (40, 32)) for i in range(len(labels))]
+    write_tar(folder / "102flowers.tgz", {f"jpg/image_{i + 1:05d}.jpg": jpeg_bytes(im) for i, im in enumerate(imgs)})
+    scipy.io.savemat(folder / "imagelabels.mat", {"labels": np.array([labels], dtype=np.uint8)})
+    scipy.io.savemat(folder / "setid.mat", {k: np.array([v], dtype=np.uint16) for k, v in split.items()})
+    return imgs
+
+
+def _annotations(fnames: list[str], classes: list[int]) -> Any:
+    import numpy as np
+
+    rec = np.empty((1, len(fnames)), dtype=[(f, "O") for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2",
+                                                                "class", "fname")])
+    for i, (f, c) in enumerate(zip(fnames, classes)):
+        rec[0, i] = (np.uint8(1), np.uint8(1), np.uint8(30), np.uint8(20), np.uint8(c), f)
+    return rec
+
+
+def cars_standin(folder: Path, train: list[int], test: list[int], names: list[str]) -> dict[str, list[Any]]:
+    """Stanford Cars: ``cars_train.tgz`` / ``cars_test.tgz`` (``cars_train/00001.jpg``), the devkit's
+    ``devkit/cars_meta.mat`` and ``devkit/cars_train_annos.mat``, ``cars_test_annos_withlabels.mat``;
+    labels 1-based as there. The images per split, in file order."""
+    import numpy as np
+    import scipy.io
+
+    (folder / "devkit").mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(folder / "devkit" / "cars_meta.mat", {"class_names": np.array([names], dtype=object)})
+    out = {}
+    for split, ys, annos in (("train", train, "devkit/cars_train_annos.mat"),
+                             ("test", test, "cars_test_annos_withlabels.mat")):
+        fnames = [f"{i + 1:05d}.jpg" for i in range(len(ys))]
+        out[split] = [smooth_image(500 * len(split) + i, (36, 28)) for i in range(len(ys))]
+        write_tar(folder / f"cars_{split}.tgz", {f"cars_{split}/{f}": jpeg_bytes(im) for f, im in zip(fnames, out[split])})
+        scipy.io.savemat(folder / annos, {"annotations": _annotations(fnames, ys)})
+    return out
+
+
+def imagenet_standin(folder: Path, wnids: list[str], val: list[str], train_per_class: int = 0,
+                     labels: str = "devkit") -> dict[str, Any]:
+    """``ILSVRC2012_img_val.tar`` (``ILSVRC2012_val_00000001.JPEG`` ..., image i of class ``val[i-1]``),
+    its labels as the devkit (``ILSVRC2012_devkit_t12.tar.gz``: ``data/meta.mat`` with the leaf synsets
+    in ILSVRC2012_ID order = ``wnids`` as given, plus one non-leaf; ``data/ILSVRC2012_validation_ground_truth.txt``)
+    or as Kaggle's ``LOC_val_solution.csv``; and, if ``train_per_class``, ``ILSVRC2012_img_train.tar``
+    of per-class tars. Returns {val id: image} and {(wnid, i): image} of train."""
+    import io
+
+    import numpy as np
+    import scipy.io
+
+    vimgs = {i + 1: smooth_image(7000 + i, (48 + 4 * (i % 3), 40)) for i in range(len(val))}
+    write_tar(folder / "ILSVRC2012_img_val.tar", {f"ILSVRC2012_val_{i:08d}.JPEG": jpeg_bytes(im) for i, im in vimgs.items()})
+    if labels == "devkit":
+        syn = np.empty((len(wnids) + 1,), dtype=[(f, "O") for f in ("ILSVRC2012_ID", "WNID", "words", "gloss",
+                                                                      "num_children")])
+        for k, w in enumerate(wnids):
+            syn[k] = (np.uint16(k + 1), w, f"words of {w}", "gloss", np.uint8(0))
+        syn[len(wnids)] = (np.uint16(len(wnids) + 1), "n99999999", "a parent", "gloss", np.uint8(2))
+        meta = io.BytesIO()
+        scipy.io.savemat(meta, {"synsets": syn.reshape(-1, 1)})
+        gt = "".join(f"{wnids.index(w) + 1}\n" for w in val).encode()
+        write_tar(folder / "ILSVRC2012_devkit_t12.tar.gz", {
+            "ILSVRC2012_devkit_t12/data/meta.mat": meta.getvalue(),
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": gt})
+    else:
+        rows = "".join(f"ILSVRC2012_val_{i + 1:08d},{w} 1 2 30 20 {w} 3 4 10 12\n" for i, w in enumerate(val))
+        (folder / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+    timgs = {(w, i): smooth_image(9000 + 10 * wnids.index(w) + i, (44, 40)) for w in wnids for i in range(train_per_class)}
+    if train_per_class:
+        inner = {}
+        for w in wnids:
+            tmp = folder / f"{w}.tar"
+            write_tar(tmp, {f"{w}_{i}.JPEG": jpeg_bytes(timgs[w, i]) for i in range(train_per_class)})
+            inner[f"{w}.tar"] = tmp.read_bytes()
+            tmp.unlink()
+        write_tar(folder / "ILSVRC2012_img_train.tar", inner)
+    return {"val": vimgs, "train": timgs}

@@ -1,4 +1,4 @@
-"""``raypair`` command line: tune, ablate, train, run, report, validate, preview, status, ui (the
+"""``raypair`` command line: tune, ablate, train, run, report, validate, preview, status, ui, data (the
 commands are in ``commands.py``, the checks that run before anything starts in ``checks.py``, the
 option types in ``args.py``; this module builds the parser and turns a ConfigError, or a plug-in
 that fails to load, into one line and exit 2). ``run`` takes an experiment file of any kind in the
@@ -76,8 +76,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _tools(sub: Any) -> None:
-    """The commands that start no experiment: report, validate, preview, status, ui (in this order)."""
-    for add in (_report, _validate, _preview, _status, _ui):
+    """The commands that start no experiment: report, validate, preview, status, ui, data (in this order)."""
+    for add in (_report, _validate, _preview, _status, _ui, _data):
         add(sub)
 
 
@@ -129,6 +129,26 @@ def _ui(sub: Any) -> None:
     u.add_argument("--port", type=A.int_in(1, 65535), default=5000,
                    help="MLflow UI port; the Optuna dashboard takes the next one")
     u.add_argument("--study", type=A.name, help="the sweep whose Optuna study to show (default: the newest sweep's)")
+
+
+def _data(sub: Any) -> None:
+    d = sub.add_parser("data", help="prepare a seed's dataset from its official archives (or write a stand-in); "
+                       "downloads nothing")
+    d.add_argument("action", choices=["prepare", "standin"])
+    d.add_argument("name", help="cifar100, flowers102, stanford_cars, ilsvrc_mini or imagenet1k (standin: any name)")
+    d.add_argument("--from", dest="src", type=A.existing_folder, help="prepare: the folder holding the archives")
+    d.add_argument("--out", type=A.folder, help="data root to write <out>/NAME into (default: $RAYPAIR_DATA, else ./data)")
+    d.add_argument("--max-size", type=A.int_in(16, 4096), help="re-encode larger images as JPEG, shorter side this")
+    d.add_argument("--quality", type=A.int_in(1, 100), default=90, help="JPEG quality of re-encoded images (default 90)")
+    d.add_argument("--shard-mb", type=A.int_in(1, 65536), default=256, help="image bytes per Parquet shard (default 256)")
+    d.add_argument("--verify", choices=["auto", "md5", "size", "none"], default="auto",
+                   help="check the official archives: auto (MD5 up to 8 GiB, size above), md5, size, none")
+    d.add_argument("--mini-split", choices=["stratified", "random"], default="stratified",
+                   help="ilsvrc_mini: 10k test images drawn per class (default) or over all 50k (an ASSUMPTION)")
+    d.add_argument("--split-seed", type=A.int_in(0, 2**32 - 1), default=0, help="ilsvrc_mini: the draw's seed")
+    d.add_argument("--classes", type=A.int_in(2, 1000), default=4, help="standin: number of classes (default 4)")
+    d.add_argument("--train", type=A.int_in(1, 10_000), default=8, help="standin: train images per class (default 8)")
+    d.add_argument("--test", type=A.int_in(1, 10_000), default=4, help="standin: test images per class (default 4)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -143,6 +143,18 @@ def folder(text: str) -> Path:
     return p
 
 
+def existing_folder(text: str) -> Path:
+    """A folder that exists (to read from)."""
+    p = _plain_path(text, "folder")
+    try:
+        p = p.resolve()
+        if not p.is_dir():
+            raise _bad("no such folder", text)
+    except OSError as e:
+        raise _bad(f"not a usable folder: {e.strerror or e}", text) from None
+    return p
+
+
 def out_file(text: str) -> Path:
     """A file to write, in a folder that exists."""
     p = _plain_path(text, "file")

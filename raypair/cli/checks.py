@@ -47,6 +47,7 @@ def preflight(run: Any, prefix: str = "") -> None:
 
     try:
         info = check_data(run.data)
+        _vit_weights(run, info)
         m = run.model
         if m.name in OWN_MODELS and not m.kwargs and not m.pretrained and m.weights is None:
             return
@@ -57,6 +58,21 @@ def preflight(run: Any, prefix: str = "") -> None:
     except ConfigError as e:
         field = e.field if e.field.startswith(("$", "-")) else prefix + e.field
         raise ConfigError(field, e.message, e.value) from None
+
+
+def _vit_weights(run: Any, info: Any) -> None:
+    """VPL's ``method.vit_weights``: the file fits ``method.vit_model`` (its keys and shapes), as model.weights."""
+    path = getattr(run.method, "vit_weights", None)
+    if path is None:
+        return
+    from raypair.config import ModelConfig
+    from raypair.models import check_model
+
+    try:
+        check_model(ModelConfig(name=run.method.vit_model, weights=path), info.num_classes, info.image_shape[0],
+                    tuple(info.image_shape[1:3]))
+    except ConfigError as e:
+        raise ConfigError("method.vit_weights", e.message, e.value) from None
 
 
 def preflight_all(exp: Any) -> None:

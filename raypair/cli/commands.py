@@ -165,3 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from raypair.cli.status import cmd_status as status
 
     return status(args)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from raypair.cli.data import cmd_data as data
+
+    return data(args)

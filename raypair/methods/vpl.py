@@ -1,6 +1,8 @@
 """Vision Pair Learning (P4: Tong, Yu, arXiv 2112.00965; methods.md §6).
 
 A CNN (the run's ``model``) and a transformer (``vit_model``, built here) see the same augmented image.
+The transformer starts from random weights, or from ``vit_weights`` (a local state dict, as
+``model.weights``; P4 Table 5 fine-tunes an ImageNet-pretrained ViT-B).
 h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the branch's classifier on h.
 ``mode: vpl``: L = CE(z_c, y) + CE(z_t, y) + w_cl L_CL + w_kl L_KL, with
   L_CL = CE over S = E E^T / tau (diagonal masked), E = [sg(h_c); A(h_t)] (rows L2-normalised if
@@ -87,7 +89,7 @@ class Vpl(Method):
     def __init__(self, cfg: VplConfig, model: nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         c, hw = info.image_shape[0], tuple(info.image_shape[1:3])  # (H, W): non-square images too
-        vcfg, distill = ModelConfig(name=cfg.vit_model), cfg.mode == "distill"
+        vcfg, distill = ModelConfig(name=cfg.vit_model, weights=cfg.vit_weights), cfg.mode == "distill"
         with torch.random.fork_rng(devices=[], enabled=cfg.vit_seed is not None):
             if cfg.vit_seed is not None:
                 torch.manual_seed(cfg.vit_seed)

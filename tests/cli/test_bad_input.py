@@ -667,3 +667,19 @@ def test_stderr_is_one_line_for_a_long_value(capsys: pytest.CaptureFixture) -> N
     assert main(["validate", str(QUICK), "--set", "optim.lr=" + "9" * 5000]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and len(err) < 600
+
+
+@pytest.mark.parametrize("weights, says", [("nope.pth", "no such file"),
+                                           ("cnn.pth", "does not fit tiny_vit: key cls_token")])
+def test_vpl_vit_weights_that_do_not_fit_are_one_line_before_anything_starts(tmp_path, capsys, weights, says):
+    import torch
+
+    from raypair.config import ModelConfig
+    from raypair.models import build_model
+
+    torch.save(build_model(ModelConfig(name="tiny_cnn"), 10, 3, image_size=(16, 16)).state_dict(), tmp_path / "cnn.pth")
+    run = {**RUN, "method": {"name": "vpl", "vit_model": "tiny_vit", "vit_weights": str(tmp_path / weights)}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(run))
+    assert main(["validate", str(tmp_path / "r.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"raypair: error: method.vit_weights: {says}"), err

@@ -237,6 +237,28 @@ def test_distill_loads_the_teacher_and_keeps_it_frozen(tmp_path):
         make(mode="distill", teacher_checkpoint=str(tmp_path), vit_model="tiny_vit_w48")
 
 
+def test_vit_weights_load_into_the_transformer_branch(tmp_path):
+    """``vit_weights`` starts the transformer from a state dict (P4's ImageNet-pretrained ViT-B for
+    transfer); its classifier, of another class count, is re-initialised; the CNN is untouched."""
+    from raypair.config import ModelConfig
+    from raypair.models import build_model
+
+    torch.manual_seed(5)
+    src = build_model(ModelConfig(name="tiny_vit"), 7, 3, image_size=(16, 16))  # 7 classes, not 10
+    torch.save(src.state_dict(), tmp_path / "vit.pth")
+    m, plain = make(vit_weights=str(tmp_path / "vit.pth")), make()
+    head = {k for k, v in src.state_dict().items() if v.shape[:1] == (7,)}  # the 7-class classifier's weight, bias
+    assert len(head) == 2
+    for k, v in src.state_dict().items():
+        if k not in head:
+            assert torch.equal(m.vit.state_dict()[k], v), k
+    assert m.vit.get_classifier().out_features == 10
+    assert all(torch.equal(a, b) for a, b in zip(m.model.parameters(), plain.model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(m.vit.parameters(), plain.vit.parameters()))
+    with pytest.raises(ValueError, match="vit_weights: .*not a state dict file"):
+        make(vit_weights=str(tmp_path / "vit.txt"))
+
+
 def test_optim_groups_carry_branch_lrs_and_the_affine_layer():
     m = make(vit_model="tiny_vit_w48", lr_cnn=3e-3, lr_vit=2e-4, weight_decay_vit=0.05, ema=True)
     cnn, vit = m.optim_groups()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from raypair.config.method import MethodConfig
 from raypair.config.model_names import is_model
@@ -17,6 +17,9 @@ class VplConfig(MethodConfig):
     mode: Literal["vpl", "independent", "dml", "distill"] = "vpl"
     vit_model: str = Field("tiny_vit_w48", examples=["tiny_vit", "vit_small_patch16_224", "vit_base_patch16_224"])
     vit_seed: Optional[int] = Field(None, ge=0)  # None: the torch RNG after the CNN's init
+    # the transformer's initial weights, a local state dict as model.weights (transfer from ImageNet, P4 Table 5)
+    vit_weights: Optional[str] = Field(None, json_schema_extra={
+        "tested_in": "tests/methods/test_vpl.py::test_vit_weights_load_into_the_transformer_branch"})
     affine: Literal["vit", "cnn"] = "vit"
     x: int = Field(20, ge=0, le=100)  # % of epochs of stage 1 (CL only)
     y: int = Field(20, ge=0, le=100)  # % of epochs of stage 3 (KL only)
@@ -47,6 +50,13 @@ class VplConfig(MethodConfig):
                              "'s checkpoint, got None")
         if not is_model(self.vit_model):
             raise ValueError(f"vit_model: unknown timm model, got {self.vit_model!r}")
+        if self.vit_weights is not None:
+            from raypair.config.model import ModelConfig
+
+            try:  # the checks of model.weights: a state dict's suffix, an absolute path
+                self.vit_weights = ModelConfig(name=self.vit_model, weights=self.vit_weights).weights
+            except ValidationError as e:
+                raise ValueError(f"vit_weights: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
 
     def eval_heads(self) -> tuple[str, ...]:
