@@ -27,7 +27,7 @@ from helpers import QUICK
 
 pytestmark = pytest.mark.ray
 
-SKIP = (".lock", "optuna.db")
+SKIP = (".lock", ".fence", "optuna.db")  # lock files (no content), and Optuna's own database
 
 
 @pytest.fixture(scope="module")
