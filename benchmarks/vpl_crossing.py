@@ -13,7 +13,10 @@ or draws it from an existing history (a trial's ``history.jsonl``):
         --set scale.threads=1 --out docs/vpl_crossing.png
     python benchmarks/vpl_crossing.py --history STORE/vpl/trials/KEY/history.jsonl --out crossing.png
 
-With ``data.val_fraction=0`` the loop evaluates the test subset each epoch and logs it as ``val_*``.
+The first is how docs/vpl_crossing.png and .jsonl were made (seed 0; the figure then redrawn from
+the .jsonl with ``--history docs/vpl_crossing.jsonl --label "tiny_cnn + vit_cifar_d4, 10k CIFAR-10,
+15 epochs"``); the figures are in docs/measured.md. With ``data.val_fraction=0`` the loop evaluates
+the test subset each epoch and logs it as ``val_*``.
 Prints one line per epoch and the first epoch from which the transformer stays ahead.
 """
 from __future__ import annotations

@@ -145,6 +145,13 @@ def test_y_is_tied_to_x_by_default():
     assert err.value.field.endswith(".x")
 
 
+def test_defaults_are_p4s_recipe():
+    """P4 §4 (methods.md §6.1): "AutoAugment + Random Erasing", EMA, x = y = 20; DIS with the PLM losses."""
+    c = run_model().model_validate({"method": {"name": "vpl"}}).method
+    assert (c.aug, c.ema, c.random_erasing, c.x, c.y_percent(), c.distill_loss) == \
+        ("base+aa_imagenet", True, 0.25, 20, 20, "plm")
+
+
 def test_stage_starts_by_hand():
     cfg = lambda **kw: run_model().model_validate({"method": {"name": "vpl", **kw}}).method  # noqa: E731
     assert cfg(x=10).stage_starts(50) == [5, 45] and cfg(x=20, y=0).stage_starts(50) == [10]

@@ -114,9 +114,9 @@ class VplConfig(MethodConfig):
             off.add("rho")
         if self.mode != "distill":
             off |= {"teacher_checkpoint", "student", "distill_loss"}
-        elif self.distill_cl():  # a transformer student learns L_CL (tau, the similarity, A), not L_KL
-            off = (off - {"tau", "cl_normalize", "affine"}) | {"rho"}
         else:  # the frozen teacher's branch trains nothing (a ViT teacher's init is overwritten)
             off |= {"vit_seed", "lr_vit", "weight_decay_vit"} if self.student == "cnn" else {"lr_cnn", "weight_decay_cnn"}
+        if self.distill_cl():  # a transformer student learns L_CL (tau, the similarity, A), not L_KL
+            off = (off - {"tau", "cl_normalize", "affine"}) | {"rho"}
         off |= set() if self.ema else {"ema_decay"}
         return off | ({"erase_mode"} if self.random_erasing == 0 else set())
