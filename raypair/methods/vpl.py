@@ -18,7 +18,7 @@ its KL target the first's updated output (no gradient, training mode: its BatchN
 the batch twice). Two optimiser steps per batch (``parts = 2``); train_loss sums both. Which branch
 goes first is an ASSUMPTION (``vit_first`` swaps); ``joint`` is one step on both KLs.
 ``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns, toward the other, frozen branch, "both hard
-labels and losses defined in pair learning module" (P4 §4.3; methods.md §6.1): CE + the PLM loss that
+labels and losses defined in pair learning module" (P4, its DIS baseline; methods.md §6.1): CE + the PLM loss that
 reaches its branch under restricted gradient flow, ``distill_loss: plm`` (default): a CNN student
 CE + L_KL, a transformer student CE + L_CL (the frozen CNN's embeddings are the constants sg(h_c), the
 affine layer A is built and trained with the student, tau / cl_normalize / affine as in mode vpl);
