@@ -50,6 +50,12 @@ class MethodConfig(Strict):
         state the run's own epochs end in); the loop trains ``RunConfigBase.total_epochs``."""
         return 0
 
+    def stage_starts(self, epochs: int) -> list[int]:
+        """0-based epochs at which a fixed, epoch-scheduled training stage starts (VPL's stages 2 and
+        3); a sweep refuses an ASHA rung before the last of them (its trials would be judged, and
+        stopped, before that stage ran). Stages a run's own metrics choose (PairTraining) are not listed."""
+        return []
+
     def check_run(self, run: Any) -> None:
         """Cross-checks against the rest of the run (a ``RunConfigBase``; e.g. a phase longer than
         ``run.epochs``): raise ``ValueError("<field>: ...")`` naming this config's field."""

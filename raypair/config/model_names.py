@@ -40,7 +40,7 @@ MODEL_PLUGINS: Registry[object] = Registry("model", group="raypair.models")
 OWN_MODELS = frozenset({"alexnet_tv", "convnet_bc", "densenet_bc100_cifar", "densenet_cifar", "googlenet_tv",
                         "lenet_cifar", "resnet18_cifar", "resnet34_cifar", "resnet56_cifar", "resnext29_8x64d_cifar",
                         "shake_shake26_2x96d_cifar", "shufflenet_v2_tv", "tiny_cnn", "tiny_vit", "tiny_vit_w48",
-                        "vgg16_cifar"})
+                        "vgg16_cifar", "vit_cifar_d4"})
 
 ALIASES = {
     # P0 PairTraining (PaddleClas names)

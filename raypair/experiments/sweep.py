@@ -191,6 +191,34 @@ def check_space(sweep: Sweep, fixed: list[str] = ()) -> None:
         for probed in runs:
             check_read(probed, path, field)
     check_ranges(sweep)
+    check_rungs(sweep)
+
+
+def check_rungs(sweep: Sweep, tries: int = 4096) -> None:
+    """ASHA's first rung (``grace_period``, in epochs) must come after the last epoch-scheduled stage
+    of every probed point of the space has started (``MethodConfig.stage_starts``: VPL's stage 3 at
+    ``E - round(y% E)``): an earlier rung judges, and stops, trials on a stage they have not run."""
+    g = sweep.tune.scheduler
+    if g.name != "asha":
+        return
+    # the int ranges vary fastest, so the first ``tries`` points cover them (VPL's x, y) in full
+    paths = sorted(sweep.space, key=lambda p: sweep.space[p].kind == "int")
+    combos = itertools.product(*[_every_value(sweep.space[p]) for p in paths])
+    latest, where = -1, {}
+    for combo in itertools.chain(itertools.islice(combos, tries), [()]):
+        point = dict(zip(paths, combo))
+        try:
+            run = sweep.trial_run(point)
+        except ConfigError:
+            continue  # infeasible: recorded as such when proposed
+        starts = run.method.stage_starts(run.epochs)
+        if starts and starts[-1] > latest:
+            latest, where = starts[-1], point
+    if latest >= g.grace_period:
+        at = ", ".join(f"{k}={fmt_value(v)}" for k, v in where.items()) or "the base run"
+        raise ConfigError("tune.scheduler.grace_period", f"ASHA's first rung (epoch {g.grace_period}) comes before "
+                          f"the last training stage has run (at {at} it starts in epoch {latest + 1}): set it to at "
+                          f"least {latest + 1} or tune.scheduler.name=none", g.grace_period)
 
 
 def _check_tune(sweep: Sweep) -> None:
@@ -226,6 +254,13 @@ def check_ranges(sweep: Sweep) -> None:
                 under = "".join(f" with {k}={fmt_value(v)}" for k, v in extra.items())
                 raise ConfigError(f"space.{path}", f"must lie within [{rng[0]:g}, {rng[1]:g}]{under} ({rng[2]})",
                                   list(ps.args))
+
+
+def _every_value(ps: ParamSpace) -> list[Any]:
+    """Every value of a small int range (a stage starts latest at its smallest nonzero percentage),
+    else the probe values (bounds, options)."""
+    lo, hi = ps.args if ps.kind == "int" else (0, -1)
+    return list(range(lo, hi + 1)) if ps.kind == "int" and hi - lo <= 100 else ps.probe_values()
 
 
 def feasible_run(sweep: Sweep, path: str, value: Any, tries: int = 512) -> RunConfigBase:

@@ -9,8 +9,8 @@ h = pre-logits ``forward_head(forward_features(x), pre_logits=True)``, z = the b
          cl_normalize), row i's target its other view, mean over the 2N rows  ((2N-1)-way, s = dot)
   L_KL = KL(softmax(sg(z_t) / rho) || softmax(z_c / rho)), batchmean, no rho^2
   stage (on_epoch_start, 0-based e of E): 1 = (w_cl, w_kl) (1, 0) if e < round(x% E); 3 = (0, 1) if
-  e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage (defaults ``x`` = ``y`` = 20:
-  P4 "with x = y = 20", Table 8's best). sg = detach, so L_CL
+  e >= E - round(y% E); else 2 = (1, 1); halves round up; x = y = 0: one stage (default ``x`` 20 with
+  ``y`` None, tied to x: P4 "with x = y = 20", Table 8 ties them; an int y unties). sg = detach, so L_CL
   reaches only the transformer (+ A) and L_KL only the CNN; ``bidirectional`` drops both sg (Table 7 "Bi").
   Both terms are computed in every stage (logged; DDP needs the affine layer in every graph), gated by w.
 Other modes: ``independent`` CE only; ``dml`` (P4 Table 3's DML, Zhang et al. CVPR 2018) CE + KL of
@@ -19,12 +19,17 @@ each branch toward the other's sg softmax (no CL), by DML's Algorithm 1 (``dml_u
 its KL target the first's updated output (no gradient, training mode: its BatchNorm statistics see
 the batch twice). Two optimiser steps per batch (``parts = 2``); train_loss sums both. Which branch
 goes first is an ASSUMPTION (``vit_first`` swaps); ``joint`` is one step on both KLs.
-``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns CE + KL toward the other, frozen branch.
+``distill`` (P4 Table 4 "DIS"): the ``student`` branch learns, toward the other, frozen branch, "both hard
+labels and losses defined in pair learning module" (P4, its DIS baseline; methods.md §6.1): CE + the PLM loss that
+reaches its branch under restricted gradient flow, ``distill_loss: plm`` (default): a CNN student
+CE + L_KL, a transformer student CE + L_CL (the frozen CNN's embeddings are the constants sg(h_c), the
+affine layer A is built and trained with the student, tau / cl_normalize / affine as in mode vpl);
+``distill_loss: kl``: CE + L_KL for either student (raypair's earlier DIS, classic KD; a switch).
 ``student: cnn``: the teacher is the transformer, the ``vit.`` weights of ``teacher_checkpoint`` (a
 raypair checkpoint folder or state.pt), else its ``model.`` weights; ``student: vit`` (DIS's ViT-B row):
 the teacher is the CNN, the checkpoint's ``model.`` weights (an ERM run, or a VPL run's CNN branch).
 Negatives of L_CL: the worker's own N images.
-Affine layer A (only when the widths differ, and only in mode vpl): ``affine: vit`` (default,
+Affine layer A (only when the widths differ, and only in mode vpl or a distill that uses L_CL): ``affine: vit`` (default,
 ASSUMPTION §6.2) maps h_t to the CNN width; ``affine: cnn`` maps sg(h_c) to the transformer width,
 after the detach. Either way A is in the transformer's optimiser group.
 ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
@@ -32,7 +37,7 @@ ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
 - separate AdamW groups per branch: ``lr_cnn`` 1e-3 / ``lr_vit`` 4e-4 (absolute: optim.lr is not read;
   the paper's 5:2 ratio at a CPU from-scratch scale, batch 128), ``weight_decay_cnn`` / ``weight_decay_vit``
   (None = optim.weight_decay); the loop's schedule (warm-up: schedule.warmup_epochs) scales both.
-- EMA of both branches, decay_t = min(``ema_decay`` 0.9999, (1 + t) / (10 + t)) (``ema``, off): copies
+- EMA of both branches, decay_t = min(``ema_decay`` 0.9999, (1 + t) / (10 + t)) (``ema``, on: P4's recipe): copies
   ``cnn_ema`` / ``vit_ema`` (float params and buffers averaged) are updated in training-mode forward
   before the loss, i.e. from the weights of the previous optimiser step (they lag by one step);
   distill's frozen teacher has no EMA copy.
@@ -43,8 +48,8 @@ ASSUMPTIONS (methods.md §6.2-§6.3) and their switches:
   copies'; ``train_acc_cnn`` / ``_vit`` per branch. Which weights P4 reports is UNKNOWN (methods.md §6.3).
   Search on val_acc_vit: tau and cl_normalize act only through L_CL, which reaches only the transformer,
   the branch of P4's main gains (Table 2, ViT-B 77.15 -> 80.95 at 100 ep).
-- recipe "AutoAugment + Random Erasing", "EMA" (P4 §4, methods.md §6.1): ``aug: base+aa_cifar10`` (or
-  ``base+aa_imagenet``), ``random_erasing``, ``ema`` in search_spaces/vpl.yaml and ablations/vpl_*.yaml.
+- recipe "AutoAugment + Random Erasing", "EMA" (P4 §4, methods.md §6.1): the defaults ``aug:
+  base+aa_imagenet`` (P4's policy; the CIFAR files use ``base+aa_cifar10``), ``random_erasing`` 0.25, ``ema`` on.
 - tau's scale follows the similarity: ``search_range`` keeps a searched tau in [0.01, 10] for cosine
   similarities, [1, 1000] for raw dot products (~160 at init). L_CL is computed in fp32, autocast off.
 - the transformer's init: the torch RNG after the CNN's (None) or its own seed (``vit_seed``).
@@ -103,7 +108,7 @@ class Vpl(Method):
                 raise ValueError(f"teacher_checkpoint: its weights do not fit {fit}: {e}") from None
             self._teacher().requires_grad_(False).eval()
         dc, dt = model.num_features, self.vit.num_features
-        need = cfg.mode == "vpl" and dc != dt
+        need = (cfg.mode == "vpl" or cfg.distill_cl()) and dc != dt
         self.affine = (nn.Linear(dt, dc) if cfg.affine == "vit" else nn.Linear(dc, dt)) if need else None
         heads = cfg.eval_heads()
         self.cnn_ema = _frozen_copy(model) if "cnn_ema" in heads else None
@@ -137,7 +142,7 @@ class Vpl(Method):
         return [cnn, vit]
 
     def on_epoch_start(self, epoch: int, epochs: int, stats: dict[str, Any]) -> None:
-        self.stage = V.vpl_stage(epoch, epochs, self.cfg.x, self.cfg.y)
+        self.stage = V.vpl_stage(epoch, epochs, self.cfg.x, self.cfg.y_percent())
         self.stage_w.copy_(torch.tensor([*V.stage_weights(self.stage), float(self.stage)]))
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
@@ -170,10 +175,14 @@ class Vpl(Method):
         ce_c = F.cross_entropy(zc.float(), y)
         logs: dict[str, Any] = {**m.logs, "loss_ce_cnn": ce_c.detach(), **_accs(zc, zt, y)}
         ce_t = F.cross_entropy(zt.float(), y)
-        if distill:  # CE + KL of the student toward the frozen teacher
+        if distill:  # CE + the PLM loss of the student's branch (distill_loss kl: CE + KL) toward the frozen teacher
             (z_s, z_t, ce) = (zc, zt, ce_c) if cfg.student == "cnn" else (zt, zc, ce_t)
+            logs["loss_ce_vit"] = ce_t.detach()
+            if cfg.distill_cl():
+                cl = self._cl(hc.detach(), ht)
+                return StepOut(ce + cl, z_s, {**logs, "loss_cl": cl.detach()})
             kl = V.kl_toward(z_s, z_t.detach(), cfg.rho)
-            return StepOut(ce + kl, z_s, {**logs, "loss_ce_vit": ce_t.detach(), "loss_kl": kl.detach()})
+            return StepOut(ce + kl, z_s, {**logs, "loss_kl": kl.detach()})
         logs["loss_ce_vit"] = ce_t.detach()
         return StepOut(self._add_pair_terms(ce_c + ce_t, hc, ht, zc, zt, logs), zc, logs)
 
@@ -217,11 +226,14 @@ class Vpl(Method):
         """(L_CL, L_KL); sg placement of §6.2 unless ``bidirectional``."""
         cfg = self.cfg
         sg = (lambda t: t) if cfg.bidirectional else Tensor.detach
-        hc = sg(hc)  # before the CNN-side affine layer: L_CL never reaches the CNN
+        return self._cl(sg(hc), ht), V.kl_toward(zc, sg(zt), cfg.rho)
+
+    def _cl(self, hc: Tensor, ht: Tensor) -> Tensor:
+        """L_CL of ``hc`` (already detached unless bidirectional: the CNN-side affine layer comes after
+        the detach, so L_CL never reaches the CNN) and ``ht``, through the affine layer A if built."""
         if self.affine is not None:
-            ht, hc = (self.affine(ht), hc) if cfg.affine == "vit" else (ht, self.affine(hc))
-        return (V.contrastive_loss(hc, ht, cfg.tau, cfg.cl_normalize),
-                V.kl_toward(zc, sg(zt), cfg.rho))
+            ht, hc = (self.affine(ht), hc) if self.cfg.affine == "vit" else (ht, self.affine(hc))
+        return V.contrastive_loss(hc, ht, self.cfg.tau, self.cfg.cl_normalize)
 
     @torch.no_grad()
     def eval_logits(self, x: Tensor) -> dict[str, Tensor]:

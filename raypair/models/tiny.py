@@ -3,6 +3,8 @@
 - ``tiny_cnn``: two conv blocks and a linear head (``norm=False`` drops BatchNorm, which makes a
   DDP run with split batches match a single worker exactly).
 - ``tiny_vit`` / ``tiny_vit_w48``: a one-block ViT for tests of two-branch methods.
+- ``vit_cifar_d4``: a four-block ViT at 32 px (patch 4, width 96): VPL's CIFAR-scale transformer,
+  deep enough to overtake a small CNN partner within a run (P4's regime, methods.md §6.1).
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ def tiny_cnn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return TinyCnn(**drop_timm_args(kwargs))
 
 
-def _tiny_vit(width: int, kwargs: dict[str, Any]) -> nn.Module:
+def _tiny_vit(width: int, kwargs: dict[str, Any], depth: int = 1, heads: int = 2) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
-    args = dict(img_size=32, patch_size=4, embed_dim=width, depth=1, num_heads=2, mlp_ratio=2.0)
+    args = dict(img_size=32, patch_size=4, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=2.0)
     args.update(drop_timm_args(kwargs))
     return VisionTransformer(**args)
 
@@ -60,3 +62,10 @@ def tiny_vit_w48(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """The same at width 48: VPL's CPU default transformer. Its embedding width differs from
     tiny_cnn's 32 (and resnet18_cifar's 512), so VPL's affine layer is built."""
     return _tiny_vit(48, kwargs)
+
+
+@register_model
+def vit_cifar_d4(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Four-block ViT at 32 px (patch 4: 64 tokens + CLS, width 96, 3 heads, MLP ratio 2; ~0.3M
+    parameters): the transformer of VPL's CIFAR-scale pairs, which overtakes ``tiny_cnn``."""
+    return _tiny_vit(96, kwargs, depth=4, heads=3)

@@ -120,3 +120,24 @@ def test_the_best_trial_is_one_that_ended_well():
     assert best_record(recs, "val_acc", "max").key == "t2"
     assert best_record(recs, "val_acc", "min").key == "t1"
     assert best_record(recs[:1] + recs[3:], "val_acc", "max") is None
+
+
+def test_asha_rung_before_a_vpl_stage_is_refused_naming_the_point():
+    """P4's stage 3 (KL only) starts at E - round(y% E); x = y tied. 20 epochs, x in {0, 20}: at x = y = 20
+    stage 3 starts after 20 - 4 = 16 epochs, in epoch 17 (by hand), so ASHA's first rung must be >= 17."""
+    import pytest
+
+    from raypair.config import ConfigError
+
+    vpl = Path(__file__).parents[2] / "search_spaces" / "vpl.yaml"
+    sets = ["data.name=digits", "epochs=20", "space.method.x={choice: [0, 20]}", "space.method.tau=null"]
+    with pytest.raises(ConfigError, match=r"first rung \(epoch 16\).*method.x=20.* starts in epoch 17") as err:
+        load_sweep(vpl, [*sets, "tune.scheduler.grace_period=16"])
+    assert err.value.field == "tune.scheduler.grace_period" and err.value.value == 16
+    load_sweep(vpl, [*sets, "tune.scheduler.grace_period=17"])
+    load_sweep(vpl, [*sets, "tune.scheduler.grace_period=2", "tune.scheduler.name=none"])
+    load_sweep(vpl, [*sets, "tune.scheduler.grace_period=2", "method.mode=dml", "space.method.x=null",
+                     "space.method.rho={choice: [1.0, 2.0]}"])  # DML has no stages
+    # untied: 3 % of 20 epochs = 0.6 rounds to 1 epoch of stage 3, starting in epoch 20 (1 %, 2 %: 0 epochs)
+    with pytest.raises(ConfigError, match=r"method.y=3 it starts in epoch 20"):
+        load_sweep(vpl, [*sets, "space.method.y={int: [0, 5]}", "tune.scheduler.grace_period=19"])

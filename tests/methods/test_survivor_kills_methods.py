@@ -316,7 +316,8 @@ def test_vpl_transformer_and_affine_init_follow_the_documented_rng(vit_seed):
 def test_vpl_distill_logs_the_student_and_teacher_terms(tmp_path, student):
     teacher = build_model(ModelConfig(name="tiny_vit" if student == "cnn" else "tiny_cnn"), 10, 3, (8, 8))
     torch.save({"method": {f"model.{k}": v for k, v in teacher.state_dict().items()}}, tmp_path / "t.pt")
-    m = vpl(mode="distill", student=student, teacher_checkpoint=str(tmp_path / "t.pt"), random_erasing=0.0)
+    m = vpl(mode="distill", student=student, teacher_checkpoint=str(tmp_path / "t.pt"), random_erasing=0.0,
+            distill_loss="kl")  # CE + KL for either student (the default plm: tests/methods/test_vpl.py)
     x, y = batch(4)
     _, zc, _, zt = heads(m, x)
     z_s, z_t = (zc, zt) if student == "cnn" else (zt, zc)

@@ -131,13 +131,42 @@ def test_x_plus_y_over_100_is_rejected_naming_y():
     build_run({"method": {"name": "vpl", "x": 40, "y": 60}})
 
 
+def test_y_is_tied_to_x_by_default():
+    """P4 ties x = y (Table 8; "x = y = 20"): y null follows x. 10 epochs at x = 30: 3 / 4 / 3 (by hand)."""
+    m = make(x=30)
+    seen = []
+    for e in range(10):
+        m.on_epoch_start(e, 10, {})
+        seen.append(m.stage)
+    assert m.cfg.y is None and seen == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    assert make(x=30, y=0).cfg.y_percent() == 0
+    with pytest.raises(ConfigError, match=r"x \+ y must be <= 100, got x=60, y=60 \(y tied to x\)") as err:
+        build_run({"method": {"name": "vpl", "x": 60}})
+    assert err.value.field.endswith(".x")
+
+
+def test_defaults_are_p4s_recipe():
+    """P4 §4 (methods.md §6.1): "AutoAugment + Random Erasing", EMA, x = y = 20; DIS with the PLM losses."""
+    c = run_model().model_validate({"method": {"name": "vpl"}}).method
+    assert (c.aug, c.ema, c.random_erasing, c.x, c.y_percent(), c.distill_loss) == \
+        ("base+aa_imagenet", True, 0.25, 20, 20, "plm")
+
+
+def test_stage_starts_by_hand():
+    cfg = lambda **kw: run_model().model_validate({"method": {"name": "vpl", **kw}}).method  # noqa: E731
+    assert cfg(x=10).stage_starts(50) == [5, 45] and cfg(x=20, y=0).stage_starts(50) == [10]
+    assert cfg(x=25).stage_starts(10) == [3, 7]  # 2.5 epochs round up to 3 (halves up)
+    assert cfg(x=0).stage_starts(50) == [] and cfg(x=20, mode="dml").stage_starts(50) == []
+
+
 def test_inactive_knobs_per_mode():
     cfg = lambda **kw: run_model().model_validate({"method": {"name": "vpl", **kw}}).method  # noqa: E731
-    assert cfg().inactive() == {"teacher_checkpoint", "student", "ema_decay", "dml_update"}
+    assert cfg().inactive() == {"teacher_checkpoint", "student", "distill_loss", "dml_update"}
+    assert "ema_decay" in cfg(ema=False).inactive()
     assert {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "rho"} <= cfg(mode="independent").inactive()
     assert "rho" not in cfg(mode="dml").inactive() and "tau" in cfg(mode="dml").inactive()
     assert "dml_update" not in cfg(mode="dml").inactive()
-    assert "erase_mode" in cfg(random_erasing=0.0).inactive() and "ema_decay" not in cfg(ema=True).inactive()
+    assert "erase_mode" in cfg(random_erasing=0.0).inactive() and "ema_decay" not in cfg().inactive()
     with pytest.raises(ValidationError, match="teacher_checkpoint: mode distill needs"):
         cfg(mode="distill")
 
@@ -310,8 +339,8 @@ def test_ema_lags_the_optimiser_by_one_step():
 
 def test_eval_logits_keys():
     x, _ = batch(4)
-    assert list(make().eval().eval_logits(x)) == ["cnn", "vit"]
-    heads = make(ema=True).eval().eval_logits(x)
+    assert list(make(ema=False).eval().eval_logits(x)) == ["cnn", "vit"]
+    heads = make().eval().eval_logits(x)  # EMA on by default (P4's recipe)
     assert list(heads) == ["cnn", "vit", "cnn_ema", "vit_ema"] and all(v.shape == (4, 10) for v in heads.values())
 
 
@@ -382,7 +411,7 @@ def test_tune_metric_must_be_one_the_method_reports(tmp_path):
 
     load_sweep(_space(tmp_path, {"name": "vpl"}, {"method.rho": {"choice": [1.0, 2.0]}}))
     load_sweep(_space(tmp_path, {"name": "vpl", "ema": True}, {"method.rho": {"choice": [1.0]}}, "val_acc_vit_ema"))
-    bad = [({"name": "vpl"}, "val_acc_vitt"), ({"name": "vpl"}, "val_acc_vit_ema"),  # no EMA without ema: true
+    bad = [({"name": "vpl"}, "val_acc_vitt"), ({"name": "vpl", "ema": False}, "val_acc_vit_ema"),  # no EMA copy
            ({"name": "erm"}, "val_acc_vit")]
     for method, metric in bad:
         with pytest.raises(ConfigError, match=rf"^tune.metric: not a metric that method {method['name']} reports "
@@ -434,9 +463,10 @@ def test_contrastive_similarities_are_fp32_under_autocast():
 
 def test_distill_into_a_transformer_student(tmp_path):
     """P4 Table 4's DIS ViT-B row: the CNN (the checkpoint's ``model.`` weights) is the frozen teacher,
-    the transformer learns CE + KL toward it; only the transformer trains."""
+    the transformer learns CE + KL toward it under ``distill_loss: kl``; only the transformer trains."""
     src = _trained_vit_checkpoint(tmp_path)
-    m = make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path), random_erasing=0.0, rho=2.0, ema=True)
+    m = make(mode="distill", student="vit", distill_loss="kl", teacher_checkpoint=str(tmp_path), random_erasing=0.0,
+             rho=2.0, ema=True)
     for k, v in src.model.state_dict().items():
         assert torch.equal(m.model.state_dict()[k], v), k
     assert not any(torch.equal(a, b) for a, b in zip(m.vit.parameters(), src.vit.parameters()) if a.numel() > 1)
@@ -456,6 +486,54 @@ def test_distill_into_a_transformer_student(tmp_path):
     with pytest.raises(ValueError, match="teacher_checkpoint: .* has no 'model.' weights"):
         torch.save({"method": {"vit.w": torch.zeros(1)}}, tmp_path / "vit_only.pt")
         make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path / "vit_only.pt"))
+
+
+def _paper_cl(hc, ht, tau: float):
+    """P4's L_CL written out (methods.md §6.1) on cosine similarities, a loop per anchor."""
+    hc, ht, n = F.normalize(hc, dim=1), F.normalize(ht, dim=1), len(hc)
+    s = lambda a, b: torch.exp(a @ b / tau)  # noqa: E731
+
+    def log_p(a, pos, own):
+        return [torch.log(s(a[i], pos[i]) / (sum(s(a[i], pos[j]) for j in range(n))
+                                             + sum(s(a[i], own[k]) for k in range(n) if k != i))) for i in range(n)]
+    return -(sum(log_p(hc, ht, hc)) + sum(log_p(ht, hc, ht))) / (2 * n)
+
+
+@pytest.mark.parametrize("vit_model", ["tiny_vit", "tiny_vit_w48"])
+def test_distill_plm_loss_of_a_transformer_student(tmp_path, vit_model):
+    """P4's DIS (methods.md §6.1): a transformer student learns "both hard labels and losses defined in
+    pair learning module": CE + L_CL toward the frozen CNN's embeddings (no KL), the default."""
+    _trained_vit_checkpoint(tmp_path)
+    m = make(mode="distill", student="vit", teacher_checkpoint=str(tmp_path), random_erasing=0.0,
+             vit_model=vit_model, tau=0.3)
+    assert m.cfg.distill_loss == "plm" and (m.affine is not None) == (vit_model == "tiny_vit_w48")
+    m.train()
+    x, y = batch()
+    out = m(x, y)
+    (hc, _), (ht, zt) = _branch(m.model, x), _branch(m.vit, x)
+    ht = ht if m.affine is None else ht @ m.affine.weight.T + m.affine.bias
+    expect = F.cross_entropy(zt, y) + _paper_cl(hc, ht, 0.3)
+    assert torch.allclose(out.loss, expect, atol=1e-5) and "loss_kl" not in out.logs
+    assert torch.allclose(out.logs["loss_cl"], _paper_cl(hc, ht, 0.3), atol=1e-5)
+    out.loss.backward()
+    assert all(p.grad is None for p in m.model.parameters()) and some_nonzero(grads(m.vit))
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    affine = set() if m.affine is None else ids(m.affine.parameters())
+    assert [ids(g["params"]) for g in m.optim_groups()] == [ids(m.vit.parameters()) | affine]
+    assert affine == set() or some_nonzero(grads(m.affine))
+    assert "rho" in m.cfg.inactive() and not {"tau", "cl_normalize", "distill_loss"} & m.cfg.inactive()
+
+
+def test_distill_plm_loss_of_a_cnn_student_is_ce_plus_kl(tmp_path):
+    """A CNN student's PLM loss is L_KL (restricted flow: L_CL never reaches the CNN): CE + KL."""
+    _trained_vit_checkpoint(tmp_path)
+    m = make(mode="distill", teacher_checkpoint=str(tmp_path), random_erasing=0.0, rho=2.0).train()
+    x, y = batch()
+    zc, zt = m.model(x), m.vit(x)
+    pt, pc = F.softmax(zt / 2.0, 1), F.softmax(zc / 2.0, 1)
+    expect = F.cross_entropy(zc, y) + (pt * (pt.log() - pc.log())).sum(1).mean()
+    assert torch.allclose(m(x, y).loss, expect, atol=1e-5) and m.affine is None
+    assert {"tau", "cl_normalize", "affine"} <= m.cfg.inactive() and "rho" not in m.cfg.inactive()
 
 
 def _dml_rank(rank: int, world: int, init: str, out: str) -> None:

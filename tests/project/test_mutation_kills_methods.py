@@ -222,11 +222,14 @@ def test_mixup_top2_tie_is_inactive_in_beta_mode_even_with_a_fixed_label_ratio()
 
 
 def test_vpl_distill_inactive_knobs_by_student():
-    base = {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "dml_update", "ema_decay"}
+    base = {"x", "y", "tau", "cl_normalize", "bidirectional", "affine", "dml_update"}
     cnn = VplConfig(mode="distill", teacher_checkpoint="t", student="cnn")
     assert cnn.inactive() == base | {"vit_seed", "lr_vit", "weight_decay_vit"}
-    vit = VplConfig(mode="distill", teacher_checkpoint="t", student="vit")
-    assert vit.inactive() == base | {"lr_cnn", "weight_decay_cnn"}
+    vit = VplConfig(mode="distill", teacher_checkpoint="t", student="vit", distill_loss="kl", ema=False)
+    assert vit.inactive() == base | {"lr_cnn", "weight_decay_cnn", "ema_decay"}
+    # P4's DIS loss for a transformer student is L_CL: tau, the similarity and A act, rho does not
+    plm = VplConfig(mode="distill", teacher_checkpoint="t", student="vit")
+    assert plm.inactive() == {"x", "y", "bidirectional", "dml_update", "rho", "lr_cnn", "weight_decay_cnn"}
 
 
 @pytest.mark.parametrize("mode,student,wd_cnn,wd_vit,expect", [
