@@ -220,7 +220,7 @@ def section_a(args: argparse.Namespace, splits: Any, device: Any) -> list[Row]:
     import torch
 
     from raypair.data import DeviceLoader
-    from raypair.loop import build_optimizer, train_step
+    from raypair.loop import train_step, trial_optimizer
     from raypair.methods import METHODS, build_method
 
     other = device if device.type == "cuda" else torch.device("cpu")
@@ -244,7 +244,7 @@ def section_a(args: argparse.Namespace, splits: Any, device: Any) -> list[Row]:
                 if tape is not None:  # another stream on the second run: only the replay makes the draws equal
                     torch.rand(7, generator=m.generator, device=dev)
                 m.on_epoch_start(51, 100, {"train_acc": 0.9, "train_loss": 0.5})  # every method mixing
-                opt = build_optimizer(cfg.optim, m.optim_groups())
+                opt = trial_optimizer(cfg, m)
                 with random_tape(tape) as rec:
                     _, out = train_step(m, x.to(dev), y.to(dev), opt, amp=False)
                     sync(dev)

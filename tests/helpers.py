@@ -190,14 +190,14 @@ def loop_parts(method_cfg: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, 
     ``extra`` run fields; init seed 0; its pool a ``base+`` loader of seed 1), its optimiser, and a
     loader of its ``aug``."""
     from raypair.config import run_model
-    from raypair.loop import build_optimizer
+    from raypair.loop import trial_optimizer
     from raypair.methods import build_method
 
     run = run_model().model_validate({"method": method_cfg, "model": {"name": "tiny_cnn"}, "epochs": 1,
                                       "batch_size": 8, **extra})
     torch.manual_seed(0)
     method = build_method(run, LOOP_INFO, pool=loop_loader("base+", seed=1))
-    opt = build_optimizer(run.optim, method.optim_groups())
+    opt = trial_optimizer(run, method)
     return method, opt, loop_loader(method_cfg.get("aug", "base+"))
 
 

@@ -25,9 +25,9 @@ from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.loop.epoch import Dist, add_logs, all_reduce, evaluate, train_epoch, train_step
 from raypair.methods import Method, build_method
 
-__all__ = ["CKPT_FILE", "Dist", "TrialDiverged", "add_logs", "all_reduce", "build_optimizer", "divergence",
+__all__ = ["CKPT_FILE", "Dist", "TrialDiverged", "add_logs", "all_reduce", "build_optimizer", "divergence", "fine_tune_groups",
            "evaluate", "group_lr", "load_checkpoint", "lr_factor", "pick_device", "restore", "run_trial",
-           "save_checkpoint", "setup", "train_epoch", "train_step"]
+           "save_checkpoint", "setup", "train_epoch", "train_step", "trial_optimizer"]
 
 Report = Callable[[dict[str, float], Optional[Path]], None]
 CKPT_FILE = "state.pt"
@@ -69,6 +69,11 @@ def build_optimizer(optim: OptimConfig, params: Any) -> torch.optim.Optimizer:
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
     return opt
+
+
+def trial_optimizer(run: RunConfigBase, method: nn.Module) -> torch.optim.Optimizer:
+    """A trial's optimiser: the method's parameter groups, split for fine-tuning, under ``run.optim``."""
+    return build_optimizer(run.optim, fine_tune_groups(method, method.optim_groups(), run.optim))
 
 
 def fine_tune_groups(method: nn.Module, groups: list[dict[str, Any]], optim: OptimConfig) -> list[dict[str, Any]]:
@@ -177,7 +182,7 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
     device = device or pick_device(res.may_use_gpu)
     torch.set_num_threads(res.threads)
     method, info, train, val, test = setup(run, device, dist)
-    opt = build_optimizer(run.optim, fine_tune_groups(method, method.optim_groups(), run.optim))
+    opt = trial_optimizer(run, method)
     start, step, stats, first_loss = restore(method, opt, resume)
     net, amp = _wrap(method, run, device, dist), device.type == "cuda"
     metrics: dict[str, float] = {}

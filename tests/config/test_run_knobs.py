@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from raypair.config import ConfigError, ModelConfig, RunConfigBase, run_model
 from raypair.experiments.sweep import check_read
-from raypair.loop import Dist, build_optimizer, divergence, evaluate, group_lr, setup, train_step
+from raypair.loop import Dist, divergence, evaluate, group_lr, setup, train_step, trial_optimizer
 from raypair.models import build_model
 
 from helpers import alternatives, folder_dataset
@@ -134,7 +134,7 @@ def observe(raw: dict[str, Any]) -> list[Any]:
     assert run is not None, raw
     dist = Dist(0, run.scale.workers)
     method, info, train, val, test = setup(run, torch.device("cpu"), dist)  # seeds the init with run.seed
-    opt = build_optimizer(run.optim, method.optim_groups())
+    opt = trial_optimizer(run, method)
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
     spe = len(train)

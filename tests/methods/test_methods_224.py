@@ -32,7 +32,7 @@ def test_every_method_has_a_case():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_step_of_each_method_at_224(root, name):
     from raypair.config import build_run
-    from raypair.loop import build_optimizer, setup
+    from raypair.loop import setup, trial_optimizer
     from raypair.loop.epoch import Dist, train_step
 
     run = build_run({"method": {"name": name, **CASES[name]}, "model": {"name": "tiny_cnn"}, "batch_size": 4,
@@ -41,7 +41,7 @@ def test_one_step_of_each_method_at_224(root, name):
     method, info, train, val, _ = setup(run, torch.device("cpu"), Dist())
     assert info.image_shape == (3, 224, 224) and info.pipeline == "imagenet"
     method.on_epoch_start(1, run.total_epochs, acc_stats(0.1))  # PT: stage 1, RF
-    opt = build_optimizer(run.optim, method.optim_groups())
+    opt = trial_optimizer(run, method)
     x, y = next(iter(train.epoch(1)))
     assert x.shape == (4, 3, 224, 224)
     loss, out = train_step(method, x, y, opt, amp=False)
