@@ -55,6 +55,12 @@ class DataConfig(Strict):
     rrc_scale: tuple[float, float] = Field((0.08, 1.0), examples=[[0.25, 1.0], [0.08, 0.5]])  # base+: area fraction
     rrc_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), examples=[[0.5, 2.0], [1.0, 1.0]])  # base+: width / height
     store: Literal["auto", "square", "full"] = "auto"  # imagenet: a resize_size centre square or as given
+    # the data path (raypair/data/mode.py, docs/scale.md): whole splits on the device, or streamed from the files
+    mode: Literal["auto", "device", "stream"] = "auto"
+    device_budget_gb: float = Field(8.0, gt=0.0, le=10000.0)  # auto: the device path when the decoded data fits
+    workers: Optional[int] = Field(None, ge=0, le=256)  # stream: decoding processes per trial worker; None: its CPUs
+    prefetch: int = Field(2, ge=1, le=64)  # stream: batches each decoding process keeps ready
+    on_corrupt: Literal["skip", "fail"] = "skip"  # stream: an image that does not decode is skipped and counted, or fails
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -79,6 +85,10 @@ class DataConfig(Strict):
             off |= {"crop_size", "resize_size", "rrc_scale", "rrc_ratio", "store"}
         elif pipeline == "imagenet":
             off.add("pad")
+        if self.mode == "device":
+            off |= {"device_budget_gb", "workers", "prefetch", "on_corrupt"}
+        elif self.mode == "stream":
+            off.add("device_budget_gb")
         return off
 
 

@@ -113,14 +113,25 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ trial
-def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
-    """Data on the device and the method built around it: everything a trial trains."""
+def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, Any, Any, Optional[Any]]:
+    """Data on the device (or streamed, by ``data.mode``) and the method built around it: everything a trial trains."""
+    from raypair.data.mode import decide
+
     torch.manual_seed(run.seed)  # same init on every rank (DDP also broadcasts it)
+    stream = decide(run.data)[0] == "stream"
+    info, train, val, test = _stream_loaders(run, device, dist) if stream else _device_loaders(run, device, dist)
+    method = build_method(run, info, device=device, rank=dist.rank, pool=train)
+    if device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    return method, info, train, val, test
+
+
+def _device_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Any, Any, Any, Any]:
+    """The splits decoded whole and kept on the device (``DeviceLoader``)."""
     splits = load_splits(run.data)
     info = splits.info
-    cl = device.type == "cuda"
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
-                channels_last=cl, **pipeline_kwargs(run.data, info))
+                channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info))
     crop_flip, policy = aug_parts(run.method.aug)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
@@ -128,10 +139,25 @@ def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     test = None
     if splits.test_x is not None:
         test = DeviceLoader(splits.test_x, splits.test_y, batch_size=run.eval_batch_size, train=False, **norm)
-    method = build_method(run, info, device=device, rank=dist.rank, pool=train)
-    if cl:
-        method = method.to(memory_format=torch.channels_last)
-    return method, info, train, val, test
+    return info, train, val, test
+
+
+def _stream_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Any, Any, Any, Any]:
+    """The splits streamed from their files (``raypair.data.stream.StreamLoader``), each rank its own part."""
+    from raypair.data.stream import StreamLoader, stream_kwargs
+    from raypair.data.stream_splits import stream_splits
+
+    s = stream_splits(run.data)
+    info = s.info
+    norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
+                channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info),
+                **stream_kwargs(run.data, run.scale.resources().threads))
+    crop_flip, policy = aug_parts(run.method.aug)
+    train = StreamLoader(s.train, batch_size=run.batch_size, train=True, augment=crop_flip, autoaugment=policy,
+                         pad=run.data.pad, seed=run.seed, **norm)
+    val = StreamLoader(s.val, batch_size=run.eval_batch_size, train=False, **norm)
+    test = None if s.test is None else StreamLoader(s.test, batch_size=run.eval_batch_size, train=False, **norm)
+    return info, train, val, test
 
 
 def restore(method: Method, opt: torch.optim.Optimizer, resume: Optional[dict[str, Any]]
