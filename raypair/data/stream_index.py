@@ -57,7 +57,7 @@ class Index:
 def _missing(files: Sequence[Path]) -> None:
     gone = next((f for f in files if not Path(f).is_file()), None)
     if gone is not None:
-        raise ConfigError("data.name", "a shard of the dataset is missing", str(gone))
+        raise ConfigError("data.name", f"a shard of the dataset is missing (on this machine): {gone}")
 
 
 def _folder(split: Path, classes: Sequence[str]) -> Index:
