@@ -126,7 +126,9 @@ class Decoder:
                     raise CorruptImage(f"{self.index.describe(row)}: cannot decode the image "
                                        f"({type(e).__name__}: {str(e)[:120]}); data.on_corrupt: skip skips it") from None
         if imgs and len({im.shape for im in imgs}) > 1:
-            raise ValueError(f"streamed images differ in size ({imgs[0].shape} and another); set data.image_size")
+            shapes = sorted({im.shape[:2] for im in imgs})
+            raise ValueError(f"streamed images differ in size ({shapes[0]} and {shapes[-1]}); set data.image_size "
+                             "(or the imagenet pipeline) to resize them")
         side = imgs[0].shape if imgs else (0, 0, 3)
         x = np.stack(imgs) if imgs else np.zeros((0, *side), np.uint8)
         return x, self.index.label[rows[keep]], len(rows) - len(keep)

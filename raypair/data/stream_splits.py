@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from raypair.config import DataConfig
+from raypair.config import ConfigError, DataConfig
 from raypair.config.pipeline import input_shape, pipeline_for
 from raypair.data.sources import resolve
 from raypair.data.splits import DataInfo, _normalization, _rows
@@ -45,8 +45,11 @@ def stream_splits(cfg: DataConfig) -> StreamSplits:
     sample = None
     if cfg.normalize == "computed" or (cfg.normalize == "auto" and pipeline == "cifar"):
         rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))[:NORM_SAMPLE]
-        x, _, _ = Decoder(train, pipeline, crop_size=cfg.crop_size, resize_size=cfg.resize_size,
-                          image_size=cfg.image_size).batch(rows.numpy(), 0)
+        try:
+            x, _, _ = Decoder(train, pipeline, crop_size=cfg.crop_size, resize_size=cfg.resize_size,
+                              image_size=cfg.image_size).batch(rows.numpy(), 0)
+        except ValueError as e:  # the cifar pipeline's images must share a size
+            raise ConfigError("data.image_size", str(e), None) from None
         sample = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     mean, std = _normalization(cfg, sample, pipeline)
     k = max(len(train.classes), int(train.label.max()) + 1)

@@ -92,7 +92,7 @@ def test_rrc_box_is_the_ops_rule_on_the_same_uniforms():
 def test_rrc_boxes_follow_torchvisions_get_params():
     from torchvision.transforms import RandomResizedCrop
 
-    h, w, n = 350, 400, 1500
+    h, w, n = 350, 400, 1000
     ours = np.array([rrc_box(uniforms(0, 1, i), h, w, (0.08, 1.0), (3 / 4, 4 / 3)) for i in range(n)], float)
     torch.manual_seed(0)
     img = torch.zeros(1, h, w)
@@ -178,3 +178,28 @@ def test_stream_on_a_source_read_whole_is_refused():
     assert decide(DataConfig(name="digits"))[0] == "device"
     with pytest.raises(ConfigError, match="^data.mode: source 'sklearn' cannot stream"):
         decide(data)
+
+
+def test_validate_prints_the_mode_and_refuses_device_over_budget(roots, tmp_path, capsys):
+    import yaml
+
+    from raypair.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"method": {"name": "erm"}, "model": {"name": "tiny_cnn"},
+                                    "data": {"name": "parquet", "root": str(roots["parquet"].parent)}}))
+    assert main(["validate", str(path), "--set", "data.mode=stream"]) == 2  # 24-32 x 20-24 px on the cifar pipeline
+    assert capsys.readouterr().err.strip().startswith("raypair: error: data.image_size: streamed images differ in size")
+    assert main(["validate", str(path), "--set", "data.device_budget_gb=0.00001", "--set", "data.image_size=16"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["data_mode"] == {"mode": "stream", "why": "auto: 0.00 GB decoded > data.device_budget_gb=1e-05"}
+    assert main(["validate", str(path), "--set", "data.device_budget_gb=0.00001", "--set", "data.mode=device"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raypair: error: data.mode: the decoded dataset needs 0.00 GB") and "\n" not in err
+
+
+def test_draw_decodes_samples_whose_labels_differ_from_avoid(roots):
+    loader = _loader(roots["webdataset"], True)
+    avoid = torch.arange(8)
+    x, y = loader.draw(8, torch.Generator().manual_seed(0), avoid)
+    assert x.shape == (8, 3, 16, 16) and (y != avoid).all() and x.dtype == torch.float32
