@@ -5,8 +5,8 @@
 the decoded dataset (every image of both splits at its stored size, 3 bytes a pixel) fits
 ``data.device_budget_gb`` and ``stream`` otherwise. Sources that are read whole (CIFAR's
 torchvision batches, the digits) always take ``device``. ``data.mode: device`` on a dataset over the
-budget is a ConfigError naming ``data.mode`` and the size; so is ``stream`` on a source that cannot
-stream. A missing shard is refused here (the listing opens every file of the split).
+budget is a ConfigError naming ``data.mode`` and the size; ``stream`` on a source that cannot stream
+takes ``device`` (``raypair validate`` says so). A missing shard is refused here (the listing opens every file of the split).
 """
 from __future__ import annotations
 
@@ -46,16 +46,10 @@ def decide(cfg: Any) -> tuple[str, str]:
 
     loc = resolve(cfg)
     if loc.download:
-        if cfg.mode == "stream":
-            raise ConfigError("data.mode", "the dataset must be on disk to stream (it would be downloaded)", "stream")
         return "device", f"source {loc.kind} downloads and reads the dataset whole"
     size = decoded_bytes(cfg, loc)
     if size is None:
-        if cfg.mode == "stream":
-            from raypair.data.stream_index import index_splits
-
-            index_splits(loc)  # raises: the source cannot stream
-        return "device", f"source {loc.kind} is read whole"
+        return "device", f"source {loc.kind} is read whole (only imagefolder, parquet and webdataset stream)"
     budget = cfg.device_budget_gb * GB
     fits = f"{size / GB:.2f} GB decoded {'<=' if size <= budget else '>'} data.device_budget_gb={cfg.device_budget_gb:g}"
     if cfg.mode == "device" and size > budget:

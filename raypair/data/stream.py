@@ -39,9 +39,17 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, s: int) -> tuple[Tensor, Tensor, int]:
-        x, y, skipped = self.decoder.batch(self.batches[s], self.epoch)
-        return torch.from_numpy(x), torch.from_numpy(y), skipped
+    def __getitem__(self, s: int) -> tuple[Tensor, Tensor, Tensor]:
+        x, y, rows = self.decoder.batch(self.batches[s], self.epoch)
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(rows)
+
+
+def _trace(folder: str, epoch: int, rank: int, batches: list[list[int]]) -> None:
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    text = "\n".join(" ".join(map(str, b)) for b in batches)
+    (Path(folder) / f"train-e{epoch}-r{rank}.txt").write_text(text + "\n")
 
 
 def _one_thread(_: int) -> None:
@@ -51,7 +59,8 @@ def _one_thread(_: int) -> None:
 class StreamLoader:
     """A split streamed from ``index`` (``raypair.data.stream_index.Index``); see the module text.
     Keywords as :class:`raypair.data.DeviceLoader`'s, plus ``image_size`` (cifar: resize to it),
-    ``workers`` (0: decode in this process), ``prefetch`` and ``on_corrupt`` (skip | fail)."""
+    ``workers`` (0: decode in this process), ``prefetch``, ``on_corrupt`` (skip | fail) and ``trace``
+    (a training loader writes each epoch's image rows, in order, to ``trace/train-e{epoch}-r{rank}.txt``)."""
 
     def __init__(self, index: Index, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  device: Union[torch.device, str] = "cpu", train: bool, augment: bool = False, pad: int = 4,
@@ -59,7 +68,7 @@ class StreamLoader:
                  autoaugment: Optional[str] = None, pipeline: str = "cifar", crop_size: int = 224,
                  resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
                  rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), image_size: Optional[int] = None, workers: int = 0,
-                 prefetch: int = 2, on_corrupt: str = "skip") -> None:
+                 prefetch: int = 2, on_corrupt: str = "skip", trace: Optional[str] = None) -> None:
         n = len(index)
         labels = torch.from_numpy(index.label)
         _check_args(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), labels, batch_size, train, augment, autoaugment,
@@ -71,6 +80,7 @@ class StreamLoader:
         self.batch_size, self.train, self.augment, self.pad, self.seed = batch_size, train, augment, pad, seed
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
         self.autoaugment, self.pipeline, self.workers, self.prefetch = autoaugment, pipeline, workers, prefetch
+        self.trace = trace if train else None
         self.decoder = Decoder(index, pipeline, train and augment, crop_size, resize_size, tuple(rrc_scale),
                                tuple(rrc_ratio), image_size, seed, on_corrupt)
         self.skipped = 0  # images that did not decode, over every epoch so far (on_corrupt: skip)
@@ -115,12 +125,15 @@ class StreamLoader:
         loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=self.workers,
                                              prefetch_factor=self.prefetch if self.workers else None,
                                              pin_memory=self.device.type == "cuda", worker_init_fn=_one_thread)
-        skipped = 0
-        for x, y, bad in loader:
-            skipped += bad
+        skipped, seen = 0, []
+        for x, y, rows in loader:
+            skipped += len(data.batches[len(seen)]) - len(rows)
+            seen.append(rows.tolist())
             if len(y):
                 yield self._device(x, y, gen)
         self.skipped += skipped
+        if self.trace:
+            _trace(self.trace, epoch, self.rank, seen)
         if skipped:
             warnings.warn(f"epoch {epoch}: skipped {skipped} images that do not decode (data.on_corrupt: skip)",
                           stacklevel=2)
@@ -146,6 +159,8 @@ class StreamLoader:
 
 
 def stream_kwargs(data: Any, workers: int) -> dict[str, Any]:
-    """The :class:`StreamLoader` keywords of ``data`` beyond the device path's ones."""
-    return {"image_size": data.image_size, "workers": workers if data.workers is None else data.workers,
-            "prefetch": data.prefetch, "on_corrupt": data.on_corrupt}
+    """The :class:`StreamLoader` keywords of ``data`` beyond the device path's ones; ``workers``: the
+    trial worker's CPU threads, the decoding processes unless ``data.workers`` (one: decode in-process)."""
+    auto = workers if workers > 1 else 0
+    return {"image_size": data.image_size, "workers": auto if data.workers is None else data.workers,
+            "prefetch": data.prefetch, "on_corrupt": data.on_corrupt, "trace": data.trace}

@@ -114,8 +114,8 @@ class Decoder:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
         return np.asarray(im)
 
-    def batch(self, rows: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """The images ``rows`` (uint8 ``[b, S, S, 3]``), their labels and how many were skipped."""
+    def batch(self, rows: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The images ``rows`` (uint8 ``[b, S, S, 3]``) that decode, their labels and their rows."""
         imgs, keep = [], []
         for i, row in enumerate(rows.tolist()):
             try:
@@ -131,4 +131,4 @@ class Decoder:
                              "(or the imagenet pipeline) to resize them")
         side = imgs[0].shape if imgs else (0, 0, 3)
         x = np.stack(imgs) if imgs else np.zeros((0, *side), np.uint8)
-        return x, self.index.label[rows[keep]], len(rows) - len(keep)
+        return x, self.index.label[rows[keep]], rows[keep]

@@ -73,6 +73,7 @@ def _folder(split: Path, classes: Sequence[str]) -> Index:
 
 
 def _parquet(files: Sequence[Path]) -> Index:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from raypair.data.sources.parquet import _columns
@@ -81,7 +82,11 @@ def _parquet(files: Sequence[Path]) -> Index:
     _, _, lab = _columns(Path(files[0]))
     fno, rows, labels = [], [], []
     for i, f in enumerate(files):
-        y = pq.read_table(f, columns=[lab]).column(lab).to_numpy().astype(np.int64)
+        col = pq.read_table(f, columns=[lab]).column(lab)
+        if col.null_count or not pa.types.is_integer(col.type):
+            raise ConfigError("data.name", f"{f}: column {lab!r} must hold integer labels, no nulls "
+                                           f"(type {col.type}, {col.null_count} nulls)")
+        y = col.to_numpy().astype(np.int64)
         fno.append(np.full(len(y), i))
         rows.append(np.arange(len(y)))
         labels.append(y)

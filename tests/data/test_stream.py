@@ -171,13 +171,11 @@ def test_modes_and_the_budget(roots):
         decide(_data(folder, mode="device", device_budget_gb=1e-4))
 
 
-def test_stream_on_a_source_read_whole_is_refused():
+def test_stream_on_a_source_read_whole_takes_the_device_path():
     from raypair.data.mode import decide
 
-    data = DataConfig(name="digits", mode="stream")
-    assert decide(DataConfig(name="digits"))[0] == "device"
-    with pytest.raises(ConfigError, match="^data.mode: source 'sklearn' cannot stream"):
-        decide(data)
+    assert decide(DataConfig(name="digits", mode="stream")) == \
+        ("device", "source sklearn is read whole (only imagefolder, parquet and webdataset stream)")
 
 
 def test_validate_prints_the_mode_and_refuses_device_over_budget(roots, tmp_path, capsys):
