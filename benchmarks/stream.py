@@ -9,7 +9,10 @@ JPEG decoding, the crop resized straight from the decoded box) against a plain t
 ``ImageFolder`` + ``DataLoader`` (PIL, ``RandomResizedCrop`` + ``RandomHorizontalFlip`` +
 ``PILToTensor``), the same files and the same number of worker processes (``--cores``), alternated
 ``--repeats`` times (median); ``--ray``: Ray Data ``read_images`` + ``map`` (crop, flip) on the same
-files, a local Ray of ``--cores`` CPUs, the second pass timed.
+files, a local Ray of ``--cores`` CPUs, the second pass timed. Two figures per row: images per
+second of wall time divided by the cores, and images per CPU-second (user + system time of this
+process and every process below it, sampled every 20 ms: :class:`CpuMeter`), which a shared
+machine's load does not skew.
 (b) host memory: peak RSS summed over every process of a 1-epoch streamed trial (``run_trial``, two
 decoding processes, tiny_cnn at 224 px) on the dataset at 1x and 4x the image count, sampled
 every 20 ms with psutil.
@@ -46,7 +49,49 @@ def make_jpegs(folder: Path, n: int, side: int, classes: int = 10) -> Path:
     return folder
 
 
-def raypair_rate(folder: Path, cores: int, batch: int, draft: bool = True) -> float:
+class CpuMeter:
+    """CPU seconds (user + system) spent by this process and its descendants inside the block."""
+
+    def __enter__(self) -> "CpuMeter":
+        import psutil
+
+        self._me, self._stop = psutil.Process(), threading.Event()
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._poll(self.base)
+        self.last.update(self.base)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def _poll(self, into: dict[int, float]) -> None:
+        import psutil
+
+        try:
+            procs = [self._me, *self._me.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                into[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self._poll(self.last)
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self._stop.set()
+        self._thread.join()
+        self._poll(self.last)
+        self.cpu = sum(v - self.base.get(pid, 0.0) for pid, v in self.last.items())
+
+
+def raypair_rate(folder: Path, cores: int, batch: int, draft: bool = True) -> tuple[float, float]:
     import torch
 
     from raypair.config import DataConfig
@@ -59,13 +104,13 @@ def raypair_rate(folder: Path, cores: int, batch: int, draft: bool = True) -> fl
     dec = Decoder(tr, "imagenet", train_aug=True, seed=0, draft=draft)
     rows = np.random.default_rng(0).permutation(len(tr))
     data = _Batches(dec, [rows[a:a + batch] for a in range(0, len(rows), batch)], 0)
-    t0 = time.perf_counter()
-    n = sum(len(y) for _, y, _ in torch.utils.data.DataLoader(data, batch_size=None, num_workers=cores,
-                                                               worker_init_fn=_one_thread))
-    return n / (time.perf_counter() - t0) / cores
+    with CpuMeter() as m:
+        n = sum(len(y) for _, y, _ in torch.utils.data.DataLoader(data, batch_size=None, num_workers=cores,
+                                                                   worker_init_fn=_one_thread))
+    return n / m.wall / cores, n / m.cpu
 
 
-def torchvision_rate(folder: Path, cores: int, batch: int) -> float:
+def torchvision_rate(folder: Path, cores: int, batch: int) -> tuple[float, float]:
     import torch
     from torchvision import datasets, transforms
 
@@ -74,12 +119,12 @@ def torchvision_rate(folder: Path, cores: int, batch: int) -> float:
     ds = datasets.ImageFolder(str(folder / "train"), transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=cores,
                                          worker_init_fn=lambda _: torch.set_num_threads(1))
-    t0 = time.perf_counter()
-    n = sum(len(y) for _, y in loader)
-    return n / (time.perf_counter() - t0) / cores
+    with CpuMeter() as m:
+        n = sum(len(y) for _, y in loader)
+    return n / m.wall / cores, n / m.cpu
 
 
-def ray_data_rate(folder: Path, cores: int, batch: int) -> float:
+def ray_data_rate(folder: Path, cores: int, batch: int) -> tuple[float, float]:
     import ray
     import torch
     from torchvision import transforms
@@ -89,13 +134,11 @@ def ray_data_rate(folder: Path, cores: int, batch: int) -> float:
                                transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
     ds = ray.data.read_images(str(folder / "train"), mode="RGB").map(
         lambda r: {"image": crop(torch.from_numpy(r["image"]).permute(2, 0, 1)).numpy()})
-    rate = 0.0
     for _ in range(2):  # the first pass starts the workers; the second is timed
-        t0 = time.perf_counter()
-        n = sum(len(b["image"]) for b in ds.iter_batches(batch_size=batch))
-        rate = n / (time.perf_counter() - t0) / cores
+        with CpuMeter() as m:
+            n = sum(len(b["image"]) for b in ds.iter_batches(batch_size=batch))
     ray.shutdown()
-    return rate
+    return n / m.wall / cores, n / m.cpu
 
 
 _TRIAL = """
@@ -141,20 +184,22 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_jpegs(Path(tmp) / f"jpegs{a.side}", a.n, a.side)
-        rates: dict[str, list[float]] = {"raypair stream": [], "raypair stream, no draft": [],
-                                         "torchvision ImageFolder": []}
+        rates: dict[str, list[tuple[float, float]]] = {"raypair stream": [], "raypair stream, no draft": [],
+                                                       "torchvision ImageFolder": []}
         for _ in range(a.repeats):  # alternated: a shared machine's load falls on every row alike
             rates["raypair stream"].append(raypair_rate(folder, a.cores, a.batch))
             rates["raypair stream, no draft"].append(raypair_rate(folder, a.cores, a.batch, draft=False))
             rates["torchvision ImageFolder"].append(torchvision_rate(folder, a.cores, a.batch))
         if a.ray:
             rates["Ray Data read_images + map"] = [ray_data_rate(folder, a.cores, a.batch)]
-        base = statistics.median(rates["torchvision ImageFolder"])
+        med = {k: [statistics.median(r[i] for r in v) for i in (0, 1)] for k, v in rates.items()}
+        base = med["torchvision ImageFolder"]
         print(f"decode + RandomResizedCrop(224) + flip, {a.n} JPEGs ~{a.side}x{int(a.side * 0.875)} px, "
               f"{a.cores} worker processes, median of {a.repeats}")
-        print("| path | img/s per core | vs torchvision |\n|---|---|---|")
-        for k, v in rates.items():
-            print(f"| {k} | {statistics.median(v):.1f} | {statistics.median(v) / base:.2f}x |")
+        print("| path | img/s per core (wall) | vs torchvision | img per CPU-second | vs torchvision |\n"
+              "|---|---|---|---|---|")
+        for k, (wall, cpu) in med.items():
+            print(f"| {k} | {wall:.1f} | {wall / base[0]:.2f}x | {cpu:.1f} | {cpu / base[1]:.2f}x |")
         if not a.no_memory:
             big = make_jpegs(Path(tmp) / f"big{a.side}", 4 * a.n, a.side)
             one, four = peak_rss(folder), peak_rss(big)
