@@ -53,10 +53,12 @@ def test_two_train_workers_stream_each_image_once_per_epoch(whole):
 
 
 def test_a_trial_stopped_at_an_epoch_boundary_resumes_in_the_same_order(whole):
+    from raypair.experiments.base import Trial
     from raypair.runner import train
+    from raypair.trials.store import TrialStore
 
-    store = whole / "store"
-    store.mkdir()
+    store = whole / "exp" / "trials" / "run"
+    TrialStore(store).create(Trial("run", {}), None)
     # stopped after epoch 1's checkpoint: its val_acc is "at chance" (under 1/72 + 0.99)
     with pytest.raises(Exception, match="at chance"):
         train.fit(_run(whole, whole / "cut", diverge={"chance_after": 1, "chance_margin": 0.99}), "cut", whole / "out",
