@@ -11,15 +11,16 @@ JPEG decoding, the crop resized straight from the decoded box) against a plain t
 ``--repeats`` times (median); ``--ray``: Ray Data ``read_images`` + ``map`` (crop, flip) on the same
 files, a local Ray of ``--cores`` CPUs, the second pass timed. Two figures per row: images per
 second of wall time divided by the cores, and images per CPU-second (user + system time of this
-process and every process below it, sampled every 20 ms: :class:`CpuMeter`), which a shared
+process and every process below it, from ``/proc`` every 20 ms: :class:`CpuMeter`), which a shared
 machine's load does not skew.
 (b) host memory: peak RSS summed over every process of a 1-epoch streamed trial (``run_trial``, two
 decoding processes, tiny_cnn at 224 px) on the dataset at 1x and 4x the image count, sampled
-every 20 ms with psutil.
+every 20 ms from ``/proc`` (Linux).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -49,13 +50,43 @@ def make_jpegs(folder: Path, n: int, side: int, classes: int = 10) -> Path:
     return folder
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (index 0 is the state)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and every process below it (Linux ``/proc``)."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parents.setdefault(int(_stat(int(d))[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += parents.get(pid, [])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    f = _stat(pid)
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    return int(_stat(pid)[21]) * os.sysconf("SC_PAGE_SIZE")
+
+
 class CpuMeter:
     """CPU seconds (user + system) spent by this process and its descendants inside the block."""
 
     def __enter__(self) -> "CpuMeter":
-        import psutil
-
-        self._me, self._stop = psutil.Process(), threading.Event()
+        self._stop = threading.Event()
         self.base: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self._poll(self.base)
@@ -66,17 +97,10 @@ class CpuMeter:
         return self
 
     def _poll(self, into: dict[int, float]) -> None:
-        import psutil
-
-        try:
-            procs = [self._me, *self._me.children(recursive=True)]
-        except psutil.Error:
-            return
-        for p in procs:
+        for pid in tree(os.getpid()):
             try:
-                t = p.cpu_times()
-                into[p.pid] = t.user + t.system
-            except psutil.Error:
+                into[pid] = cpu_seconds(pid)
+            except (OSError, IndexError, ValueError):
                 pass
 
     def _loop(self) -> None:
@@ -155,17 +179,17 @@ run_trial(run, lambda m, c: None)
 
 def peak_rss(folder: Path) -> float:
     """Peak over time of the summed RSS (MB) of a 1-epoch streamed trial's process tree."""
-    import psutil
-
     code = _TRIAL.format(root=str(ROOT), name=folder.name, parent=str(folder.parent))
     proc = subprocess.Popen([sys.executable, "-c", code])
-    peak, parent = 0, psutil.Process(proc.pid)
+    peak = 0
     while proc.poll() is None:
-        try:
-            procs = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
+        total = 0
+        for pid in tree(proc.pid):
+            try:
+                total += rss_bytes(pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        peak = max(peak, total)
         time.sleep(0.02)
     if proc.returncode:
         raise SystemExit(f"the trial failed ({proc.returncode})")

@@ -105,7 +105,7 @@ class Decoder:
             side = min(box[2] - box[0], box[3] - box[1])
             f = next((f for f in (8, 4, 2) if side / f >= out), 1)
             if f > 1:
-                im.draft("RGB", (math.ceil(width / f), math.ceil(height / f)))
+                im.draft("RGB", (width // f, height // f))  # PIL takes the largest scale that keeps this size
         sx, sy = im.size[0] / width, im.size[1] / height
         im = im.convert("RGB")
         if out:

@@ -201,3 +201,32 @@ def test_draw_decodes_samples_whose_labels_differ_from_avoid(roots):
     avoid = torch.arange(8)
     x, y = loader.draw(8, torch.Generator().manual_seed(0), avoid)
     assert x.shape == (8, 3, 16, 16) and (y != avoid).all() and x.dtype == torch.float32
+
+
+def test_reduced_size_jpeg_decoding_keeps_the_crop(tmp_path, monkeypatch):
+    from PIL import Image, JpegImagePlugin
+
+    from raypair.data.sources import resolve
+    from raypair.data.stream_decode import Decoder
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):  # a smooth 400 x 350 photo-like JPEG
+        (tmp_path / "smooth" / split / "a").mkdir(parents=True)
+        img = Image.fromarray(rng.integers(0, 256, (7, 8, 3), dtype=np.uint8)).resize((400, 350), Image.BICUBIC)
+        img.save(tmp_path / "smooth" / split / "a" / "0.jpg", quality=95)
+    tr, _ = index_splits(resolve(_data(tmp_path / "smooth")))
+    sizes = []
+    real = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = real(self, mode, size)
+        sizes.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    # evaluation: the centre 350 * 64 / 72 = 311 px square to 64 px: decoded at 1/4 (100 x 88, 77 px of crop)
+    small = Decoder(tr, "imagenet", crop_size=64, resize_size=72).image(0, 0)
+    full = Decoder(tr, "imagenet", crop_size=64, resize_size=72, draft=False).image(0, 0)
+    assert sizes == [(100, 88)]
+    assert small.shape == full.shape == (64, 64, 3)
+    assert np.abs(small.astype(float) - full.astype(float)).mean() < 3
