@@ -196,7 +196,7 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         if not math.isfinite(stats["train_loss"]):
             raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
         first_loss = stats["train_loss"] if epoch == 0 else first_loss
-        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=run.seed),
+        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=run.seed), **_skipped(train, dist),
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0, "eval_time_s": time.perf_counter() - t1}
         metrics.update(_test_metrics(run, epoch, metrics, method, test, info.eval_split, amp, dist))
         if (epoch + 1) % run.checkpoint_every == 0 or epoch + 1 == run.total_epochs:
@@ -209,6 +209,14 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         if reason:
             raise TrialDiverged(reason)
     return metrics
+
+
+def _skipped(train: Any, dist: Dist) -> dict[str, float]:
+    """A streamed run's ``data_skipped``: training images that did not decode so far, summed over
+    the ranks (``data.on_corrupt: skip``); nothing on the device path."""
+    if not hasattr(train, "skipped"):
+        return {}
+    return {"data_skipped": all_reduce(torch.tensor([float(train.skipped)], device=train.device), dist).item()}
 
 
 def _wrap(method: Method, run: RunConfigBase, device: torch.device, dist: Dist) -> nn.Module:

@@ -148,6 +148,23 @@ def test_a_corrupt_image_is_skipped_and_counted_or_fails_the_trial(tmp_path):
         list(_loader(folder, True, batch=10, on_corrupt="fail").epoch(0))
 
 
+def test_a_streamed_run_reports_the_images_it_skipped(tmp_path):
+    from raypair.config import build_run
+    from raypair.loop import run_trial
+
+    folder = stream_dataset(tmp_path, "imagefolder", 10, 2, classes=2)
+    bad = folder / "train" / "0000" / "0004.jpg"
+    bad.write_bytes(b"not an image")
+    run = build_run({"method": {"name": "erm"}, "model": {"name": "tiny_cnn"}, "batch_size": 5, "epochs": 2,
+                     "data": {"name": "imagefolder", "root": str(tmp_path), "mode": "stream", "workers": 0,
+                              "pipeline": "imagenet", "crop_size": 16, "resize_size": 20}})
+    reports = []
+    with pytest.warns(UserWarning, match="skipped 1 images"):
+        run_trial(run, lambda m, c: reports.append(m))
+    assert [m["data_skipped"] for m in reports] == [1.0, 2.0]  # so far: once an epoch
+    assert [m["train_samples"] for m in reports] == [9.0, 9.0]
+
+
 def test_a_missing_shard_is_refused_before_any_trial(tmp_path):
     from raypair.data.mode import decide
 
