@@ -343,3 +343,57 @@ def imagenet_standin(folder: Path, wnids: list[str], val: list[str], train_per_c
             tmp.unlink()
         write_tar(folder / "ILSVRC2012_img_train.tar", inner)
     return {"val": vimgs, "train": timgs}
+
+
+# the knobs that make one step of each method mix at 224 px (SP past its warm-up, PT's pair gate open)
+METHOD_CASES_224 = {"erm": {}, "cutout": {}, "mixup": {}, "cutmix": {"cutmix_prob": 1.0}, "sample_pairing": {},
+                    "bc": {}, "mixup_c": {"ft_epochs": 0}, "vpl": {}, "pair_training": {"alpha_mode": "one"}}
+
+
+def stream_dataset(root: Path, layout: str, n_train: int, n_test: int, size: tuple[int, int] = (24, 20),
+                   fmt: str = "JPEG", classes: int | None = None, per_shard: int = 16, vary: bool = True) -> Path:
+    """A generated dataset ``root/<layout>`` (imagefolder, parquet or webdataset) of noise images,
+    ``size`` (width, height), plus 0-8 px by image where ``vary``; image i's label is ``i % classes`` (None: ``i``,
+    one class per image, so a batch's labels name its images; test image j is labelled like train's j)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(len(layout) + n_train)
+    folder = root / layout
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        items = []
+        for i in range(n):
+            w, h = size[0] + 4 * (i % 3) * vary, size[1] + 4 * (i % 2) * vary
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, fmt)
+            items.append((i if classes is None else i % classes, buf.getvalue()))
+        _write_split(folder, split, items, layout, "jpg" if fmt == "JPEG" else "png", per_shard)
+    return folder
+
+
+def _write_split(folder: Path, split: str, items: list, layout: str, ext: str, per_shard: int) -> None:
+    """One split of :func:`stream_dataset` in its layout."""
+    import io
+    import tarfile
+
+    if layout == "imagefolder":
+        for i, (label, data) in enumerate(items):
+            (folder / split / f"{label:04d}").mkdir(parents=True, exist_ok=True)
+            (folder / split / f"{label:04d}" / f"{i:04d}.{ext}").write_bytes(data)
+    elif layout == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"image": [{"bytes": d, "path": None} for _, d in items], "label": [lb for lb, _ in items]})
+        pq.write_table(table, folder / f"{split}.parquet", row_group_size=per_shard)
+    else:
+        for s in range(0, len(items), per_shard):
+            with tarfile.open(folder / f"{split}-{s // per_shard:04d}.tar", "w") as tf:
+                for i, (label, data) in enumerate(items[s:s + per_shard], start=s):
+                    for name, blob in ((f"{i:06d}.{ext}", data), (f"{i:06d}.cls", str(label).encode())):
+                        info = tarfile.TarInfo(name)
+                        info.size = len(blob)
+                        tf.addfile(info, io.BytesIO(blob))

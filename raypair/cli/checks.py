@@ -24,9 +24,15 @@ def check_data(data: Any) -> Any:
     sub-setting) and return their classes and image shape; ConfigError naming the file or field at
     fault. A warm cache is read with numpy alone (``raypair.data.check``); otherwise, or when that
     read finds anything wrong, the full load runs (torch) and raises its error. The first check of
-    CIFAR-10 decodes its 60,000 JPEGs (~6 s on 2 cores) into the cache the trials then read."""
+    CIFAR-10 decodes its 60,000 JPEGs (~6 s on 2 cores) into the cache the trials then read. A dataset
+    that streams (``data.mode``, ``raypair/data/mode.py``) is indexed (every shard opened), not decoded."""
     from raypair.data.check import cached_shape
+    from raypair.data.mode import decide
 
+    if decide(data)[0] == "stream":  # indexes the files (a missing shard is refused), decodes a few
+        from raypair.data.stream_splits import stream_splits
+
+        return stream_splits(data).info
     shape = cached_shape(data)
     if shape is not None:
         return shape

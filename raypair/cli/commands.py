@@ -34,7 +34,13 @@ def resolved(args: argparse.Namespace) -> dict[str, Any]:
                               getattr(args, flag))
     exp = kind.load(args.file, args)
     preflight_all(exp)
-    return exp.resolved()
+    out = exp.resolved()
+    base = getattr(exp, "base_run", None)
+    if base is not None:  # which data path its trials take, and why (raypair/data/mode.py)
+        from raypair.data.mode import decide
+
+        out["data_mode"] = dict(zip(("mode", "why"), decide(base.data)))
+    return out
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -29,7 +29,11 @@ NOT_SEARCHABLE = {"name": "names the run", "eval_batch_size": "only splits the e
                   "data.download": "only fetches the files", "scale.threads": "only sets CPU threads",
                   "scale.trainer": "only picks the runner", "scale.cpus_per_worker": "only reserves CPUs",
                   "scale.gpus_per_worker": "only places the trial on a device",
-                  "scale.compile": "only compiles the same step", "data.source": "only picks the reader of the files"}
+                  "scale.compile": "only compiles the same step", "data.source": "only picks the reader of the files",
+                  "data.mode": "only picks how the images reach the device", "data.device_budget_gb": "only picks "
+                  "data.mode under auto", "data.workers": "only sets the decoding processes", "data.prefetch": "only "
+                  "sets how far decoding runs ahead", "data.on_corrupt": "only says what an undecodable image does",
+                  "data.trace": "only records the order of the images"}
 
 
 class DataConfig(Strict):
@@ -55,6 +59,13 @@ class DataConfig(Strict):
     rrc_scale: tuple[float, float] = Field((0.08, 1.0), examples=[[0.25, 1.0], [0.08, 0.5]])  # base+: area fraction
     rrc_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), examples=[[0.5, 2.0], [1.0, 1.0]])  # base+: width / height
     store: Literal["auto", "square", "full"] = "auto"  # imagenet: a resize_size centre square or as given
+    # the data path (raypair/data/mode.py, docs/scale.md): whole splits on the device, or streamed from the files
+    mode: Literal["auto", "device", "stream"] = "auto"
+    device_budget_gb: float = Field(8.0, gt=0.0, le=10000.0)  # auto: the device path when the decoded data fits
+    workers: Optional[int] = Field(None, ge=0, le=256)  # stream: decoding processes per trial worker; None: scale.threads (1: none)
+    prefetch: int = Field(2, ge=1, le=64)  # stream: batches each decoding process keeps ready
+    on_corrupt: Literal["skip", "fail"] = "skip"  # stream: an image that does not decode is skipped and counted, or fails
+    trace: Optional[str] = None  # stream: a folder; each rank writes the image rows of each training epoch there
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":

@@ -140,14 +140,25 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ trial
-def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, DeviceLoader, DeviceLoader, Optional[DeviceLoader]]:
-    """Data on the device and the method built around it: everything a trial trains."""
+def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method, Any, Any, Any, Optional[Any]]:
+    """Data on the device (or streamed, by ``data.mode``) and the method built around it: everything a trial trains."""
+    from raypair.data.mode import decide
+
     torch.manual_seed(run.seed)  # same init on every rank (DDP also broadcasts it)
+    stream = decide(run.data)[0] == "stream"
+    info, train, val, test = _stream_loaders(run, device, dist) if stream else _device_loaders(run, device, dist)
+    method = build_method(run, info, device=device, rank=dist.rank, pool=train)
+    if device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    return method, info, train, val, test
+
+
+def _device_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Any, Any, Any, Any]:
+    """The splits decoded whole and kept on the device (``DeviceLoader``)."""
     splits = load_splits(run.data)
     info = splits.info
-    cl = device.type == "cuda"
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
-                channels_last=cl, **pipeline_kwargs(run.data, info))
+                channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info))
     crop_flip, policy = aug_parts(run.method.aug)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
@@ -155,10 +166,25 @@ def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     test = None
     if splits.test_x is not None:
         test = DeviceLoader(splits.test_x, splits.test_y, batch_size=run.eval_batch_size, train=False, **norm)
-    method = build_method(run, info, device=device, rank=dist.rank, pool=train)
-    if cl:
-        method = method.to(memory_format=torch.channels_last)
-    return method, info, train, val, test
+    return info, train, val, test
+
+
+def _stream_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Any, Any, Any, Any]:
+    """The splits streamed from their files (``raypair.data.stream.StreamLoader``), each rank its own part."""
+    from raypair.data.stream import StreamLoader, stream_kwargs
+    from raypair.data.stream_splits import stream_splits
+
+    s = stream_splits(run.data)
+    info = s.info
+    norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
+                channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info),
+                **stream_kwargs(run.data, run.scale.resources().threads))
+    crop_flip, policy = aug_parts(run.method.aug)
+    train = StreamLoader(s.train, batch_size=run.batch_size, train=True, augment=crop_flip, autoaugment=policy,
+                         pad=run.data.pad, seed=run.seed, **norm)
+    val = StreamLoader(s.val, batch_size=run.eval_batch_size, train=False, **norm)
+    test = None if s.test is None else StreamLoader(s.test, batch_size=run.eval_batch_size, train=False, **norm)
+    return info, train, val, test
 
 
 def restore(method: Method, opt: torch.optim.Optimizer, resume: Optional[dict[str, Any]]
@@ -197,7 +223,7 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         if not math.isfinite(stats["train_loss"]):
             raise TrialDiverged(f"train_loss is {stats['train_loss']} at epoch {epoch + 1}")
         first_loss = stats["train_loss"] if epoch == 0 else first_loss
-        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=run.seed),
+        metrics = {"epoch": epoch + 1, **stats, **evaluate(method, val, amp, dist, seed=run.seed), **_skipped(train, dist),
                    "lr": opt.param_groups[0]["lr"], "epoch_time_s": t1 - t0, "eval_time_s": time.perf_counter() - t1}
         metrics.update(_test_metrics(run, epoch, metrics, method, test, info.eval_split, amp, dist))
         if (epoch + 1) % run.checkpoint_every == 0 or epoch + 1 == run.total_epochs:
@@ -210,6 +236,14 @@ def run_trial(run: RunConfigBase, report: Report, *, resume: Optional[dict[str, 
         if reason:
             raise TrialDiverged(reason)
     return metrics
+
+
+def _skipped(train: Any, dist: Dist) -> dict[str, float]:
+    """A streamed run's ``data_skipped``: training images that did not decode so far, summed over
+    the ranks (``data.on_corrupt: skip``); nothing on the device path."""
+    if not hasattr(train, "skipped"):
+        return {}
+    return {"data_skipped": all_reduce(torch.tensor([float(train.skipped)], device=train.device), dist).item()}
 
 
 def _wrap(method: Method, run: RunConfigBase, device: torch.device, dist: Dist) -> nn.Module:

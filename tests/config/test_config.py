@@ -127,7 +127,7 @@ def test_data_source_is_checked_against_the_registered_sources(capsys):
     code, err = run_cli(capsys, "validate", str(QUICK), "--set", "data.source=hf")
     assert code == 2
     assert err.strip() == ("raypair: error: data.source: unknown data source "
-                           "(valid: auto, cifar, imagefolder, parquet, sklearn) (got 'hf')")
+                           "(valid: auto, cifar, imagefolder, parquet, sklearn, webdataset) (got 'hf')")
 
 
 @pytest.mark.slow

@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import METHOD_CASES_224 as CASES
 from helpers import acc_stats, data_info, folder_dataset, gen, method_of
 from raypair.ops.augment import pad_crop_flip
 from raypair.ops.pairtrain import rf, rf_pad
-
-# method -> its config: the knobs that make the one step mix (SP past its warm-up, PT's pair gate open)
-CASES = {"erm": {}, "cutout": {}, "mixup": {}, "cutmix": {"cutmix_prob": 1.0}, "sample_pairing": {},
-         "bc": {}, "mixup_c": {"ft_epochs": 0}, "vpl": {}, "pair_training": {"alpha_mode": "one"}}
 
 
 @pytest.fixture(scope="module")
