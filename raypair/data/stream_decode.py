@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from raypair.data.stream_index import Index, Reader
+from raypair.ops.streams import stream_key
 
 TRIES = 10  # torchvision's get_params (raypair.ops.resized_crop.TRIES)
 _DRAWS = 2 * TRIES + 3  # u_area, u_ratio, u_top, u_left, flip
@@ -56,7 +57,7 @@ def rrc_box(u: Sequence[float], height: int, width: int, scale: Sequence[float],
 
 def uniforms(seed: int, epoch: int, row: int) -> np.ndarray:
     """The ``_DRAWS`` uniforms of image ``row`` at ``epoch``: the same wherever they are drawn."""
-    return np.random.default_rng((seed, epoch, row, 0x5EED)).random(_DRAWS)
+    return np.random.default_rng(stream_key("data.crop", seed, epoch, row)).random(_DRAWS)
 
 
 @dataclass

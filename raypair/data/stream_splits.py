@@ -14,6 +14,7 @@ from raypair.data.sources import resolve
 from raypair.data.splits import DataInfo, _normalization, _rows
 from raypair.data.stream_decode import Decoder
 from raypair.data.stream_index import Index, index_splits
+from raypair.ops.sampling import seeded_generator
 
 NORM_SAMPLE = 512  # images (the first of a seeded permutation) that normalize: computed reads
 
@@ -44,7 +45,7 @@ def stream_splits(cfg: DataConfig) -> StreamSplits:
     pipeline = pipeline_for(cfg, *stored[1:])
     sample = None
     if cfg.normalize == "computed" or (cfg.normalize == "auto" and pipeline == "cifar"):
-        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.split_seed))[:NORM_SAMPLE]
+        rows = torch.randperm(len(train), generator=seeded_generator("split.norm_sample", cfg.split_seed))[:NORM_SAMPLE]
         try:
             x, _, _ = Decoder(train, pipeline, crop_size=cfg.crop_size, resize_size=cfg.resize_size,
                               image_size=cfg.image_size).batch(rows.numpy(), 0)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from raypair.ops.streams import STREAMS, stream_key  # noqa: F401  (their home is ops/streams.py, torch-free)
+
 
 class HoldoutError(ValueError):
     """:func:`holdout_mask` would hold out every sample of class ``label`` (``count`` samples)."""
@@ -24,32 +26,6 @@ class HoldoutError(ValueError):
 # Every random stream raypair derives, by name. A stream's key is its name and its ints, each int as
 # exactly two 32-bit words after the count, so no two (name, ints) share a key: numpy's SeedSequence
 # drops trailing zero words, which made (s, e, 0) the stream of (s, e) when the ints went in bare.
-STREAMS = (
-    "data.shuffle",       # (seed, epoch): the epoch's order of the training split, shared by every rank
-    "data.augment",       # (seed, epoch, rank): pad-crop-flip and AutoAugment of one rank's batches
-    "split.holdout",      # (split_seed,): the validation hold-out
-    "split.train_subset", "split.val_subset", "split.test_subset",  # (split_seed,): balanced subsets
-    "digits.test",        # (DIGITS_TEST_SEED,): the digits source's fixed test split
-    "method",             # (seed, rank): a method's own draws (ratios, partners, masks) on one worker
-    "eval.partners",      # (seed,): which evaluation image is paired with which (cycle_partners)
-    "eval.draws",         # (seed,): the ratios a paired evaluation draws, the same at every evaluation
-    "gate",               # (method stream's seed, epoch): PairTraining's host-side gate
-)
-
-
-def stream_key(stream: str, *ints: int) -> int:
-    """The 63-bit seed of stream ``stream`` (one of :data:`STREAMS`) at ``ints``: distinct for every
-    distinct (stream, ints), trailing zeros and negative ints included (each int is taken mod 2**64)."""
-    if stream not in STREAMS:
-        raise ValueError(f"unknown random stream {stream!r}; one of {', '.join(STREAMS)}")
-    words = [STREAMS.index(stream), len(ints)]
-    for i in ints:
-        u = int(i) & 0xFFFFFFFFFFFFFFFF
-        words += [u & 0xFFFFFFFF, u >> 32]
-    state = np.random.SeedSequence(words).generate_state(1, np.uint64)[0]
-    return int(state) & 0x7FFFFFFFFFFFFFFF
-
-
 def seeded_generator(stream: str, *ints: int, device: Union[torch.device, str] = "cpu") -> torch.Generator:
     """A generator on ``device`` for stream ``stream`` at ``ints`` (seeded :func:`stream_key`)."""
     return torch.Generator(device=device).manual_seed(stream_key(stream, *ints))

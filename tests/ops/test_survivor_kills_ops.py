@@ -178,7 +178,8 @@ def test_unknown_stream_error_lists_every_stream():
         stream_key("shuffle", 0)
     assert str(e.value) == ("unknown random stream 'shuffle'; one of data.shuffle, data.augment, split.holdout, "
                             "split.train_subset, split.val_subset, split.test_subset, digits.test, method, "
-                            "eval.partners, eval.draws, gate")
+                            "eval.partners, eval.draws, gate, data.crop, split.norm_sample, prepare.mini_split, "
+                            "prepare.standin")
 
 
 # ------------------------------------------------------------------------------ pad_crop_flip

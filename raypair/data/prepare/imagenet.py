@@ -9,7 +9,7 @@ ImageNet and timm's pretrained classifiers use.
 ILSVRC-mini, P0's rule (methods.md §5.1). FACT (P0): the 50k ImageNet validation images, split
 40k train / 10k test, all 1000 classes. ASSUMPTION (P0 does not say how the 40k are chosen):
 ``mini_split="stratified"`` (the default) draws, per class, round(0.2 x its images) test images
-(10 of each class's 50) with ``numpy.random.default_rng(split_seed)``; ``"random"`` draws 10k of
+(10 of each class's 50) with numpy seeded from the named stream ``prepare.mini_split`` at ``split_seed``; ``"random"`` draws 10k of
 the 50k without regard to class. Switch: ``raypair data prepare ilsvrc_mini --mini-split random``.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from raypair.config import ConfigError
 from raypair.data.prepare.archives import load_mat, members, need, verify
 from raypair.data.prepare.datasets import Prepared
 from raypair.data.prepare.writer import Item
+from raypair.ops.streams import stream_key
 
 MINI_TEST_FRACTION = 10_000 / 50_000  # P0: 40k train / 10k test of the 50k validation images (FACT)
 MINI_SPLITS = ("stratified", "random")
@@ -79,7 +80,7 @@ def _val_items(tar: Path, split_of: dict[int, str], label: dict[str, int], wnids
 
 def mini_test_ids(wnids: dict[int, str], how: str, seed: int) -> set[int]:
     """The validation IDs P0's ILSVRC-mini tests on (module docstring: FACT and ASSUMPTION)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(stream_key("prepare.mini_split", seed))
     if how == "random":
         ids = np.array(sorted(wnids))
         return set(rng.permutation(ids)[:round(MINI_TEST_FRACTION * len(ids))].tolist())

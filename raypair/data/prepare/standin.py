@@ -13,6 +13,7 @@ import numpy as np
 from raypair.config import ConfigError
 from raypair.data.prepare import write_atomically, done, target
 from raypair.data.prepare.writer import Encoding, Item, ShardWriter, write_all
+from raypair.ops.streams import stream_key
 
 
 def _image(rng: np.random.Generator, k: int, classes: int, shape: tuple[int, int], png: bool) -> bytes:
@@ -38,7 +39,7 @@ def standin(name: str, out: Optional[Path], classes: int = 4, train: int = 8, te
         raise ConfigError("--out", f"{folder} exists and is not a finished data prepare or stand-in", str(folder.parent))
     png = name.startswith("cifar")
     shape = (32, 32) if png else (size[1], size[0])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(stream_key("prepare.standin", seed))
 
     def items() -> Iterator[Item]:
         for split, n in (("train", train), ("test", test)):
