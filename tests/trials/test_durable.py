@@ -39,6 +39,10 @@ NOT_THE_STORE = {
     ("raypair/runner/adapters.py", "write_text"): 1,  # Tune's empty checkpoint: resume reads the store
     ("raypair/loop/__init__.py", "torch.save"): 1,  # into a temp folder; the store copies it in durably
     ("raypair/trials/store.py", "open"): 2,  # the experiment's lock file and its fence (flock; no content)
+    ("raypair/data/prepare/__init__.py", "write_text"): 1,  # a prepared dataset's record, in its temp folder
+    ("raypair/data/prepare/__init__.py", "os.rename"): 1,  # the temp folder renamed onto the dataset's name
+    ("raypair/data/prepare/writer.py", "os.replace"): 1,  # a shard's final name (of N), in the temp folder
+    ("raypair/data/stream.py", "write_text"): 1,  # data.trace: a rank's epoch order, a debugging aid
 }
 
 
