@@ -2,13 +2,16 @@
 
     python benchmarks/stream.py                       # 600 JPEGs of 400x350 px, 2 cores, + the memory rows
     python benchmarks/stream.py --side 800 --no-memory --ray
+    python benchmarks/stream.py --no-memory --max-size 256   # + the row on images prepared at 256 px
 
 (a) images per second per CPU core of decode + RandomResizedCrop(224) + flip, uint8 batches of 64:
 raypair's stream path (``StreamLoader``'s decoding processes over ``_Batches``: PIL with reduced-size
 JPEG decoding, the crop resized straight from the decoded box) against a plain torchvision
 ``ImageFolder`` + ``DataLoader`` (PIL, ``RandomResizedCrop`` + ``RandomHorizontalFlip`` +
 ``PILToTensor``), the same files and the same number of worker processes (``--cores``), alternated
-``--repeats`` times (median); ``--ray``: Ray Data ``read_images`` + ``map`` (crop, flip) on the same
+``--repeats`` times (median); ``--max-size N``: raypair's stream path once more on the same images
+stored as ``raypair data prepare --max-size N`` stores them (shorter side N, by prepare's own
+encoder), the issue's "prepared maximum resolution"; ``--ray``: Ray Data ``read_images`` + ``map`` (crop, flip) on the same
 files, a local Ray of ``--cores`` CPUs, the second pass timed. Two figures per row: images per
 second of wall time divided by the cores, and images per CPU-second (user + system time of this
 process and every process below it, from ``/proc`` every 20 ms: :class:`CpuMeter`), which a shared
@@ -196,7 +199,20 @@ def peak_rss(folder: Path) -> float:
     return peak / 2**20
 
 
-def main() -> None:
+def prepared(folder: Path, max_size: int) -> Path:
+    """``folder``'s images as ``raypair data prepare --max-size`` stores them (its own encoder:
+    shorter side ``max_size``, JPEG quality 90), in the same ImageFolder layout."""
+    from raypair.data.prepare.writer import Encoding, Item, encode
+
+    out = folder.with_name(f"{folder.name}-max{max_size}")
+    for src in folder.rglob("*.jpg"):
+        dst = out / src.relative_to(folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(encode(Item("train", src.read_bytes(), 0, str(src)), Encoding(max_size=max_size)))
+    return out
+
+
+def main() -> None:  # over 30 lines: the rows alternated, then the table and the memory rows, in print order
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--side", type=int, default=400)
@@ -205,13 +221,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ray", action="store_true", help="add the Ray Data row")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--max-size", type=int, default=256,
+                    help="the prepared row: images stored as `data prepare --max-size` does (0: no such row)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_jpegs(Path(tmp) / f"jpegs{a.side}", a.n, a.side)
+        small = prepared(folder, a.max_size) if a.max_size else None
         rates: dict[str, list[tuple[float, float]]] = {"raypair stream": [], "raypair stream, no draft": [],
                                                        "torchvision ImageFolder": []}
         for _ in range(a.repeats):  # alternated: a shared machine's load falls on every row alike
             rates["raypair stream"].append(raypair_rate(folder, a.cores, a.batch))
+            if small is not None:
+                rates.setdefault(f"raypair stream, prepared --max-size {a.max_size}", []).append(
+                    raypair_rate(small, a.cores, a.batch))
             rates["raypair stream, no draft"].append(raypair_rate(folder, a.cores, a.batch, draft=False))
             rates["torchvision ImageFolder"].append(torchvision_rate(folder, a.cores, a.batch))
         if a.ray:

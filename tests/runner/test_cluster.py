@@ -158,6 +158,41 @@ def test_a_node_with_foreign_code_never_trains_and_another_timm_is_refused(clust
         cluster.remove_node(node)
 
 
+def test_a_streamed_dataset_on_both_nodes_each_image_once_per_epoch(cluster, tmp_path):
+    """A generated dataset read by the stream path, one Train worker on each node (2 workers x 1
+    CPU on nodes of 1 CPU): each worker decodes its own part of every global batch, and across the
+    two nodes every training image is seen once per epoch, in the stream path's planned order."""
+    from helpers import stream_dataset
+
+    from raypair.config import DataConfig
+    from raypair.data.sources import resolve
+    from raypair.data.stream import StreamLoader
+    from raypair.data.stream_index import index_splits
+
+    root = stream_dataset(tmp_path / "data", "parquet", 40, 8, size=(40, 36)).parent
+    trace, storage = tmp_path / "trace", tmp_path / "runs"
+    data = {"name": "parquet", "root": str(root), "pipeline": "imagenet", "crop_size": 24, "resize_size": 28,
+            "mode": "stream", "workers": 0, "trace": str(trace)}
+    spec = {"name": "streamed", "run": {"data": data, "model": {"name": "tiny_cnn"}, "method": {"name": "erm"},
+                                        "epochs": 2, "batch_size": 16, "eval_batch_size": 8,
+                                        "scale": {"workers": 2, "trainer": "train"}},
+            "space": {"optim.lr": {"choice": [0.05]}}, "tune": {"num_samples": 1, "scheduler": {"name": "none"}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = _raypair(["tune", str(tmp_path / "s.yaml"), "--address", cluster.address, "--storage", str(storage)])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (ws,) = _workers(storage / "streamed").values()
+    assert {w["node_id"] for w in ws} == _node_ids(cluster) and sorted(w["rank"] for w in ws) == [0, 1]
+    tr, _ = index_splits(resolve(DataConfig(**data)))
+    for epoch in range(2):
+        seen = []
+        for rank in range(2):
+            rows = [[int(r) for r in ln.split()] for ln in (trace / f"train-e{epoch}-r{rank}.txt").read_text().splitlines()]
+            plan = StreamLoader(tr, batch_size=16, mean=(0,) * 3, std=(1,) * 3, train=True, rank=rank, world_size=2)
+            assert rows == [b.tolist() for b in plan.batches(epoch)]
+            seen += [r for b in rows for r in b]
+        assert len(seen) == 32 and len(set(seen)) == 32 and set(seen) <= set(range(40))  # 2 global batches of 16
+
+
 def test_a_node_removed_mid_sweep_its_trials_retry_elsewhere_from_their_checkpoints(cluster, tmp_path):
     """A third node joins; once a trial on it has checkpointed an epoch or two, the node is
     removed (all its processes killed). Tune retries that trial (``tune.max_failures: 1``) on the

@@ -71,3 +71,53 @@ def test_a_trial_stopped_at_an_epoch_boundary_resumes_in_the_same_order(whole):
     assert not (whole / "cut" / "train-e0-r0.txt").exists()  # the resumed run starts at epoch 2 (index 1)
     for rank in range(2):
         assert _trace(whole / "cut", 1, rank) == _trace(whole / "whole", 1, rank)
+
+
+def test_a_killed_driver_resumes_a_streamed_trial_in_the_uninterrupted_order(tmp_path):
+    """``raypair tune`` on WebDataset-style shards, the driver's whole process group SIGKILLed once
+    two epochs are recorded, then ``--resume``: every epoch recorded once, and every epoch's order
+    (the trace the trial writes) is the uninterrupted plan's."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from raypair.config import DataConfig
+    from raypair.data.sources import resolve
+    from raypair.data.stream import StreamLoader
+    from raypair.data.stream_index import index_splits
+
+    root = stream_dataset(tmp_path / "data", "webdataset", 48, 8, size=(40, 36)).parent
+    trace, storage = tmp_path / "trace", tmp_path / "runs"
+    data = {"name": "webdataset", "root": str(root), "pipeline": "imagenet", "crop_size": 24, "resize_size": 28,
+            "mode": "stream", "workers": 1, "trace": str(trace)}
+    spec = {"name": "killed", "run": {"data": data, "model": {"name": "tiny_cnn"}, "method": {"name": "mixup"},
+                                      "epochs": 4, "batch_size": 16, "eval_batch_size": 8, "checkpoint_every": 1,
+                                      "scale": {"workers": 1, "trainer": "direct", "cpus_per_worker": 1}},
+            "space": {"optim.lr": {"choice": [0.05]}}, "tune": {"num_samples": 1, "scheduler": {"name": "none"}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "raypair", "tune", str(tmp_path / "s.yaml"), "--storage", str(storage)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    history = storage / "killed" / "trials" / "t0000" / "history.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and \
+            (not history.exists() or len(history.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    cut = len(history.read_text().splitlines())
+    assert 2 <= cut < 4
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert [json.loads(ln)["epoch"] for ln in history.read_text().splitlines()] == [1, 2, 3, 4]
+    tr, _ = index_splits(resolve(DataConfig(**data)))
+    plan = StreamLoader(tr, batch_size=16, mean=(0,) * 3, std=(1,) * 3, train=True)
+    for epoch in range(4):
+        assert _trace(trace, epoch, 0) == [b.tolist() for b in plan.batches(epoch)], epoch
