@@ -44,7 +44,9 @@ class DataConfig(Strict):
     train_subset: Optional[int] = Field(None, ge=1, le=10**9)  # class-balanced subset, by split_seed
     test_subset: Optional[int] = Field(None, ge=1, le=10**9)
     split_seed: Seed = 0
-    normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
+    # auto: per dataset (raypair/config/pipeline.py); cifar: CIFAR-10's moments for cifar10, CIFAR-100's
+    # for cifar100; cifar10: CIFAR-10's for any data (P3's code on CIFAR-100)
+    normalize: Literal["auto", "cifar", "cifar10", "computed", "imagenet"] = "auto"
     pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
     cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
     # the image pipeline: cifar (pad-crop-flip) or imagenet (RRC + flip; resize + centre crop), per

@@ -87,7 +87,8 @@ def test_factor_levels_combine_and_reference_is_per_row():
     assert v.levels == {"model": "vgg", "aug": "cutmix"}
     run = ab.trial_run({"variant": "vgg/cutmix", "seed": 3})
     assert (run.model.name, run.method.name, run.method.cutmix_prob, run.seed) == ("vgg16_cifar", "cutmix", 1.0, 3)
-    assert ab.reference_of("vgg/cutmix") == "vgg/base" and ab.reference_of("vgg/base") is None
+    # P3 states its gains over base+ (pad-crop-flip): the reference is base+, not base
+    assert ab.reference_of("vgg/cutmix") == "vgg/base+" and ab.reference_of("vgg/base+") is None
     assert ab.paper_value("vgg/cutmix", "test_acc") == (93.26, 0.43)
 
 
