@@ -40,6 +40,11 @@ class MethodConfig(Strict):
         learning rates replace ``optim.lr``); sweeping one is refused."""
         return set()
 
+    def crops_itself(self) -> bool:
+        """True when the method pad-crop-flips its training images itself (on the cifar pipeline),
+        so the loader hands it the un-augmented ones (PairTraining's RF of the original, ``rf_of``)."""
+        return False
+
     def eval_pair_metrics(self) -> set[str]:
         """Metrics of the method's ``eval_pairs`` (P1's fixed test pairs), reported as ``val_<name>``
         and ``test_<name>``."""

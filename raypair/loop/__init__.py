@@ -122,6 +122,7 @@ def setup(run: RunConfigBase, device: torch.device, dist: Dist) -> tuple[Method,
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=cl, **pipeline_kwargs(run.data, info))
     crop_flip, policy = aug_parts(run.method.aug)
+    crop_flip = crop_flip and not (info.pipeline == "cifar" and run.method.crops_itself())  # it crops itself
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=run.eval_batch_size, train=False, **norm)
