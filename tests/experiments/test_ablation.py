@@ -188,3 +188,17 @@ def test_validate_checks_what_ablate_would_run(capsys):
 def test_report_refuses_an_unknown_experiment(tmp_path, capsys):
     assert main(["report", "nope", "--storage", str(tmp_path)]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if not f.name.startswith("vpl_")], ids=lambda p: p.name)
+def test_a_report_title_names_what_ran_not_the_papers_model(path):
+    """A title says which paper table a file reproduces; the model and data come from the runs (the
+    report's heading appends them), so a quick profile on LeNet / CIFAR-10 cannot be titled ResNet-18,
+    CIFAR-100. (The VPL files are written by the VPL regime work.)"""
+    from raypair.report.cells import heading
+
+    for quick in (False, True):
+        ab = load_ablation(path, quick=quick)
+        assert not any(w in ab.title for w in ("ResNet", "LeNet", "DenseNet", "VGG", "ConvNet", "ViT")), ab.title
+        models = {run.model.name for run in ab.runs.values()}
+        assert all(m in heading(ab) for m in models) and heading(ab).startswith(ab.title + " — ran: ")
