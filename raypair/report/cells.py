@@ -71,7 +71,7 @@ DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 def ran(ab: Any) -> str:
     """What an ablation's runs train, read from their configs (``ab.runs``): ``"lenet_cifar,
     CIFAR-10 (5000 train images)"``. Empty when no run is known."""
-    runs = list(getattr(ab, "runs", {}).values())
+    runs = list(getattr(ab, "runs", {}).values()) or _rebuilt(ab)
     if not runs:
         return ""
     models = sorted({r.model.name for r in runs})
@@ -82,6 +82,17 @@ def ran(ab: Any) -> str:
         if d not in data:
             data.append(d)
     return f"{', '.join(models)}, {', '.join(data)}"
+
+
+def _rebuilt(ab: Any) -> list[Any]:
+    """The variants' run configs of an ablation read back from its logged plain form (which keeps
+    the base run and the overrides, not the runs); none if they no longer build."""
+    from raypair.config import ConfigError
+
+    try:
+        return [ab.trial_run({"variant": v, "seed": ab.seeds[0]}) for v in ab.variants]
+    except (ConfigError, ValueError, AttributeError, IndexError):
+        return []
 
 
 def heading(ab: Any) -> str:

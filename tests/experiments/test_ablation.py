@@ -195,6 +195,7 @@ def test_a_report_title_names_what_ran_not_the_papers_model(path):
     """A title says which paper table a file reproduces; the model and data come from the runs (the
     report's heading appends them), so a quick profile on LeNet / CIFAR-10 cannot be titled ResNet-18,
     CIFAR-100. (The VPL files are written by the VPL regime work.)"""
+    from raypair.experiments.ablation import from_plain
     from raypair.report.cells import heading
 
     for quick in (False, True):
@@ -202,3 +203,4 @@ def test_a_report_title_names_what_ran_not_the_papers_model(path):
         assert not any(w in ab.title for w in ("ResNet", "LeNet", "DenseNet", "VGG", "ConvNet", "ViT")), ab.title
         models = {run.model.name for run in ab.runs.values()}
         assert all(m in heading(ab) for m in models) and heading(ab).startswith(ab.title + " — ran: ")
+        assert heading(from_plain(ab.plain())) == heading(ab)  # as the report reads it back from MLflow
