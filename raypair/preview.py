@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from raypair.config import ModelConfig, RunConfigBase, aug_parts
+from raypair.config import ModelConfig, RunConfigBase, loader_aug
 from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.methods import build_method
 
@@ -25,7 +25,7 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     data = run.data.model_copy(update={"train_subset": n, "val_fraction": 0.0, "test_subset": None})
     splits = load_splits(data)
     info = splits.info
-    crop_flip, policy = aug_parts(run.method.aug)
+    crop_flip, policy = loader_aug(run.method, info.pipeline)
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
                           train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed,
                           **pipeline_kwargs(run.data, info))

@@ -40,6 +40,11 @@ class MethodConfig(Strict):
         learning rates replace ``optim.lr``); sweeping one is refused."""
         return set()
 
+    def crops_itself(self) -> bool:
+        """True when the method pad-crop-flips its training images itself (on the cifar pipeline),
+        so the loader hands it the un-augmented ones (PairTraining's RF of the original, ``rf_of``)."""
+        return False
+
     def eval_pair_metrics(self) -> set[str]:
         """Metrics of the method's ``eval_pairs`` (P1's fixed test pairs), reported as ``val_<name>``
         and ``test_<name>``."""
@@ -78,3 +83,10 @@ def reported_metrics(method: MethodConfig) -> set[str]:
 def aug_parts(aug: str) -> tuple[bool, Optional[str]]:
     """``method.aug`` as the loader's (crop and flip?, AutoAugment policy, "ra" for RandAugment, or None)."""
     return aug != "base", (aug.split("aa_", 1)[1] if "aa_" in aug else "ra" if aug == "base+ra" else None)
+
+
+def loader_aug(method: MethodConfig, pipeline: str) -> tuple[bool, Optional[str]]:
+    """:func:`aug_parts` of ``method.aug`` for the training loader on ``pipeline``, without the crop
+    when the method crops itself on the cifar pipeline (PairTraining's ``rf_of: original``)."""
+    crop_flip, policy = aug_parts(method.aug)
+    return crop_flip and not (pipeline == "cifar" and method.crops_itself()), policy

@@ -15,7 +15,7 @@ Per-dataset defaults (``data.pipeline: auto``):
 ====================================  ==========  =====================  ==================
 data                                  pipeline    stored at              normalize (auto)
 ====================================  ==========  =====================  ==================
-cifar10, cifar100 (32 px)             cifar       32 (as given)          CIFAR moments
+cifar10, cifar100 (32 px)             cifar       32 (as given)          its own moments
 digits (16 px)                        cifar       ``data.image_size``    computed
 name imagenet*, ilsvrc*, imagenette*,
 imagewoof*                            imagenet    resize_size square     ImageNet's

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
-from raypair.config.method import MethodConfig, aug_parts, reported_metrics  # noqa: F401  (re-exported)
+from raypair.config.method import MethodConfig, aug_parts, loader_aug, reported_metrics  # noqa: F401  (re-exported)
 from raypair.config.scale import ScaleConfig
 from raypair.config.model import ModelConfig  # noqa: F401  (re-exported)
 
@@ -48,7 +48,9 @@ class DataConfig(Strict):
     train_subset: Optional[int] = Field(None, ge=1, le=10**9)  # class-balanced subset, by split_seed
     test_subset: Optional[int] = Field(None, ge=1, le=10**9)
     split_seed: Seed = 0
-    normalize: Literal["auto", "cifar", "computed", "imagenet"] = "auto"
+    # auto: per dataset (raypair/config/pipeline.py); cifar: CIFAR-10's moments for cifar10, CIFAR-100's
+    # for cifar100; cifar10: CIFAR-10's for any data (P3's code on CIFAR-100)
+    normalize: Literal["auto", "cifar", "cifar10", "computed", "imagenet"] = "auto"
     pad: int = Field(4, ge=0, le=64)  # zero padding of base+ pad-crop
     cache_dir: Optional[str] = None  # default: $RAYPAIR_CACHE, else ~/.cache/raypair
     # the image pipeline: cifar (pad-crop-flip) or imagenet (RRC + flip; resize + centre crop), per

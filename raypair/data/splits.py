@@ -15,7 +15,7 @@ from torch import Tensor
 from raypair.config import ConfigError, DataConfig
 from raypair.config.pipeline import input_shape, pipeline_for
 from raypair.data.sources import Raw, load_raw, resolve, shared_rows
-from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_NAMES, CIFAR_STD
+from raypair.data.sources.cifar import CIFAR_MEAN, CIFAR_MOMENTS, CIFAR_NAMES, CIFAR_STD
 from raypair.ops.sampling import HoldoutError, balanced_subset, holdout_mask, seeded_generator
 
 
@@ -62,7 +62,9 @@ def _balanced(y: Tensor, n: int, gen: torch.Generator, field: str, what: str) ->
 def _normalization(cfg: DataConfig, x: Tensor, pipeline: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mode = cfg.normalize if cfg.normalize != "auto" else "cifar" if cfg.name in CIFAR_NAMES else \
         "imagenet" if pipeline == "imagenet" else "computed"
-    if mode == "cifar":
+    if mode == "cifar":  # each CIFAR set its own moments (a non-CIFAR set named with cifar: CIFAR-10's)
+        return CIFAR_MOMENTS.get(cfg.name, (CIFAR_MEAN, CIFAR_STD))
+    if mode == "cifar10":  # CIFAR-10's moments whatever the data (P3's code normalises CIFAR-100 so)
         return CIFAR_MEAN, CIFAR_STD
     if mode == "imagenet":
         from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

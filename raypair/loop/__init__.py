@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, aug_parts
+from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, loader_aug
 from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.loop.epoch import Dist, add_logs, all_reduce, evaluate, train_epoch, train_step
 from raypair.methods import Method, build_method
@@ -159,7 +159,7 @@ def _device_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
     info = splits.info
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info))
-    crop_flip, policy = aug_parts(run.method.aug)
+    crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=run.eval_batch_size, train=False, **norm)
@@ -179,7 +179,7 @@ def _stream_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
     norm = dict(mean=info.mean, std=info.std, device=device, rank=dist.rank, world_size=dist.world_size,
                 channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info),
                 **stream_kwargs(run.data, run.scale.resources().threads))
-    crop_flip, policy = aug_parts(run.method.aug)
+    crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = StreamLoader(s.train, batch_size=run.batch_size, train=True, augment=crop_flip, autoaugment=policy,
                          pad=run.data.pad, seed=run.seed, **norm)
     val = StreamLoader(s.val, batch_size=run.eval_batch_size, train=False, **norm)

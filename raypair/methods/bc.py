@@ -45,7 +45,8 @@ ASSUMPTIONs (methods.md §3.2) and their switches:
 Known differences from P2's code, not switches: raypair's loader pad-crop-flips in pixel space
 (padding is black, and enters the per-image mean) before normalising, where P2 normalises, flips,
 then pads with 0 in normalised space and crops; x1 runs through an epoch permutation (each image
-once), x2 is drawn with replacement, where P2 draws both with replacement; 11-layer ConvNet absent.
+once), x2 is drawn with replacement, where P2 draws both with replacement. P2's 11-layer ConvNet is the
+model ``convnet_bc`` (search_spaces/bc.yaml, ablations/bc_table.yaml).
 """
 from __future__ import annotations
 

@@ -21,7 +21,9 @@ Metrics: ``val_acc`` / ``test_acc`` (top-1, single unmixed images) beside P3 Tab
 and P1 Table 1's "CIFAR-10 test accuracy" (mixup-X 90.2 / 93.1 fine-tuned, mixup-L 90.8 / 93.5);
 train logs ``lam_x``, ``lam_l`` (their means), ``top2`` / ``top2_all``
 (:func:`raypair.ops.metrics.top2_hits`: P1 §4.1's two-category accuracy, a same-label pair a miss as P1
-says), ``ft`` (1 in fine-tuning epochs); train_acc is measured against ``y~.argmax(1)``. P1 "also
+says), ``ft`` (1 in fine-tuning epochs); train_acc is measured against the class of the larger label
+weight and, on a label tie (mixup-X, where ``y~.argmax`` would name the lower class index), of the
+heavier image. P1 "also
 reports top-2 at test time": ``val_top2`` / ``test_top2`` (and ``_all``) on the evaluation split's
 fixed pairs (``eval_pairs``), every epoch, fine-tuned or not.
 Invariants tested: ``r_x = r_l = 0`` gives the exact 50/50 image and target; mixup-L's image is the exact
@@ -94,7 +96,15 @@ class Mixup(Method):
         top2, top2_all = self._top2(logits.detach(), y, y[j], lam_x, lam_l)
         logs = {"lam_x": lam_x, "lam_l": lam_l, "ft": 0.0,
                 "top2": top2.float().mean(), "top2_all": top2_all.float().mean()}
-        return StepOut(soft_cross_entropy(logits, target), logits, logs, labels=target.argmax(1))
+        return StepOut(soft_cross_entropy(logits, target), logits, logs, labels=self._major(y, j, lam_x, lam_l))
+
+    @staticmethod
+    def _major(y: Tensor, j: Tensor, lam_x: Tensor, lam_l: Tensor) -> Tensor:
+        """The class train_acc scores: that of the larger label weight; on a label tie (mixup-X: every
+        batch) that of the heavier image, as ``top2``'s first class (``target.argmax`` would pick the
+        lower class index of a 50/50 target, a meaningless score)."""
+        first = (lam_l > 0.5) | ((lam_l == 0.5) & (lam_x >= 0.5))
+        return torch.where(first, y, y[j])
 
     @torch.no_grad()
     def eval_pairs(self, x: Tensor, y: Tensor, xp: Tensor, yp: Tensor,

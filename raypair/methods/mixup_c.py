@@ -6,6 +6,13 @@ net is built with a 2C-channel stem: ``MixupCConfig.images_per_input = 2``), ``y
 - ``heads: 2``: the dual-input / dual-output net of §4.3. Head 1 is the model's classifier, head 2 a Linear
   owned here, both on ``forward_head(..., pre_logits=True)``; ``L = CE(h1, y_i) + CE(h2, y_j)`` (P1 §4.2: "we
   directly add the cross-entropy of the output of the two categories"; MSIN's ``mixup_criterion`` sums them).
+  Its input is ``[0.5 x_i, 0.5 x_j]`` (``dual_input: half``, the default): P1 §5.2's 88.41 / 88.61 (both
+  heads good) fit fixed 50/50 inputs, since random input weights with unweighted per-head CE is §5.3's
+  setting that leaves one head near chance (methods.md §4.3, an inference). P1 §5.3's variants:
+  "only lam_x random" = ``dual_input: lam`` + ``dual_loss: sum``; "only lam_l random" = ``dual_input:
+  half`` + ``dual_loss: weighted``; both = ``lam`` + ``weighted``. §5.4, "one sample's label random":
+  ``random_label: second`` (head 2 trains on a uniform random class; ``train_acc_head2`` is then
+  scored against that target, ``*_acc_head2`` at test time against x_p's true label).
 - Fine-tuning (§4.4: after mixup-C training): ``ft_epochs`` epochs *after* the run's ``epochs`` (the loop
   trains ``epochs + ft_epochs``; the mixing epochs and their lr schedule are the run's own) train ERM on single
   images with hard labels at the constant lr ``ft_lr`` (``on_epoch_start`` returns it), head 1 only; the loop
@@ -25,12 +32,17 @@ net is built with a 2C-channel stem: ``MixupCConfig.images_per_input = 2``), ``y
   ``[0.5 x, 0.5 x_p]``; heads=2: ``*_acc_head1`` (head 1 against ``x``'s label) and ``*_acc_head2`` (head 2
   against ``x_p``'s): P1 §5.2's "first category ... 88.41%, the second category 88.61%", two different test
   images in one pass, each head scored against its own (MSIN's ``test2``); heads=1: ``*_top2``,
-  ``*_top2_all`` (P1's top-2 at test time).
+  ``*_top2_all`` (P1's top-2 at test time). Under ``eval_lam: half`` every test pair has label ratio
+  0.5, a tie, so either order counts and ``*_top2`` equals ``*_top2_all`` (the set of the two classes);
+  an order-sensitive ``*_top2`` needs ``eval_lam: train`` (ratios drawn as in training; first = the
+  larger ratio).
 - Train logs: ``lam``; heads=1: ``top2``, ``top2_all`` (§4.1, ``ops.metrics.top2_hits``: a same-label pair
   is a miss, P1's "1 - 2/N"; lam = 0.5 ties both image and label, then either order counts); heads=2:
   ``train_acc_head1``, ``train_acc_head2`` (P1: about 96% each). Nothing in the fine-tuning phase.
 ASSUMPTIONS (methods.md) and their switches:
 - lam ~ Beta(alpha, alpha), alpha = 1: ``lam: beta`` + ``alpha``; ``lam: range`` draws U[0.5 - r, 0.5 + r], ``r``.
+- the dual-head net's inputs are 50/50 (methods.md §4.3, 2026-12-07): ``dual_input`` half | lam; its
+  two-image test input is then 50/50 too, whatever ``eval_lam``.
 - test input ``[0.5x, 0.5x]`` before fine-tuning (MSIN ``mixup_data_test``): fixed, because the stem
   conversion W' (also an ASSUMPTION) is defined to reproduce it; the two are one choice.
 - fine-tuning 10 epochs at lr 1e-3, hard labels, head 1 kept: ``ft_epochs`` (0 = none), ``ft_lr``, base+ is ``aug``.
@@ -113,10 +125,12 @@ class MixupC(Method):
         return sample_beta(cfg.alpha, n, g) if cfg.lam == "beta" else sample_uniform(0.5 - cfg.r, 0.5 + cfg.r, n, g)
 
     def _draw(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x~ [B, 2C, H, W], lam 0-d, j [B])`` for one batch."""
+        """``(x~ [B, 2C, H, W], lam 0-d, j [B])`` for one batch; heads=2 with ``dual_input: half`` feeds
+        ``[0.5 x_i, 0.5 x_j]`` whatever lam (lam then only weighs ``dual_loss: weighted``)."""
         lam = self._lams(1, self.generator)[0].to(x.device)
         j, _ = partner(y, "perm", self.generator)
-        return torch.cat([lam * x, (1 - lam) * x[j]], 1), lam, j
+        w = torch.full_like(lam, 0.5) if self.head2 is not None and self.cfg.dual_input == "half" else lam
+        return torch.cat([w * x, (1 - w) * x[j]], 1), lam, j
 
     def _heads(self, x2: Tensor, both: bool) -> tuple[Tensor, Optional[Tensor]]:
         if self.head2 is None or not both:
@@ -149,10 +163,14 @@ class MixupC(Method):
             top2, top2_all = top2_hits(h1.detach(), y, y[j], lam)
             logs.update(top2=top2.float().mean(), top2_all=top2_all.float().mean())
             return StepOut(soft_cross_entropy(h1, target), h1, logs, labels=target.argmax(1))
-        ce1, ce2 = F.cross_entropy(h1.float(), y), F.cross_entropy(h2.float(), y[j])
+        y2 = y[j]
+        if self.cfg.random_label == "second":  # P1 §5.4: sample 2's label is a random class
+            y2 = torch.randint(0, self.info.num_classes, y.shape, generator=self.generator,
+                               device=self.generator.device).to(y.device)
+        ce1, ce2 = F.cross_entropy(h1.float(), y), F.cross_entropy(h2.float(), y2)
         loss = ce1 + ce2 if self.cfg.dual_loss == "sum" else lam * ce1 + (1 - lam) * ce2
         logs.update(train_acc_head1=(h1.detach().argmax(1) == y).float().mean(),
-                    train_acc_head2=(h2.detach().argmax(1) == y[j]).float().mean())
+                    train_acc_head2=(h2.detach().argmax(1) == y2).float().mean())  # against its own target
         return StepOut(loss, h1, logs)  # train top-1 of head 1 against y_i
 
     @torch.no_grad()
@@ -169,8 +187,8 @@ class MixupC(Method):
         if self._converted:
             return {}
         n = len(y)
-        lam = torch.full((n,), 0.5, device=x.device) if self.cfg.eval_lam == "half" else \
-            self._lams(n, generator).to(x.device)
+        half = self.cfg.eval_lam == "half" or (self.head2 is not None and self.cfg.dual_input == "half")
+        lam = torch.full((n,), 0.5, device=x.device) if half else self._lams(n, generator).to(x.device)
         w = lam.view(-1, 1, 1, 1)
         h1, h2 = self._heads(torch.cat([w * x, (1 - w) * xp], 1), both=True)
         if h2 is None:

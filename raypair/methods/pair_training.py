@@ -1,8 +1,8 @@
 """PairTraining (P0: Shi, Zhao, Yao, AI Communications 36(2):111-126, 2023; methods.md §5).
 
 Every step trains on the original ``x_z`` (the training image as normal training sees it:
-``aug: base+``, pad-crop-flipped by the loader) and, on a pair batch, a disturbed copy ``x_p``
-(made from that ``x_z``) through the same network:
+``aug: base+``, pad-crop-flipped) and, on a pair batch, a disturbed copy ``x_p`` (RF of the
+un-augmented image, ``rf_of``) through the same network:
     L = CE(f(x_z), y) + omega * sce(f(x_p), T_p)    (pair batch; plain CE(f(x_z), y) otherwise)
 ``beta`` = last epoch's train top-1 on ``x_z`` (the loop's all-reduced ``train_acc``, 0 in the first
 epoch) picks the stage (3 iff beta >= t2, 2 iff t1 <= beta < t2, else 1) and the progress q in
@@ -44,8 +44,14 @@ ASSUMPTIONs (methods.md §5.3) and their switches (default first):
 - x_z gets normal training's augmentation: ``aug`` base+ (pad 4, crop, flip; default) | base (the
   un-augmented image). Follows P0's "the random crop and random horizontal flip has little effect on
   training results", which only holds if normal training already crops and flips; so Table 4's
-  strategy 1 (``stage_ops: S1``) is ERM with base+. Under base+ the stage ops disturb the already
-  cropped x_z, so RF's shift compounds with the loader's (up to 2 x pad, per axis).
+  strategy 1 (``stage_ops: S1``) is ERM with base+.
+- RF's source, ``rf_of``: original (default, P0's RF is "random crop and random horizontal flip" of
+  the original image) | x_z. Under base+ with ``original`` (cifar pipeline) the loader hands over the
+  un-augmented image and the method crops twice from it: x_z (pad min(H, W)/8, black fill: the
+  loader's crop at data.pad's default 4 px, on the method's stream) and, for RF / the RF before
+  D-Mask / D-Mix, x_p, so x_p lies at most pad px from the original per axis. ``x_z`` disturbs the
+  loader's already cropped x_z: the two shifts compound (up to 2 x pad per axis). Cutout, CutMix and
+  D-Mask / D-Mix without RF start from x_z in both.
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
   under DDP, on a host stream seeded by the method's seed and the epoch: no device sync) | per_sample
   (Bernoulli(alpha) rows, on that stream; the whole batch is disturbed, so the partner comes from all
@@ -89,6 +95,9 @@ class PairTraining(Method):
     def __init__(self, cfg: PairTrainingConfig, model: torch.nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         self.ops = resolve_ops(cfg.stage_ops)
+        # rf_of original (P0): the loader hands over the un-augmented image (loop.setup reads
+        # crops_itself) and the method crops x_z and x_p from it, each once
+        self.own_crop = cfg.crops_itself() and getattr(info, "pipeline", None) == "cifar"
         black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
         self.register_buffer("black", black, persistent=False)  # on the device: no copy per step
         # this epoch's LOGS values and D-Mask side as device tensors: a compiled step reads them as
@@ -122,11 +131,16 @@ class PairTraining(Method):
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
+        return self._disturb(x, x, y)
+
+    def _disturb(self, orig: Tensor, x: Tensor, y: Tensor) -> Mixed:
+        """``x_p`` of this stage: RF crops ``orig`` (the image before any crop with ``rf_of: original``,
+        else ``x_z``); the ops without RF start from ``x = x_z``."""
         c, g, op = self.cfg, self.generator, self.op
         (b, _, h, w), k = x.shape, self.info.num_classes
         target, logs = one_hot(y, k), {n: v for n, v in self._logs().items() if n in ("theta", "mask_area")}
         if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):
-            x = pt.rf(x, g, self.black.to(x.device, x.dtype))
+            x = pt.rf(orig, g, self.black.to(x.device, x.dtype))
         if op == "dmask":
             n, side = self._dmask_holes(min(h, w))
             side = self.side if min(h, w) == min(self.info.image_shape[1:3]) else side  # the same value
@@ -164,12 +178,15 @@ class PairTraining(Method):
         return slice(None) if self.cfg.gate == "per_batch" else host_to_device(np.flatnonzero(u), device)
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
+        orig = x
+        if self.own_crop:  # x_z: normal training's pad-crop-flip of the original (pad min(H, W) / 8)
+            x = pt.rf(orig, self.generator, self.black.to(x.device, x.dtype))
         rows = self._pair_rows(y.shape[0], x.device)
         logs: dict[str, Any] = {**self._logs(), "pair": 0.0 if rows is None else 1.0}
         if rows is None:
             logits = self.model(x)
             return StepOut(F.cross_entropy(logits.float(), y), logits, logs)
-        p = self.mix(x, y)
+        p = self._disturb(orig, x, y)
         xp, tp = p.x[rows], p.target[rows]  # the k paired rows
         if self.cfg.forward == "joint":
             both = self.model(torch.cat([x, xp]))

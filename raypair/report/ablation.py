@@ -1,4 +1,5 @@
-"""The report of an ablation: per variant and metric the seeds' mean ± 95% CI (Student t), the
+"""The report of an ablation: per variant and metric the seeds' mean ± 95% CI of the mean (Student t)
+and mean ± 1.96 s (the spread of runs, P3's "±"), the
 difference to the reference variant with its interval (paired over seeds when both ran the same
 seeds, else Welch) and the paper's number beside ours; with two or more factors also the paper's
 layout (the last factor across). Written as ``report.md``, ``report.csv``, ``bars.png`` and
@@ -10,13 +11,15 @@ from pathlib import Path
 
 from raypair.experiments.ablation import Ablation
 from raypair.report import plots
-from raypair.report.cells import Row, diff, num, paper, pm, scale, write_csv
-from raypair.report.stats import diff_ci, mean_ci
+from raypair.report.cells import Row, diff, heading, num, paper, pm, scale, write_csv
+from raypair.report.stats import diff_ci, mean_ci, run_spread
 from raypair.tracking.read import Child, Parent
 
-CI_NOTE = ("Mean ± 95% confidence interval over seeds (Student t). Δ: difference to the reference "
-           "variant with its 95% interval, paired over seeds when both ran the same seeds (else Welch); "
-           "* marks an interval that excludes 0.")
+CI_NOTE = ("Mean ± 95% confidence interval of the mean over seeds (Student t: t_{0.975,n-1} · s / √n). "
+           "± 1.96 s: 1.96 × the seeds' sample SD, the spread of single runs, the quantity P3's \"±\" is "
+           "(compare a paper's ± with this column, not with the interval of the mean). Δ: difference to the "
+           "reference variant with its 95% interval, paired over seeds when both ran the same seeds (else "
+           "Welch); * marks an interval that excludes 0.")
 
 
 def _finals(ab: Ablation, children: list[Child]) -> dict[str, dict[str, dict[int, float]]]:
@@ -66,7 +69,7 @@ def _header(ab: Ablation, parent: Parent, children: list[Child]) -> list[str]:
     """Title, what ran (runs finished, seeds, code versions) and how to read the intervals."""
     done = sum(c.status == "FINISHED" for c in children)
     shas = sorted({_sha(c.tags.get("raypair.git_sha", "?")) for c in children})
-    lines = [f"# {ab.title or ab.name}", "",
+    lines = [f"# {heading(ab)}", "",
              f"Experiment `{ab.name}`, parent run `{parent.run_id}`: {done} of {len(ab.pairs())} "
              f"(variant, seed) runs finished, seeds {ab.seeds}, code {', '.join(shas)}."
              + (" Quick profile: a small CPU setting, not comparable with the paper's numbers." if ab.quick else ""),
@@ -80,12 +83,19 @@ def _metric_table(ab: Ablation, metric: str, rows: list[Row]) -> list[str]:
     """The table of one metric, then its pivot when the ablation has several factors."""
     unit = " (%)" if scale(metric) == 100 else ""
     lines = ["", f"## {metric}{unit}", "",
-             "| variant | n | mean ± 95% CI | Δ vs reference [95% CI] | paper | paper Δ |", "|---|---|---|---|---|---|"]
+             "| variant | n | mean ± 95% CI of the mean | mean ± 1.96 s | Δ vs reference [95% CI] | paper | paper Δ |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = "reference" if r.reference is None else diff(r.diff) + f" vs {r.reference}"
         pd = "–" if r.paper_diff is None else f"{r.paper_diff:+.2f}"
-        lines.append(f"| {r.variant} | {len(r.values)} | {pm(r.ci)} | {ref} | {paper(r.paper)} | {pd} |")
+        lines.append(f"| {r.variant} | {len(r.values)} | {pm(r.ci)} | {spread(r)} | {ref} | {paper(r.paper)} | {pd} |")
     return lines + _pivot(ab, rows)
+
+
+def spread(r: Row) -> str:
+    """``mean ± 1.96 s`` of a row (P3's quantity), ``–`` with fewer than two values."""
+    vals = list(r.values.values())
+    return "–" if len(vals) < 2 else f"{sum(vals) / len(vals):.2f} ± {run_spread(vals):.2f}"
 
 
 def ablation_report(ab: Ablation, parent: Parent, children: list[Child], out: Path) -> list[Path]:
@@ -119,15 +129,15 @@ def _pivot(ab: Ablation, rows: list[Row]) -> list[str]:
     for r in rows:
         lv = ab.variants[r.variant].levels
         key = " / ".join(lv[f] for f in factors[:-1])
-        cells.setdefault(key, {})[lv[factors[-1]]] = pm(r.ci) + (f" ({r.paper[0]:.2f})" if r.paper else "")
-    out = ["", f"{' / '.join(factors[:-1])} × {factors[-1]} (paper in brackets):", "",
+        cells.setdefault(key, {})[lv[factors[-1]]] = spread(r) + (f" ({paper(r.paper)})" if r.paper else "")
+    out = ["", f"{' / '.join(factors[:-1])} × {factors[-1]}: mean ± 1.96 s over seeds (the paper's in brackets):", "",
            "| " + " / ".join(factors[:-1]) + " | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for key, row in cells.items():
         out.append(f"| {key} | " + " | ".join(row.get(c, "–") for c in cols) + " |")
     return out
 
 
-CSV_HEADER = ("metric", "n", "seeds", "mean", "sd", "ci95_half", "ci95_low", "ci95_high", "reference", "diff",
+CSV_HEADER = ("metric", "n", "seeds", "mean", "sd", "ci95_half", "ci95_low", "ci95_high", "sd196", "reference", "diff",
               "diff_ci95_low", "diff_ci95_high", "diff_method", "paper", "paper_ci", "paper_diff")
 
 
@@ -136,7 +146,7 @@ def _csv_row(ab: Ablation, factors: list[str], r: Row) -> list[str | int]:
     return [r.variant, *(ab.variants[r.variant].levels[x] for x in factors), r.metric, len(r.values),
             " ".join(map(str, sorted(r.values))),
             *(num(x) for x in ((ci.mean, ci.sd, ci.half, ci.low, ci.high) if ci else (None,) * 5)),
-            r.reference or "",
+            num(run_spread(list(r.values.values()))), r.reference or "",
             *(num(x) for x in ((d.mean, d.low, d.high) if d else (None,) * 3)), d.method if d else "",
             num(r.paper[0] if r.paper else None), num(r.paper[1] if r.paper else None), num(r.paper_diff)]
 

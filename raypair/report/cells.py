@@ -65,6 +65,43 @@ def short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def ran(ab: Any) -> str:
+    """What an ablation's runs train, read from their configs (``ab.runs``): ``"lenet_cifar,
+    CIFAR-10 (5000 train images)"``. Empty when no run is known."""
+    runs = list(getattr(ab, "runs", {}).values()) or _rebuilt(ab)
+    if not runs:
+        return ""
+    models = sorted({r.model.name for r in runs})
+    data = []
+    for r in runs:
+        d = DATA_NAMES.get(r.data.name, r.data.name)
+        d += f" ({r.data.train_subset} train images)" if r.data.train_subset else ""
+        if d not in data:
+            data.append(d)
+    return f"{', '.join(models)}, {', '.join(data)}"
+
+
+def _rebuilt(ab: Any) -> list[Any]:
+    """The variants' run configs of an ablation read back from its logged plain form (which keeps
+    the base run and the overrides, not the runs); none if they no longer build."""
+    from raypair.config import ConfigError
+
+    try:
+        return [ab.trial_run({"variant": v, "seed": ab.seeds[0]}) for v in ab.variants]
+    except (ConfigError, ValueError, AttributeError, IndexError):
+        return []
+
+
+def heading(ab: Any) -> str:
+    """A report's title: the file's ``title`` (what it reproduces) and then what ran, taken from the
+    run configs, so a profile that trains another model or dataset cannot be titled as the paper's."""
+    what = ran(ab)
+    return (ab.title or ab.name) + (f" — ran: {what}" if what else "")
+
+
 def pm(iv: Optional[Interval], digits: int = 2) -> str:
     """``mean ± half``; ``mean (n=1)`` without an interval; ``–`` without values."""
     if iv is None:

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raypair.report.cells import Row
+from raypair.report.cells import Row, heading
 from raypair.report.stats import mean_ci
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def _finish_bars(ax: Any, ab: Ablation, rows: list[Row], groups: list[str], leve
         lo, hi = min(ends), max(ends)
         pad = max(2.0, 0.1 * (hi - lo))
         ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    ax.set_title(_wrap(ab.title or ab.name), fontsize=9)
+    ax.set_title(_wrap(heading(ab)), fontsize=9)
     if paper_shown or len(levels) > 1:
         ax.legend(fontsize=8, ncol=min(len(levels) + 1, 6), loc="upper center",
                   bbox_to_anchor=(0.5, -0.25 if crowded else -0.12), frameon=False)
@@ -136,7 +136,7 @@ def ablation_curves(ab: Ablation, children: list[Child], path: Path) -> Path:
         ax.set_ylabel(f"{m}, mean ± 95% CI over seeds")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(_wrap(ab.title or ab.name, 120), fontsize=9)
+    fig.suptitle(_wrap(heading(ab), 120), fontsize=9)
     return _save(plt, fig, path)
 
 

@@ -1,6 +1,10 @@
 """Confidence intervals over seeds (Student t), for the report. Pure functions of numbers.
 
-- ``mean_ci``: mean ± t_{0.975, n-1} · s / sqrt(n), s the sample standard deviation (n - 1).
+- ``mean_ci``: mean ± t_{0.975, n-1} · s / sqrt(n), s the sample standard deviation (n - 1): the
+  interval of the mean.
+- ``run_spread``: 1.96 · s, the spread of single runs that P3's "±" is (its ``整合.py``:
+  ``bias = 1.96 * s``; methods.md §1.3). Printed beside a paper's "±", never as an interval of the
+  mean: for 5 runs the t-interval of the mean is 2.776 / sqrt(5) = 1.24 · s, 37 % narrower.
 - ``diff_ci``: the difference of two variants' means. Paired over seeds when both ran the same
   seeds (the same seed gives the same initial weights, data order and split, so per-seed
   differences remove that shared noise): mean of d_i ± t_{0.975, n-1} · s_d / sqrt(n). Otherwise
@@ -60,6 +64,14 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     mean, sd = _mean_sd(values)
     half = t_quantile(n - 1, level) * sd / math.sqrt(n) if n > 1 else math.nan
     return Interval(mean, half, n, sd, "t")
+
+
+def run_spread(values: Sequence[float], z: float = 1.96) -> float:
+    """``z`` times the sample standard deviation (n - 1) of ``values``: the quantity behind P3's
+    "mean ± 1.96 s" (NaN for fewer than two values)."""
+    if len(values) < 2:
+        return math.nan
+    return z * _mean_sd(values)[1]
 
 
 def diff_ci(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> Optional[Interval]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from raypair.cli import main
-from raypair.config import ConfigError, load_run, parse_override, set_path
+from raypair.config import ConfigError, load_run, parse_override, run_model, set_path
 from raypair.experiments.sweep import load_sweep
 
 from helpers import QUICK, ROOT
@@ -216,3 +216,19 @@ def test_main_command_without_data_is_the_one_line_data_error(tmp_path, capsys, 
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("raypair: error: data.name: dataset not found") and "RAYPAIR_DATA" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_loader_leaves_the_crop_to_a_method_that_crops_the_original_itself():
+    """PairTraining's RF is a crop of the original (P0): under rf_of original on the cifar pipeline the
+    training loader hands over un-augmented images; otherwise it crops as aug says."""
+    from raypair.config import loader_aug
+
+    def method(**m):
+        return run_model().model_validate({"method": m}).method
+
+    pt = {"name": "pair_training"}
+    assert loader_aug(method(**pt), "cifar") == (False, None)
+    assert loader_aug(method(**pt), "imagenet") == (True, None)  # RRC stays the loader's
+    assert loader_aug(method(**pt, rf_of="x_z"), "cifar") == (True, None)
+    assert loader_aug(method(**pt, stage_ops="cutout"), "cifar") == (True, None)  # no op crops
+    assert loader_aug(method(name="erm", aug="base+aa_cifar10"), "cifar") == (True, "cifar10")

@@ -112,6 +112,20 @@ def test_computed_normalisation_matches_the_training_pixels() -> None:
     assert cifar.info.std == pytest.approx((63.0 / 255, 62.1 / 255, 66.7 / 255))
 
 
+@pytest.mark.parametrize("name, normalize, mean, std", [
+    # the moments published with the datasets (pixel values / 255, rounded to 4 digits)
+    ("cifar100", "auto", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ("cifar100", "cifar", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ("cifar10", "auto", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    ("cifar100", "cifar10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # P3's code on CIFAR-100
+])
+def test_each_cifar_set_is_normalised_with_its_own_moments(name, normalize, mean, std) -> None:
+    from raypair.data.splits import _normalization
+
+    got_mean, got_std = _normalization(DataConfig(name=name, normalize=normalize), torch.zeros(1, 3, 1, 1), "cifar")
+    assert got_mean == pytest.approx(mean, abs=5e-4) and got_std == pytest.approx(std, abs=5e-4)
+
+
 def test_subset_larger_than_available_names_the_field() -> None:
     with pytest.raises(ConfigError, match=r"^data\.train_subset: larger than the 1438 training"):
         load_splits(DataConfig(name="digits", train_subset=5000))

@@ -87,7 +87,8 @@ def test_factor_levels_combine_and_reference_is_per_row():
     assert v.levels == {"model": "vgg", "aug": "cutmix"}
     run = ab.trial_run({"variant": "vgg/cutmix", "seed": 3})
     assert (run.model.name, run.method.name, run.method.cutmix_prob, run.seed) == ("vgg16_cifar", "cutmix", 1.0, 3)
-    assert ab.reference_of("vgg/cutmix") == "vgg/base" and ab.reference_of("vgg/base") is None
+    # P3 states its gains over base+ (pad-crop-flip): the reference is base+, not base
+    assert ab.reference_of("vgg/cutmix") == "vgg/base+" and ab.reference_of("vgg/base+") is None
     assert ab.paper_value("vgg/cutmix", "test_acc") == (93.26, 0.43)
 
 
@@ -187,3 +188,19 @@ def test_validate_checks_what_ablate_would_run(capsys):
 def test_report_refuses_an_unknown_experiment(tmp_path, capsys):
     assert main(["report", "nope", "--storage", str(tmp_path)]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if not f.name.startswith("vpl_")], ids=lambda p: p.name)
+def test_a_report_title_names_what_ran_not_the_papers_model(path):
+    """A title says which paper table a file reproduces; the model and data come from the runs (the
+    report's heading appends them), so a quick profile on LeNet / CIFAR-10 cannot be titled ResNet-18,
+    CIFAR-100. (The VPL files are written by the VPL regime work.)"""
+    from raypair.experiments.ablation import from_plain
+    from raypair.report.cells import heading
+
+    for quick in (False, True):
+        ab = load_ablation(path, quick=quick)
+        assert not any(w in ab.title for w in ("ResNet", "LeNet", "DenseNet", "VGG", "ConvNet", "ViT")), ab.title
+        models = {run.model.name for run in ab.runs.values()}
+        assert all(m in heading(ab) for m in models) and heading(ab).startswith(ab.title + " — ran: ")
+        assert heading(from_plain(ab.plain())) == heading(ab)  # as the report reads it back from MLflow

@@ -61,6 +61,22 @@ def test_mixup_X_keeps_the_label_half_half_while_the_image_ratio_varies():
     assert len(set(lams)) == 6 and all(0.2 <= v <= 0.8 for v in lams)
 
 
+@pytest.mark.parametrize("r_x, r_l", [(0.5, 0.0), (0.0, 0.5), (0.5, 0.5)])
+def test_train_accuracy_scores_the_heavier_label_or_on_a_label_tie_the_heavier_image(r_x, r_l):
+    """mixup-X's labels always tie 50/50: train_acc scores the class of the heavier image (lam_x), not
+    the target's argmax (the lower class index); otherwise the class of the larger label weight."""
+    m = build("mixup", lam="range", r_x=r_x, r_l=r_l, shared=False)
+    x = images()
+    for _ in range(6):
+        state = m.generator.get_state()
+        j, lam_x, lam_l = m._draw(Y)
+        m.generator.set_state(state)
+        out = m(x, Y)
+        weight = lam_x if r_l == 0.0 else lam_l  # the ratio that decides
+        expect = Y if float(weight) >= 0.5 else Y[j]
+        assert torch.equal(out.labels, expect)
+
+
 def test_original_mixup_shares_one_beta_lambda_and_its_loss_is_the_mixup_criterion():
     m = build("mixup")  # lam: beta, alpha 1
     x = images()

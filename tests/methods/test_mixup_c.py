@@ -88,9 +88,9 @@ def test_dual_head_loss_is_the_sum_of_the_heads_ces_by_default(dual_loss):
     """P1 §4.2: "we directly add the cross-entropy of the output of the two categories"; the
     lambda-weighted form is the ``dual_loss: weighted`` switch."""
     kw = {} if dual_loss is None else {"dual_loss": dual_loss}
-    m = make(heads=2, **kw).eval()
+    m = make(heads=2, dual_input="lam", **kw).eval()
     x, y = batch()
-    mixed = make(heads=2).mix(x, y)
+    mixed = make(heads=2, dual_input="lam").mix(x, y)
     lam = mixed.logs["lam"]
     j = partner_of(x, mixed.x[:, C:], lam)
     out = m(x, y)
@@ -199,11 +199,14 @@ def test_contract_on_a_2c_tiny_cnn(heads):
 
 def test_config_bounds_inactive_and_stem_check():
     cfg = run_model().model_validate({"method": {"name": "mixup_c"}, "epochs": 20}).method
-    assert cfg.inactive() == {"r", "dual_loss"}
-    assert run_model().model_validate({"method": {"name": "mixup_c", "heads": 2}}).method.inactive() == {"r"}
+    assert cfg.inactive() == {"r", "dual_loss", "dual_input", "random_label"}
+    two = {"method": {"name": "mixup_c", "heads": 2}}
+    assert run_model().model_validate(two).method.inactive() == {"lam", "alpha", "r", "eval_lam"}  # 50/50, sum
+    two["method"]["dual_input"] = "lam"
+    assert run_model().model_validate(two).method.inactive() == {"r"}
     assert run_model().model_validate({"method": {"name": "mixup_c", "lam": "range",
-                                                  "ft_epochs": 0}}).method.inactive() == {"alpha", "ft_lr",
-                                                                                         "dual_loss"}
+                                                  "ft_epochs": 0}}).method.inactive() == {
+        "alpha", "ft_lr", "dual_loss", "dual_input", "random_label"}
     for bad in ({"r": 0.6}, {"alpha": 0.0}, {"ft_epochs": -1}, {"ft_lr": 0.0}, {"heads": 3}):
         with pytest.raises(ValidationError, match=rf"method\.mixup_c\.{next(iter(bad))}\n"):
             run_model().model_validate({"method": {"name": "mixup_c", **bad}, "epochs": 20})
@@ -265,7 +268,7 @@ def test_two_image_protocol_scores_each_head_against_its_own_image():
             torch.cat([s[:, C:] for s in m._heads.seen[1::2]])
         x = torch.cat([b for b, _ in loader.epoch(0)])
         assert torch.equal(first, 0.5 * x) and torch.equal(second, 0.5 * x[pi])  # eval_lam: half
-    m = make(heads=2, eval_lam="train").eval()  # one lam per pair, drawn as in training
+    m = make(heads=2, eval_lam="train", dual_input="lam").eval()  # one lam per pair, drawn as in training
     m._heads = Decode()
     x, yb = batch(6)
     xp = x.flip(0)
@@ -283,3 +286,44 @@ def test_single_head_test_top2_on_fixed_pairs():
     y = decodable().y
     differ = (y != y[cycle_partners(len(y), 3)]).double().mean().item()
     assert out["val_top2"] == out["val_top2_all"] == differ  # a same-label pair is a miss (P1: 1 - 2/N)
+
+
+def test_dual_head_inputs_are_half_half_by_default():
+    """P1 §5.2 (88.41 / 88.61, both heads good) fits fixed 50/50 inputs: [0.5 x_i, 0.5 x_j] whatever lam,
+    and the two-image test input is 50/50 too, even under eval_lam: train."""
+    m = make(heads=2).eval()
+    x, y = batch()
+    mixed = m.mix(x, y)
+    assert float(mixed.logs["lam"]) != 0.5 and torch.equal(mixed.x[:, :C], 0.5 * x)
+    partner_of(x, mixed.x[:, C:], torch.tensor(0.5))
+    m = make(heads=2, eval_lam="train").eval()
+    m._heads = Decode()
+    m.eval_pairs(x, y, x.flip(0), y.flip(0), torch.Generator().manual_seed(5))
+    assert torch.equal(m._heads.seen[0], torch.cat([0.5 * x, 0.5 * x.flip(0)], 1))
+
+
+def test_random_second_label_trains_head_2_on_uniform_random_classes():
+    """P1 §5.4: one sample's label random: CE(h1, y_i) + CE(h2, u), u ~ U{0..K-1} drawn after lam and j."""
+    x, y = batch(64, size=8)
+    m, twin = make(heads=2, random_label="second").eval(), make(heads=2, random_label="second").eval()
+    out = m(x, y)
+    x2, _, j = twin._draw(x, y)
+    u = torch.randint(0, 10, y.shape, generator=twin.generator)
+    assert (u != y[j]).any()
+    with torch.no_grad():
+        f = m.model.forward_head(m.model.forward_features(x2), pre_logits=True)
+        h1, h2 = m.model.get_classifier()(f), m.head2(f)
+    assert torch.allclose(out.loss, F.cross_entropy(h1, y) + F.cross_entropy(h2, u), rtol=0, atol=1e-6)
+    assert float(out.logs["train_acc_head2"]) == (h2.argmax(1) == u).float().mean().item()
+
+
+def test_single_head_test_top2_under_half_is_the_unordered_set():
+    """eval_lam: half gives every test pair the label ratio 0.5, a tie: the order cannot be scored, so
+    test_top2 = test_top2_all; a prediction with the two classes swapped still counts."""
+    m = make().eval()
+    x, y = batch(10)
+    yp = (y + 1) % 10
+    swapped = 2.0 * one_hot(yp, 10) + one_hot(y, 10)  # first the partner's class, then x's
+    m._heads = lambda x2, both: (swapped, None)
+    out = m.eval_pairs(x, y, x.flip(0), yp, torch.Generator())
+    assert out["top2"].all() and torch.equal(out["top2"], out["top2_all"])

@@ -79,7 +79,7 @@ def test_config_checks_name_the_field():
     assert cfg_of(stage_ops=["none", "dmask", "dmask"]).inactive() == {"theta_min", "theta_max", "dmix_label"}
     assert cfg_of(stage_ops="S1").inactive() >= {"omega", "alpha_mode", "t1", "theta_min", "a_min"}
     assert cfg_of(stage_ops="cutout").inactive() == {"cumulative_rf", "a_min", "a_max", "n_max", "theta_min",
-                                                       "theta_max", "dmix_label"}
+                                                       "theta_max", "dmix_label", "rf_of"}  # no op crops
 
 
 @pytest.mark.parametrize("gate", ["per_batch", "per_sample"])
@@ -254,3 +254,33 @@ def test_two_gloo_ranks_share_beta_the_all_reduced_train_acc(tmp_path):
     assert h0[0]["train_acc"] == h1[0]["train_acc"] and h0[0]["beta"] == 0.0
     for h in (h0, h1):
         assert h[1]["beta"] == pytest.approx(h0[0]["train_acc"], rel=1e-9)
+
+
+@pytest.mark.parametrize("rf_of", ["original", "x_z"])
+def test_rf_crops_the_original_so_x_p_lies_within_pad_of_it(rf_of):
+    """P0's RF is a random crop + flip of the ORIGINAL image: with rf_of original x_p's row offset from
+    the original is at most pad (4 px at 32 px); rf_of x_z crops the loader's crop again (up to 8)."""
+    from raypair.ops.augment import pad_crop_flip
+    from helpers import data_info
+
+    cfg = cfg_of(stage_ops="rf", alpha_mode="one", rf_of=rf_of)
+    assert cfg.crops_itself() == (rf_of == "original")  # loop.setup: the loader then leaves the crop to it
+    m = method_of({"name": "pair_training", "stage_ops": "rf", "alpha_mode": "one", "rf_of": rf_of},
+                  data_info(32, name="cifar10", pipeline="cifar"))
+    m.on_epoch_start(1, 10, {"train_acc": 0.1})
+    b, s, pad = 256, 32, 4
+    x = torch.arange(s * s, dtype=torch.float32).reshape(1, 1, s, s) + 1.0  # each pixel: 1 + its index
+    x = x.expand(b, 3, s, s).clone()
+    if rf_of == "x_z":  # the loader's pad-crop-flip (padding -1, told apart from every pixel)
+        x = pad_crop_flip(x, pad, torch.Generator().manual_seed(1), fill=-1.0)
+    seen = []
+    hook = m.model.register_forward_pre_hook(lambda _mod, args: seen.append(args[0].detach().clone()))
+    m(x, torch.arange(b) % 10)
+    hook.remove()
+    xz, xp = seen  # two_pass: x_z, then x_p
+    rows = [((t[:, 0, s // 2, s // 2] - 1) // s - s // 2).abs() for t in (xz, xp)]  # |row offset| of the centre
+    assert int(rows[0].max()) == pad  # x_z: one crop of the original (base+), by the loader or the method
+    if rf_of == "original":
+        assert int(rows[1].max()) == pad and not torch.equal(xz, xp)  # within pad, and reaching it
+    else:
+        assert int(rows[1].max()) > pad  # the two crops compound

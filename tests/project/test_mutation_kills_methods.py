@@ -298,7 +298,7 @@ def test_mixup_c_draws_one_lam_then_a_permutation_and_fine_tunes_on_hard_labels(
 def test_mixup_c_two_heads_train_acc_head2_scores_the_partner_labels():
     y = torch.arange(32) % 10
     x = torch.randn(32, 3, 8, 8, generator=gen(0))
-    m = method("mixup_c", seed=3, heads=2).eval()
+    m = method("mixup_c", seed=3, heads=2, dual_input="lam").eval()  # random input weights: some rows right
     with torch.no_grad():
         m.head2.weight.normal_(0, 5, generator=gen(1))
         out = m(x, y)

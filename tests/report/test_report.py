@@ -18,7 +18,7 @@ import pytest
 
 from raypair.experiments.ablation import load_ablation
 from raypair.report.ablation import ablation_report, ablation_rows
-from raypair.report.stats import diff_ci, mean_ci, t_quantile
+from raypair.report.stats import diff_ci, mean_ci, run_spread, t_quantile
 from raypair.tracking.read import Child, Parent
 
 from helpers import DIGITS, ROOT
@@ -38,6 +38,16 @@ def test_mean_ci_hand_computed():
     assert (iv.low, iv.high) == pytest.approx((93.0368, 96.9632), abs=1e-4)
     one = mean_ci([0.5])
     assert one.mean == 0.5 and math.isnan(one.half)  # no interval from one seed
+
+
+def test_run_spread_is_p3s_quantity_not_the_interval_of_the_mean():
+    # 1, 2, 3, 4, 5: sample SD s = sqrt(10 / 4) = 1.5811388; P3's "±" (整合.py: bias = 1.96 * s) = 3.0990321;
+    # the t-interval of the mean: t_{0.975,4} = 2.7764451, 2.7764451 * s / sqrt(5) = 1.9632432 (1.24 s)
+    vals = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert run_spread(vals) == pytest.approx(3.0990321, abs=1e-6)
+    assert mean_ci(vals).half == pytest.approx(1.9632432, abs=1e-6)
+    assert 1 - mean_ci(vals).half / run_spread(vals) == pytest.approx(0.3665, abs=1e-4)  # "37 % narrower"
+    assert math.isnan(run_spread([7.0]))
 
 
 def test_paired_difference_hand_computed():
@@ -95,14 +105,17 @@ def test_report_files_hold_the_hand_computed_numbers(hand_children, tmp_path):
     for png in ("bars.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "report.md").read_text()
-    assert "| base | 3 | 94.00 ± 2.48 | reference | 80.00 ± 1.00 | – |" in md
-    # cutmix 93, 93, 96: s = sqrt(3), half = 4.3027 * sqrt(3) / sqrt(3); paired d = 0, -1, 1: half 2.4841
-    assert "| cutmix | 3 | 94.00 ± 4.30 | +0.00 [-2.48, +2.48] vs base | 84.00 ± 2.00 | +4.00 |" in md
+    # base 93, 94, 95: s = 1, t half 4.3027 / sqrt(3) = 2.48, run spread 1.96 s = 1.96
+    assert "| base | 3 | 94.00 ± 2.48 | 94.00 ± 1.96 | reference | 80.00 ± 1.00 | – |" in md
+    # cutmix 93, 93, 96: s = sqrt(3), half = 4.3027 * sqrt(3) / sqrt(3), 1.96 s = 3.39; paired d = 0, -1, 1: half 2.4841
+    assert "| cutmix | 3 | 94.00 ± 4.30 | 94.00 ± 3.39 | +0.00 [-2.48, +2.48] vs base | 84.00 ± 2.00 | +4.00 |" in md
+    assert md.startswith("# digits: base vs base+ vs CutMix (tiny_cnn) — ran: tiny_cnn, digits\n")  # from the runs
     assert "+2.00 [+2.00, +2.00] * vs base" in md  # base+ beats base on every seed by 2 points
     assert "cutmix s3 (FAILED)" in md
     rows = {(r["metric"], r["variant"]): r for r in csv.DictReader(open(tmp_path / "report.csv"))}
     r = rows["val_acc", "cutmix"]
     assert float(r["mean"]) == pytest.approx(94.0) and float(r["ci95_half"]) == pytest.approx(4.30265, abs=1e-5)
+    assert float(r["sd196"]) == pytest.approx(1.96 * 3 ** 0.5, abs=1e-4)  # 3.39482
     assert float(r["diff_ci95_high"]) == pytest.approx(2.48414, abs=1e-5)
     assert r["diff_method"] == "paired t" and r["seeds"] == "0 1 2" and float(r["paper_diff"]) == 4.0
 
@@ -115,8 +128,11 @@ def test_factor_layout_pivots_like_the_paper(tmp_path):
     files = ablation_report(ab, Parent("p1"), kids, tmp_path)
     md = files[0].read_text()
     assert "| model | base | base+ | cutout | mixup | cutmix |" in md
-    assert "| lenet | 60.10 ± 0.25 (63.63) |" in md  # 60.0, 60.1, 60.2: s = 0.1, 4.3027 * 0.1 / sqrt(3)
-    assert "vs lenet/base" in md
+    # beside the paper's "mean ± 1.96 s" the same quantity: 60.0, 60.1, 60.2: s = 0.1, 1.96 s = 0.196
+    assert "| lenet | 60.10 ± 0.20 (63.63 ± 3.15) |" in md
+    assert "| lenet/base | 3 | 60.10 ± 0.25 |" in md  # the t-interval of the mean: 4.3027 * 0.1 / sqrt(3)
+    assert "vs lenet/base+" in md and "vs lenet/base |" not in md  # P3's gains are over base+
+    assert "— ran: lenet_cifar, CIFAR-10 (10000 train images)" in md.splitlines()[0]
 
 
 # ------------------------------------------------------------------ reading runs back (tracking/read.py)

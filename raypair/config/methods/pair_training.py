@@ -42,6 +42,10 @@ class PairTrainingConfig(MethodConfig):
     alpha_mode: Literal["ramp", "beta", "one"] = "ramp"
     gate: Literal["per_batch", "per_sample"] = "per_batch"
     cumulative_rf: bool = True
+    # RF (and the RF before D-Mask / D-Mix) crops and flips the ORIGINAL image (P0), not the loader's
+    # already cropped x_z: under aug base+ the method then crops x_z itself from the same original
+    rf_of: Literal["original", "x_z"] = Field("original", json_schema_extra={
+        "tested_in": "tests/test_pair_training.py::test_rf_crops_the_original_so_x_p_lies_within_pad_of_it"})
     a_min: float = Field(0.0625, ge=0.0, le=1.0)
     a_max: float = Field(0.25, ge=0.0, le=1.0)
     n_max: int = Field(1, ge=1, le=16)
@@ -75,6 +79,13 @@ class PairTrainingConfig(MethodConfig):
             raise ValueError(f"omega: must be <= 1 with omega_convex, got {self.omega}")
         return self
 
+    def _rf_ops(self) -> bool:
+        ops = set(resolve_ops(self.stage_ops))
+        return "rf" in ops or bool(self.cumulative_rf and ops & {"dmask", "dmix"})
+
+    def crops_itself(self) -> bool:
+        return self.aug == "base+" and self.rf_of == "original" and self._rf_ops()
+
     def inactive(self) -> set[str]:
         ops = set(resolve_ops(self.stage_ops))
         off = set() if ops - {"none"} else set(PAIR_KNOBS)
@@ -82,6 +93,8 @@ class PairTrainingConfig(MethodConfig):
             off.add("gate")  # alpha 1: both gates pair every row of every batch
         if not ops & {"dmask", "dmix"}:
             off.add("cumulative_rf")
+        if self.aug != "base+" or not self._rf_ops():
+            off.add("rf_of")  # base: x_z is the original; or no op crops
         if "dmask" not in ops:
             off |= {"a_min", "a_max", "n_max"}
         if "dmix" not in ops:

@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from torch import Tensor  # torch itself is imported where a split is decoded
 
 CIFAR_NAMES = ("cifar10", "cifar100")
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # the spec's values, for CIFAR-10 and -100
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)  # CIFAR-10's moments (methods.md §1.1, §3.1)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)  # CIFAR-100's (methods.md §3.1, P2's code)
+CIFAR100_STD = (68.2 / 255, 65.4 / 255, 70.4 / 255)
+CIFAR_MOMENTS = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
 _LAYOUTS = {  # folder -> (train files, test files, meta file)
     "cifar-10-batches-py": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
     "cifar-100-python": (["train"], ["test"], "meta"),
