@@ -65,9 +65,9 @@ def test_the_noise_models_have_the_paired_sd_they_claim():
 
 
 def test_sigma_is_read_back_from_the_report_intervals():
-    # docs/ablation_p3_table1_c10_quick: lenet/cutmix vs base, n = 3, diff 95 % CI [1.58247, 4.19086]
+    # docs/ablation_p3_table1_c10_quick: lenet/cutmix vs base+, n = 3, diff 95 % CI [-7.2866, -2.7934]
     sds = bench.paired_sds(bench.ROOT / "docs" / "ablation_p3_table1_c10_quick" / "report.csv")
-    assert sds[-1] == pytest.approx((4.19086 - 1.58247) / 2 * math.sqrt(3) / 4.302653, rel=1e-5)
+    assert sds[-1] == pytest.approx((-2.7934 + 7.2866) / 2 * math.sqrt(3) / 4.302653, rel=1e-5)
 
 
 def test_the_resampled_atoms_are_the_csvs_values_centred_per_variant(tmp_path):
