@@ -13,7 +13,11 @@ and compiled (raypair compiles with ``mode="reduce-overhead"`` on CUDA: CUDA gra
 method's batch transform (``Method.mix``) against one ResNet-18 step, batch 128; (d) PairTraining /
 ERM over a whole short run, and VPL / (CNN + ViT); (e) 1, 2 and 4 concurrent trial processes, each
 ``run_trial``, started together after a warm-up epoch: aggregate img/s; (f) peak GPU memory per
-trial (CPU: peak RSS). Needs torch, timm, pyarrow and pydantic; no Ray, MLflow or Optuna.
+trial (CPU: peak RSS); (g) ImageNet-shaped streaming: generated ~400x350 JPEGs read by the stream
+path (``StreamLoader``: host decoding processes, RandomResizedCrop 224, normalised on the device)
+against a ResNet-50 training step at 224 px on device-resident batches, and on CUDA nvjpeg's batch
+decode (``torchvision.io.decode_jpeg`` on the device) against PIL on the host. Needs torch, timm,
+pyarrow and pydantic; no Ray, MLflow or Optuna.
 ``--quick`` shrinks every size (tiny nets where a row allows, a few hundred images) and, on the CPU,
 compiles with the ``aot_eager`` backend; its pass/fail column is not meaningful. The table is also
 written to ``--out`` (default ``$OUT/gpu_bench.md`` when ``$OUT`` is set).
@@ -44,10 +48,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     # model / vit: the nets of (b), (d), (e); subset: training images of (b) and (d) (None: all 50k)
     "full": dict(model="resnet18_cifar", vit="bench_vit_tiny_p4", batches=(512, 128), subset=None, test_subset=1000,
                  timed=2, a_batch=64, c_batch=128, c_repeats=20, step_repeats=10, d_batch=512, d_epochs=5,
-                 vpl_batch=256, vpl_epochs=2, e_subset=20000, e_batch=128, e_epochs=2, warm=15, threads=4),
+                 vpl_batch=256, vpl_epochs=2, e_subset=20000, e_batch=128, e_epochs=2, warm=15, threads=4,
+                 g_images=2048, g_batch=128, g_crop=224, g_model="resnet50", g_workers=12),
     "quick": dict(model="tiny_cnn", vit="tiny_vit", batches=(64, 16), subset=256, test_subset=100,
                   timed=1, a_batch=16, c_batch=16, c_repeats=3, step_repeats=1, d_batch=32, d_epochs=3,
-                  vpl_batch=32, vpl_epochs=2, e_subset=128, e_batch=16, e_epochs=1, warm=2, threads=1),
+                  vpl_batch=32, vpl_epochs=2, e_subset=128, e_batch=16, e_epochs=1, warm=2, threads=1,
+                  g_images=64, g_batch=16, g_crop=32, g_model="tiny_cnn", g_workers=1),
 }
 A_TOL = 1e-4  # (a): fp32 kernels differ between devices in the last bits, not more
 
@@ -529,12 +535,92 @@ def section_ef(args: argparse.Namespace, device: Any) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------------- main
+def section_g(args: argparse.Namespace, device: Any) -> list[Row]:
+    """(g) streamed ImageNet-shaped data: img/s the stream path delivers to the device, img/s of a
+    training step there, their ratio (>= 1: the host decoding keeps the device busy); nvjpeg on CUDA."""
+    import importlib.util
+
+    import torch
+
+    from raypair.config import DataConfig
+    from raypair.data.sources import resolve
+    from raypair.data.stream import StreamLoader
+    from raypair.data.stream_index import index_splits
+
+    p = args.p
+    spec = importlib.util.spec_from_file_location("stream_bench", ROOT / "benchmarks" / "stream.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = bench.make_jpegs(Path(tempfile.mkdtemp()) / "jpegs", p["g_images"], 400)
+    tr, _ = index_splits(resolve(DataConfig(name=folder.name, root=str(folder.parent))))
+    loader = StreamLoader(tr, batch_size=p["g_batch"], mean=(0.5,) * 3, std=(0.25,) * 3, device=device, train=True,
+                          augment=True, pipeline="imagenet", crop_size=p["g_crop"], resize_size=p["g_crop"] * 8 // 7,
+                          workers=p["g_workers"], channels_last=device.type == "cuda")
+    sum(len(y) for _, y in loader.epoch(0))  # warm: the decoding processes start
+    t0 = time.perf_counter()
+    n = sum(len(y) for _, y in loader.epoch(1))
+    sync(device)
+    stream = n / (time.perf_counter() - t0)
+    step = _g_step_rate(args, device)
+    rows = [Row("g.stream", f"stream path to the {device.type}: img/s ({p['g_workers']} decoding processes, "
+                f"RRC {p['g_crop']})", stream, None, f"{n} images of ~400x350"),
+            Row("g.step", f"{p['g_model']} training step at {p['g_crop']} px: img/s", step),
+            Row("g.feed", "stream img/s / training step img/s", stream / step, (">=", 1.0),
+                "below 1: the host decoding is what bounds the epoch")]
+    if device.type == "cuda":
+        try:
+            ratio, why = _nvjpeg_ratio(folder, device), "torchvision.io.decode_jpeg(device='cuda')"
+        except Exception as e:  # noqa: BLE001 - a torchvision built without nvjpeg: the row says so
+            ratio, why = math.nan, f"{type(e).__name__}: {str(e)[:200]}"
+        rows.append(Row("g.nvjpeg", "nvjpeg batch decode on the GPU / PIL decode on one host core, img/s", ratio,
+                        None, why))
+    return rows
+
+
+def _g_step_rate(args: argparse.Namespace, device: Any) -> float:
+    import timm
+    import torch
+
+    import raypair.models  # noqa: F401  (registers raypair's nets, tiny_cnn among them, into timm)
+
+    p = args.p
+    net = timm.create_model(p["g_model"], num_classes=1000).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(p["g_batch"], 3, p["g_crop"], p["g_crop"], device=device)
+    y = torch.randint(0, 1000, (p["g_batch"],), device=device)
+
+    def one() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return p["g_batch"] / timed(one, device, p["step_repeats"])
+
+
+def _nvjpeg_ratio(folder: Path, device: Any) -> float:
+    import io
+
+    import torch
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    files = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in sorted(folder.rglob("*.jpg"))]
+    gpu = timed(lambda: decode_jpeg(files, device=device), device, 3)
+    t0 = time.perf_counter()
+    for f in files:
+        Image.open(io.BytesIO(f.numpy().tobytes())).convert("RGB").load()
+    return (time.perf_counter() - t0) / gpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--data", default=os.environ.get("RAYPAIR_DATA"), help="folder holding cifar10/*.parquet")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: the same code paths in a few minutes")
-    ap.add_argument("--sections", default="abcdef", help="which of a-f to run (e and f run together)")
+    ap.add_argument("--sections", default="abcdefg", help="which of a-g to run (e and f run together)")
     ap.add_argument("--out", default=None, help="also write the table here (default $OUT/gpu_bench.md if $OUT is set)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -565,6 +651,7 @@ def main() -> None:
     # b (the compiles) runs last: if a run is cut short, the rows so far are already written
     sections = {"a": lambda: section_a(args, splits, device), "c": lambda: section_c(args, splits, device),
                 "d": lambda: section_d(args, device), "e": lambda: section_ef(args, device),
+                "g": lambda: section_g(args, device),
                 "b": lambda: section_b(args, splits, device)}
     rows: list[Row] = []
     with compile_backend(args.backend):
@@ -594,7 +681,7 @@ def report(args: argparse.Namespace, device: Any, rows: list[Row], done: bool) -
         f"device: {dev}; torch {torch.__version__}; profile {'quick' if args.quick else 'full'}"
         + (f" (compile backend {args.backend})" if args.backend else ""),
         f"command: python benchmarks/gpu.py --device {args.device}{' --quick' if args.quick else ''}"
-        + (f" --sections {args.sections}" if args.sections != "abcdef" else ""), "",
+        + (f" --sections {args.sections}" if args.sections != "abcdefg" else ""), "",
         table(rows), "", f"wall time: {time.perf_counter() - START:.0f} s" + ("" if done else " (so far)")])
     if done:
         print(text, flush=True)

@@ -96,7 +96,8 @@ def test_quick_cpu_run_prints_every_row(tmp_path):
     methods = METHODS.names()
     want = ([f"a.{m}" for m in methods]
             + [f"b.{b}.{k}" for b in (64, 16) for k in ("eager", "compiled")] + ["b.16.graphs", "b.16.plain_graphs"]
-            + [f"c.{m}" for m in methods] + ["d.pair_training", "d.vpl", "e.1", "e.2", "e.4", "f.1", "f.4"])
+            + [f"c.{m}" for m in methods] + ["d.pair_training", "d.vpl", "e.1", "e.2", "e.4", "f.1", "f.4"]
+            + ["g.stream", "g.step", "g.feed"])
     assert sorted(rows) == sorted(want), (sorted(set(rows) ^ set(want)), run.stdout[-3000:])
     for rid, (_, figure, value, target, ok, detail) in rows.items():
         assert math.isfinite(float(value)), (rid, value, detail)
