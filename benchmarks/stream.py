@@ -3,6 +3,7 @@
     python benchmarks/stream.py                       # 600 JPEGs of 400x350 px, 2 cores, + the memory rows
     python benchmarks/stream.py --side 800 --no-memory --ray
     python benchmarks/stream.py --no-memory --max-size 256   # + the row on images prepared at 256 px
+    python benchmarks/stream.py --repeats 1 --max-size 0 --train  # the memory rows under 2-worker Ray Train
 
 (a) images per second per CPU core of decode + RandomResizedCrop(224) + flip, uint8 batches of 64:
 raypair's stream path (``StreamLoader``'s decoding processes over ``_Batches``: PIL with reduced-size
@@ -18,7 +19,8 @@ process and every process below it, from ``/proc`` every 20 ms: :class:`CpuMeter
 machine's load does not skew.
 (b) host memory: peak RSS summed over every process of a 1-epoch streamed trial (``run_trial``, two
 decoding processes, tiny_cnn at 224 px) on the dataset at 1x and 4x the image count, sampled
-every 20 ms from ``/proc`` (Linux).
+every 20 ms from ``/proc`` (Linux); ``--train``: a 2-worker Ray Train run instead (the driver, the
+local Ray it starts, both Train workers and their decoding processes).
 """
 from __future__ import annotations
 
@@ -180,9 +182,27 @@ run_trial(run, lambda m, c: None)
 """
 
 
-def peak_rss(folder: Path) -> float:
-    """Peak over time of the summed RSS (MB) of a 1-epoch streamed trial's process tree."""
-    code = _TRIAL.format(root=str(ROOT), name=folder.name, parent=str(folder.parent))
+_TRAIN = """
+import sys, tempfile
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from raypair.config import build_run
+from raypair.runner import train
+from raypair.runner.cluster import start_ray
+run = build_run({{"method": {{"name": "erm"}}, "model": {{"name": "tiny_cnn"}}, "batch_size": 64, "epochs": 1,
+                 "eval_batch_size": 64, "data": {{"name": {name!r}, "root": {parent!r}, "mode": "stream",
+                 "pipeline": "imagenet", "workers": 1}},
+                 "scale": {{"workers": 2, "trainer": "train", "cpus_per_worker": 1, "threads": 1,
+                            "gpus_per_worker": 0}}}})
+start_ray(None, [run])
+train.fit(run, "memory", Path(tempfile.mkdtemp()))
+"""
+
+
+def peak_rss(folder: Path, under_train: bool = False) -> float:
+    """Peak over time of the summed RSS (MB) of a 1-epoch streamed trial's process tree; ``under_train``:
+    a 2-worker Ray Train run (the driver, the Ray it starts, the Train workers and their decoders)."""
+    code = (_TRAIN if under_train else _TRIAL).format(root=str(ROOT), name=folder.name, parent=str(folder.parent))
     proc = subprocess.Popen([sys.executable, "-c", code])
     peak = 0
     while proc.poll() is None:
@@ -221,6 +241,7 @@ def main() -> None:  # over 30 lines: the rows alternated, then the table and th
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ray", action="store_true", help="add the Ray Data row")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--train", action="store_true", help="the memory rows under a 2-worker Ray Train run")
     ap.add_argument("--max-size", type=int, default=256,
                     help="the prepared row: images stored as `data prepare --max-size` does (0: no such row)")
     a = ap.parse_args()
@@ -248,8 +269,10 @@ def main() -> None:  # over 30 lines: the rows alternated, then the table and th
             print(f"| {k} | {wall:.1f} | {wall / base[0]:.2f}x | {cpu:.1f} | {cpu / base[1]:.2f}x |")
         if not a.no_memory:
             big = make_jpegs(Path(tmp) / f"big{a.side}", 4 * a.n, a.side)
-            one, four = peak_rss(folder), peak_rss(big)
-            print(f"\npeak RSS, 1-epoch streamed trial (2 decoding processes): 1x ({a.n} images) {one:.0f} MB, "
+            one, four = peak_rss(folder, a.train), peak_rss(big, a.train)
+            what = "2-worker Ray Train run (1 decoding process a worker)" if a.train else \
+                "streamed trial (2 decoding processes)"
+            print(f"\npeak RSS, 1-epoch {what}: 1x ({a.n} images) {one:.0f} MB, "
                   f"4x ({4 * a.n} images) {four:.0f} MB, ratio {four / one:.3f}")
 
 
