@@ -194,3 +194,15 @@ def test_shards_are_bounded_and_read_back_in_order(tmp_path):
     s = _load(tmp_path / "out", "cifar100")
     assert s.train_y.tolist() == labels["train"]
     assert all(np.array_equal(s.train_x[i].permute(1, 2, 0).numpy(), images["train"][i]) for i in range(12))
+
+
+def test_a_missing_dataset_that_prepare_knows_names_the_command(tmp_path):
+    from raypair.config import ConfigError, DataConfig
+    from raypair.data.sources import resolve
+
+    with pytest.raises(ConfigError) as e:
+        resolve(DataConfig(name="imagenet1k", root=str(tmp_path)))
+    assert "raypair data prepare imagenet1k --from DIR" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        resolve(DataConfig(name="my_photos", root=str(tmp_path)))
+    assert "data prepare" not in str(e.value)

@@ -136,3 +136,11 @@ class Parquet(Source):
 
     def key_files(self, loc: Located) -> Optional[list[Path]]:
         return [*loc.train, *loc.test]
+
+    def fix_hint(self, cfg: DataConfig) -> str:
+        """A dataset ``raypair data prepare`` knows is made from its official archives, into this layout."""
+        from raypair.data.prepare import PREPARERS
+
+        if cfg.name not in PREPARERS:
+            return ""
+        return f", or make it from its official archives: raypair data prepare {cfg.name} --from DIR"
