@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -123,6 +123,14 @@ def kill_chain(cmd: list[str], exp: Path, epochs: int, kills: int, log: Path, fi
     return launches
 
 
+def _enough_kills(launches: list[dict], out: dict, kills: Any) -> None:
+    """The planned kills happened; or the sweep finished before the next planned instant could come
+    (say "a last epoch recorded" when the one trial left had recorded its last epoch before it was
+    killed): then at least two did."""
+    finished_first = launches[-1]["event"] != "none"
+    assert out["kills"] >= (2 if finished_first else min(_kills(kills), 3)), launches
+
+
 def _an_end_was_protected(launches: list[dict], out: dict) -> None:
     """A chain that planned a kill at "an end recorded" made it, after a trial had ended: so the
     no-rerun check had a finished trial to protect."""
@@ -214,7 +222,7 @@ def test_sweep_survives_kills_at_many_instants(tmp_path, trainer, kills, trials,
     cmd = [sys.executable, "-m", "raypair", "tune", str(tmp_path / "space.yaml"), "--storage", str(storage)]
     launches = kill_chain(cmd, storage / "quickstart", epochs, _kills(kills), tmp_path / "log.txt", first)
     out = check(storage, "quickstart", launches, epochs, storage / "quickstart" / "optuna.db")
-    assert out["kills"] >= min(_kills(kills), 3)
+    _enough_kills(launches, out, kills)
     _an_end_was_protected(launches, out)
     assert out["trials"] == spec["tune"]["num_samples"]
 
@@ -227,7 +235,7 @@ def test_ablation_survives_kills_at_many_instants(tmp_path, trainer, kills, tria
            "--set", f"scale.trainer={trainer}"]
     launches = kill_chain(cmd, storage / "digits_aug", 3, _kills(kills), tmp_path / "log.txt", first)
     out = check(storage, "digits_aug", launches, 3, None)
-    assert out["kills"] >= min(_kills(kills), 3)
+    _enough_kills(launches, out, kills)
     _an_end_was_protected(launches, out)
     assert out["trials"] == 3 * len(seeds.split(","))
 
