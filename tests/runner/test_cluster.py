@@ -9,6 +9,7 @@ MLflow run each and no epoch twice. Also: a local sweep's Ray listens on loopbac
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.ray
-import ray  # noqa: E402,F401
+import ray  # noqa: E402
 
 from helpers import DIGITS, QUICK, free_port, mlflow_children
 
@@ -120,6 +121,31 @@ def test_ablation_on_the_cluster(cluster, tmp_path):
     assert used == _node_ids(cluster)
 
 
+@contextlib.contextmanager
+def _only_free_cpu_on(cluster, keep):
+    """Every other node's CPU held by an idle actor pinned there, so that trials can only be placed
+    on ``keep``: which node Tune picks is otherwise Ray's choice, and a quick sweep with two trials
+    at a time may never need a third node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Hold:
+        def ready(self) -> bool:
+            return True
+
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        others = [n for n in [cluster.head_node, *cluster.worker_nodes] if n.node_id != keep.node_id]
+        holds = [Hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+                 for n in others]
+        ray.get([h.ready.remote() for h in holds], timeout=120)
+        yield
+        for h in holds:
+            ray.kill(h)
+    finally:
+        ray.shutdown()
+
+
 def test_a_node_with_foreign_code_never_trains_and_another_timm_is_refused(cluster, tmp_path):
     """A third node whose workers' path holds a planted raypair/ (it records that it was imported,
     then fails): the driver ships its own raypair, so trials run there with the driver's code (its
@@ -137,10 +163,11 @@ def test_a_node_with_foreign_code_never_trains_and_another_timm_is_refused(clust
     storage = tmp_path / "runs"
     args = ["tune", str(QUICK), "--address", cluster.address, "--storage", str(storage), "--set", "epochs=1"]
     try:
-        out = _raypair([*args, "--name", "shipped", "--num-samples", "3"])
+        with _only_free_cpu_on(cluster, node):  # else Tune may place every trial on the first two nodes
+            out = _raypair([*args, "--name", "shipped", "--num-samples", "3"])
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         used = {w["node_id"] for ws in _workers(storage / "shipped").values() for w in ws}
-        assert node.node_id in used, "no trial ran on the node with the planted raypair"
+        assert used == {node.node_id}, "every trial ran on the node with the planted raypair"
         assert not (foreign / "IMPORTED").exists(), "a worker imported the planted raypair"
         runs = mlflow_children(storage, "shipped")
         assert len(runs) == 3 and {r.data.tags["raypair.source_hash"] for r in runs} == {provenance.source_hash()}
