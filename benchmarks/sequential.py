@@ -16,7 +16,10 @@ Noise per run (the seed-shared part cancels in a paired difference and is left o
     python benchmarks/sequential.py --studies 40000 --seed 0 --max-seeds 24 --batch 3 --fixed-seeds 20
 
 prints a Markdown table: (a) A/A, one comparison and a family of 3 sharing a reference; (b) power at
-delta; (c) mean seeds against the fixed design's; (d) effects 0, delta/2, delta, 2 delta, 4 delta.
+delta; (c) mean seeds against the fixed design's, with the max seeds and with the sequential design's
+measured power, and beside it the least any test could spend at that power and alpha (Wald's
+information bound, sigma known: a floor no design gets under); (d) effects 0, delta/2, delta, 2 delta,
+4 delta.
 """
 from __future__ import annotations
 
@@ -154,6 +157,23 @@ def fixed_power_n(power: float, effect: float, sigma_d: float, alpha: float, mos
     return most
 
 
+def wald_bound(power: float, effect: float, sigma_d: float, alpha: float) -> float:
+    """The fewest seeds ANY sequential test can spend on average at ``effect`` if it declares "better"
+    there with probability ``power`` and declares "better" under no effect with probability at most
+    ``alpha / 2`` (one side of the two-sided alpha), paired differences ~ N(theta, sigma_d^2), sigma_d
+    even known: E[N] * KL >= d(power || alpha / 2), KL = effect^2 / (2 sigma_d^2) the information of one
+    seed, d the binary relative entropy (Wald 1947, the information inequality behind the
+    Wald-Wolfowitz optimality of the SPRT). A lower bound, not an approximation."""
+    a = alpha / 2
+    d = power * np.log(power / a) + (1 - power) * np.log((1 - power) / (1 - a))
+    return float(d * 2 * sigma_d ** 2 / effect ** 2)
+
+
+def fixed_z_n(power: float, effect: float, sigma_d: float, alpha: float) -> float:
+    """Seeds of the fixed design with that power at ``effect``, sigma_d known (z test, not rounded)."""
+    return float(((stats.norm.isf(alpha / 2) + stats.norm.isf(1 - power)) * sigma_d / effect) ** 2)
+
+
 def shares(state: np.ndarray) -> list[float]:
     return [float(np.mean(state == i)) for i in range(4)]
 
@@ -166,14 +186,17 @@ def effect_rows(name: str, noise, cfg: SequentialConfig, n_fixed: int, sigma_d: 
         x = studies(np.array([mult * cfg.delta]), noise, max(cfg.max_seeds, n_fixed), count, rng)
         st, used = sequential(x[..., :cfg.max_seeds], cfg)
         seq_share, fix_share = shares(st), shares(fixed(x, cfg, n_fixed))
-        equal = ""
-        if mult == 1.0:  # the fixed design with the sequential design's measured power at delta
-            same = fixed_power_n(seq_share[0], cfg.delta, sigma_d, cfg.alpha)
+        equal = bound = ""
+        if mult > 0 and 0.5 < seq_share[0] < 1:  # the fixed design with the sequential design's measured power
+            same = fixed_power_n(seq_share[0], mult * cfg.delta, sigma_d, cfg.alpha)
             equal = f"{used.mean() / same:.2f} (n={same})"
+            args = (seq_share[0], mult * cfg.delta, sigma_d, cfg.alpha)
+            bound = f"{wald_bound(*args) / fixed_z_n(*args):.2f}"
         spent.append(used.mean())
         rows.append([name, f"{mult:g} delta", "sequential", *(f"{v:.3f}" for v in seq_share),
-                     f"{used.mean():.2f}", f"{used.mean() / n_fixed:.2f}", equal])
-        rows.append([name, f"{mult:g} delta", "fixed", *(f"{v:.3f}" for v in fix_share), f"{n_fixed}", "1.00", ""])
+                     f"{used.mean():.2f}", f"{used.mean() / n_fixed:.2f}", equal, bound])
+        rows.append([name, f"{mult:g} delta", "fixed", *(f"{v:.3f}" for v in fix_share), f"{n_fixed}", "1.00", "",
+                     ""])
     return rows, spent
 
 
@@ -236,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         rows, spent[name] = effect_rows(name, nz, cfg, n_fixed, sigma_d, a.studies, rng)
         eff += rows
     print(table(["noise", "effect", "design", "better", "worse", "equivalent", "open", "mean seeds",
-                 "seeds / fixed", "seeds / fixed at equal power (delta)"], eff) + "\n")
+                 "seeds / fixed", "seeds / fixed at equal power", "any test's least / fixed at equal power"],
+                eff) + "\n")
     for name, s in spent.items():
         print(f"{name}: mean seeds over the five effects {np.mean(s):.2f} = {np.mean(s) / n_fixed:.2f} of the "
               f"fixed design's {n_fixed}")

@@ -17,7 +17,7 @@ from raypair.config.base import (NAME_RULE, ConfigError, Name, Strict, check_nam
                                  from_validation, parse_override, read_text, read_yaml, set_path, to_plain)
 from raypair.config.run import (METRICS, NOT_SEARCHABLE, DataConfig, DivergenceConfig, MethodConfig, ModelConfig,
                                 OptimConfig, RunConfigBase, ScheduleConfig, aug_parts, build_run, load_run, loader_aug,
-                                reported_metrics, run_model)
+                                loader_views, reported_metrics, run_model)
 from raypair.config.scale import Resources, ScaleConfig
 from raypair.config.space import SPACE_KINDS, ParamSpace, SchedulerConfig, SearcherConfig, SpaceFile, TuneSettings
 
@@ -25,4 +25,4 @@ __all__ = ["METRICS", "NAME_RULE", "NOT_SEARCHABLE", "SPACE_KINDS", "ConfigError
            "MethodConfig", "ModelConfig", "Name", "OptimConfig", "ParamSpace", "Resources", "RunConfigBase", "ScaleConfig",
            "ScheduleConfig", "SchedulerConfig", "SearcherConfig", "SpaceFile", "Strict", "TuneSettings", "aug_parts",
            "build_run", "check_name", "deep_merge", "field_at", "flatten", "from_validation", "load_run", "loader_aug",
-           "parse_override", "read_text", "read_yaml", "reported_metrics", "run_model", "set_path", "to_plain"]
+           "loader_views", "parse_override", "read_text", "read_yaml", "reported_metrics", "run_model", "set_path", "to_plain"]

@@ -41,9 +41,16 @@ class MethodConfig(Strict):
         return set()
 
     def crops_itself(self) -> bool:
-        """True when the method pad-crop-flips its training images itself (on the cifar pipeline),
-        so the loader hands it the un-augmented ones (PairTraining's RF of the original, ``rf_of``)."""
+        """True when the method disturbs the un-augmented training image itself (PairTraining's RF of
+        the original, ``rf_of``): on the cifar pipeline the loader then hands over the un-augmented
+        images and the method pad-crop-flips them; on the imagenet pipeline every training batch
+        carries the un-augmented view too (:func:`loader_views`)."""
         return False
+
+    def networks(self) -> tuple[str, ...]:
+        """Networks the method builds beside ``model.name`` (VPL's transformer), for what a report
+        says ran."""
+        return ()
 
     def eval_pair_metrics(self) -> set[str]:
         """Metrics of the method's ``eval_pairs`` (P1's fixed test pairs), reported as ``val_<name>``
@@ -90,3 +97,11 @@ def loader_aug(method: MethodConfig, pipeline: str) -> tuple[bool, Optional[str]
     when the method crops itself on the cifar pipeline (PairTraining's ``rf_of: original``)."""
     crop_flip, policy = aug_parts(method.aug)
     return crop_flip and not (pipeline == "cifar" and method.crops_itself()), policy
+
+
+def loader_views(method: MethodConfig, pipeline: str) -> bool:
+    """Whether the training loader adds each image's un-augmented view (resize + centre crop, the
+    evaluation transform) after the augmented one's channels: on the imagenet pipeline when the
+    method disturbs the original itself (PairTraining's ``rf_of: original``: x_z stays normal
+    training's RandomResizedCrop, x_p is RF of the un-augmented image)."""
+    return pipeline == "imagenet" and method.crops_itself()

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from raypair.config.base import Name, Strict, from_validation, parse_override, read_yaml, set_path
-from raypair.config.method import MethodConfig, aug_parts, loader_aug, reported_metrics  # noqa: F401  (re-exported)
+from raypair.config.method import MethodConfig, aug_parts, loader_aug, loader_views, reported_metrics  # noqa: F401  (re-exported)
 from raypair.config.scale import ScaleConfig
 from raypair.config.model import ModelConfig  # noqa: F401  (re-exported)
 

@@ -46,6 +46,14 @@ def _check_args(x: Tensor, y: Tensor, batch_size: int, train: bool, augment: boo
         raise ValueError(f"{len(x)} training samples cannot feed world_size={world_size} ranks")
 
 
+def normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 pixels ``[b, k C, H, W]`` (k views of C channels each) to ``(x / 255 - mean) / std`` float32."""
+    k = x.shape[1] // mean.shape[1]
+    if k > 1:
+        mean, std = mean.repeat(1, k, 1, 1), std.repeat(1, k, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
 class DeviceLoader:
     """A whole split kept as uint8 on ``device``; batches are gathered, augmented and normalised there.
 
@@ -63,6 +71,9 @@ class DeviceLoader:
     (:func:`raypair.ops.resized_crop.random_resized_crop_flip`), drawn on the same per-epoch
     ``data.augment`` stream; every other batch (evaluation, training without ``augment``) is
     resized (shorter side ``resize_size``) and centre-cropped to ``crop_size``.
+    ``original`` (imagenet training): each batch also carries every image's un-augmented view (that
+    resize + centre crop) after the augmented view's channels, ``[b, 2C, H, W]``
+    (``raypair.config.loader_views``: PairTraining's RF of the original image).
     Batches: x float32 ``[b, C, H, W]`` = ``(x / 255 - mean) / std``, y int64 ``[b]``.
     """
 
@@ -71,7 +82,7 @@ class DeviceLoader:
                  seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
                  autoaugment: Optional[str] = None, pipeline: str = "cifar", crop_size: int = 224,
                  resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
-                 rrc_ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
+                 rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), original: bool = False) -> None:
         _check_args(x, y, batch_size, train, augment, autoaugment, rank, world_size)
         if pipeline not in ("cifar", "imagenet") or crop_size > resize_size:
             raise ValueError(f"need pipeline cifar or imagenet and crop_size <= resize_size, got {pipeline!r}, "
@@ -88,6 +99,7 @@ class DeviceLoader:
         self.autoaugment, self.pipeline = autoaugment, pipeline
         self.crop_size, self.resize_size = crop_size, resize_size
         self.rrc_scale, self.rrc_ratio = tuple(rrc_scale), tuple(rrc_ratio)
+        self.original = original and train and pipeline == "imagenet"
         if autoaugment is not None:
             side = (crop_size, crop_size) if pipeline == "imagenet" else x.shape[2:]
             ra_tables(*side, self.device) if autoaugment == "ra" else warm(autoaugment, *side, self.device)
@@ -109,8 +121,9 @@ class DeviceLoader:
         g, mine = self._global, shard_indices(self._global, self.rank, self.world_size)
         yield from (perm[s * g:(s + 1) * g][mine] for s in range(len(self)))
 
-    def _prepare(self, idx: Union[Tensor, slice], gen: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
-        x = self.x[idx]
+    def _prepare(self, idx: Union[Tensor, slice], gen: Optional[torch.Generator],
+                 original: bool = False) -> tuple[Tensor, Tensor]:
+        x = orig = self.x[idx]
         if self.pipeline == "imagenet":
             x = resize_center_crop(x, self.resize_size, self.crop_size) if gen is None else \
                 random_resized_crop_flip(x, self.crop_size, self.rrc_scale, self.rrc_ratio, gen)
@@ -118,7 +131,9 @@ class DeviceLoader:
             x = pad_crop_flip(x, self.pad, gen)
         if gen is not None and self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision order)
             x = randaugment(x, gen) if self.autoaugment == "ra" else autoaugment(x, self.autoaugment, gen)
-        x = (x.float() / 255 - self.mean) / self.std
+        if original:  # the un-augmented view after the augmented one's channels
+            x = torch.cat([x, resize_center_crop(orig, self.resize_size, self.crop_size)], 1)
+        x = normalise(x, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y[idx]
@@ -139,7 +154,7 @@ class DeviceLoader:
         gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) \
             if self.augment else None
         for idx in self._batches(epoch):
-            yield self._prepare(idx, gen)
+            yield self._prepare(idx, gen, self.original)
 
     def draw(self, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
              max_rounds: int = 64) -> tuple[Tensor, Tensor]:

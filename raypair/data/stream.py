@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raypair.data.loader import _check_args, shard_indices
+from raypair.data.loader import _check_args, normalise, shard_indices
 from raypair.data.stream_decode import Decoder
 from raypair.data.stream_index import Index
 from raypair.ops.augment import pad_crop_flip
@@ -58,7 +58,8 @@ def _one_thread(_: int) -> None:
 
 class StreamLoader:
     """A split streamed from ``index`` (``raypair.data.stream_index.Index``); see the module text.
-    Keywords as :class:`raypair.data.DeviceLoader`'s, plus ``image_size`` (cifar: resize to it),
+    Keywords as :class:`raypair.data.DeviceLoader`'s (``original`` included: the decoding process
+    resizes the un-augmented view from the same decoded image), plus ``image_size`` (cifar: resize to it),
     ``workers`` (0: decode in this process), ``prefetch``, ``on_corrupt`` (skip | fail) and ``trace``
     (a training loader writes each epoch's image rows, in order, to ``trace/train-e{epoch}-r{rank}.txt``)."""
 
@@ -68,7 +69,8 @@ class StreamLoader:
                  autoaugment: Optional[str] = None, pipeline: str = "cifar", crop_size: int = 224,
                  resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
                  rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), image_size: Optional[int] = None, workers: int = 0,
-                 prefetch: int = 2, on_corrupt: str = "skip", trace: Optional[str] = None) -> None:
+                 prefetch: int = 2, on_corrupt: str = "skip", trace: Optional[str] = None,
+                 original: bool = False) -> None:
         n = len(index)
         labels = torch.from_numpy(index.label)
         _check_args(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), labels, batch_size, train, augment, autoaugment,
@@ -82,7 +84,8 @@ class StreamLoader:
         self.autoaugment, self.pipeline, self.workers, self.prefetch = autoaugment, pipeline, workers, prefetch
         self.trace = trace if train else None
         self.decoder = Decoder(index, pipeline, train and augment, crop_size, resize_size, tuple(rrc_scale),
-                               tuple(rrc_ratio), image_size, seed, on_corrupt)
+                               tuple(rrc_ratio), image_size, seed, on_corrupt,
+                               original=original and train and pipeline == "imagenet")
         self.skipped = 0  # images that did not decode, over every epoch so far (on_corrupt: skip)
         if autoaugment is not None:
             side = crop_size if pipeline == "imagenet" else image_size or self.decoder.image(0, 0).shape[0]
@@ -110,9 +113,12 @@ class StreamLoader:
             x = x.contiguous()
         if gen is not None and self.pipeline == "cifar":
             x = pad_crop_flip(x, self.pad, gen)
-        if gen is not None and self.autoaugment is not None:
-            x = randaugment(x, gen) if self.autoaugment == "ra" else autoaugment(x, self.autoaugment, gen)
-        x = (x.float() / 255 - self.mean) / self.std
+        if gen is not None and self.autoaugment is not None:  # the augmented view only (``original``: its first C)
+            c = self.mean.shape[1]
+            aug = x[:, :c]
+            aug = randaugment(aug, gen) if self.autoaugment == "ra" else autoaugment(aug, self.autoaugment, gen)
+            x = aug if x.shape[1] == c else torch.cat([aug, x[:, c:]], 1)
+        x = normalise(x, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, torch.int64, non_blocking=True)
@@ -153,6 +159,7 @@ class StreamLoader:
         idx = draw_avoiding(self.y, n, generator, avoid, max_rounds)
         key = int(torch.randint(2**31, (1,), generator=generator, device=generator.device)) + 2**32
         x, y, _ = self.decoder.batch(self.rows[idx.cpu().numpy()], key)  # a corrupt image: fewer rows
+        x = x[..., :self.mean.shape[1]]  # the augmented view alone (as DeviceLoader.draw)
         if len(y) < n:
             raise RuntimeError(f"draw: {n - len(y)} of {n} drawn images do not decode")
         return self._device(torch.from_numpy(x), torch.from_numpy(y), generator if self.augment else None)

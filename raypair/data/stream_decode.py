@@ -10,7 +10,9 @@ bytes (``stream_index.Reader``), decode it with PIL at a reduced JPEG scale wher
 - imagenet otherwise: the centre square of ``crop_size / resize_size`` of the shorter side, resized to
   ``crop_size`` (torchvision's Resize(resize_size) + CenterCrop(crop_size) to within a pixel's rounding);
 - cifar pipeline: the whole image (they must share a size), or with ``image_size`` its centre square
-  resized to ``image_size`` (pad-crop-flip and AutoAugment then run on the device batch).
+  resized to ``image_size`` (pad-crop-flip and AutoAugment then run on the device batch);
+- ``original`` (imagenet): the centre crop's view too, resized from the same decoded image and put
+  after the first view's channels (PairTraining's RF of the original, ``raypair.config.loader_views``).
 
 An image that does not decode is skipped and counted (``on_corrupt: skip``) or raises
 :class:`CorruptImage` naming it (``fail``).
@@ -75,6 +77,7 @@ class Decoder:
     seed: int = 0
     on_corrupt: str = "skip"
     draft: bool = True  # reduced-size JPEG decoding (off: full decode, for the benchmark's comparison)
+    original: bool = False  # imagenet: the centre crop's view too, after the channels (``[S, S, 6]``)
 
     def __post_init__(self) -> None:
         self._reader: Optional[Reader] = None
@@ -82,9 +85,11 @@ class Decoder:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_reader"} | {"_reader": None}
 
-    def _box(self, row: int, epoch: int, width: int, height: int) -> tuple[tuple[float, ...], int, bool]:
-        """The crop (left, top, right, bottom) in the original's pixels, the output side, the flip."""
-        if self.pipeline == "imagenet" and self.train_aug:
+    def _box(self, row: int, epoch: int, width: int, height: int,
+             centre: bool = False) -> tuple[tuple[float, ...], int, bool]:
+        """The crop (left, top, right, bottom) in the original's pixels, the output side, the flip;
+        ``centre``: the un-augmented view's (the evaluation crop) whatever ``train_aug``."""
+        if self.pipeline == "imagenet" and self.train_aug and not centre:
             u = uniforms(self.seed, epoch, row)
             top, left, h, w = rrc_box(u, height, width, self.rrc_scale, self.rrc_ratio)
             return (left, top, left + w, top + h), self.crop_size, bool(u[-1] < 0.5)
@@ -101,20 +106,24 @@ class Decoder:
         self._reader = self._reader or Reader()
         im = Image.open(io.BytesIO(self._reader.read(self.index, row)))
         width, height = im.size
-        box, out, flip = self._box(row, epoch, width, height)
+        boxes = [self._box(row, epoch, width, height)]
+        if self.original:
+            boxes.append(self._box(row, epoch, width, height, centre=True))
+        out = boxes[0][1]
         if out and self.draft and im.format == "JPEG":
-            side = min(box[2] - box[0], box[3] - box[1])
+            side = min(min(b[2] - b[0], b[3] - b[1]) for b, _, _ in boxes)
             f = next((f for f in (8, 4, 2) if side / f >= out), 1)
             if f > 1:
                 im.draft("RGB", (width // f, height // f))  # PIL takes the largest scale that keeps this size
         sx, sy = im.size[0] / width, im.size[1] / height
         if im.mode != "RGB":  # a JPEG decodes as RGB: converting it anyway copied the whole image (~20 % here)
             im = im.convert("RGB")
-        if out:
-            im = im.resize((out, out), Image.BILINEAR, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
-        if flip:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return np.asarray(im)
+        views = []
+        for box, out, flip in boxes:
+            v = im.resize((out, out), Image.BILINEAR, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)) \
+                if out else im
+            views.append(np.asarray(v.transpose(Image.FLIP_LEFT_RIGHT) if flip else v))
+        return views[0] if len(views) == 1 else np.concatenate(views, axis=2)
 
     def batch(self, rows: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The images ``rows`` (uint8 ``[b, S, S, 3]``) that decode, their labels and their rows."""

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, loader_aug
+from raypair.config import DivergenceConfig, OptimConfig, RunConfigBase, ScheduleConfig, loader_aug, loader_views
 from raypair.data import DeviceLoader, load_splits, pipeline_kwargs
 from raypair.loop.epoch import Dist, add_logs, all_reduce, evaluate, train_epoch, train_step
 from raypair.methods import Method, build_method
@@ -161,7 +161,8 @@ def _device_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
                 channels_last=device.type == "cuda", **pipeline_kwargs(run.data, info))
     crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
-                         autoaugment=policy, pad=run.data.pad, seed=run.seed, **norm)
+                         autoaugment=policy, pad=run.data.pad, seed=run.seed,
+                         original=loader_views(run.method, info.pipeline), **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=run.eval_batch_size, train=False, **norm)
     test = None
     if splits.test_x is not None:
@@ -181,7 +182,7 @@ def _stream_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
                 **stream_kwargs(run.data, run.scale.resources().threads))
     crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = StreamLoader(s.train, batch_size=run.batch_size, train=True, augment=crop_flip, autoaugment=policy,
-                         pad=run.data.pad, seed=run.seed, **norm)
+                         pad=run.data.pad, seed=run.seed, original=loader_views(run.method, info.pipeline), **norm)
     val = StreamLoader(s.val, batch_size=run.eval_batch_size, train=False, **norm)
     test = None if s.test is None else StreamLoader(s.test, batch_size=run.eval_batch_size, train=False, **norm)
     return info, train, val, test

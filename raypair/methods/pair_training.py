@@ -9,8 +9,8 @@ epoch) picks the stage (3 iff beta >= t2, 2 iff t1 <= beta < t2, else 1) and the
 [0, 1] inside it (``ops.pairtrain.stage_of``). ``forward`` returns the x_z logits (labels y), so
 the loop's train_acc is the next epoch's beta, the same on every worker.
 Stage ops (``stage_ops``: a preset or 3 ops for stages 1, 2, 3; ``ops.pairtrain``):
-- rf: pad-crop + flip p=0.5, pad = min(H, W)/8 (4 px at 32 px; a 224-px input is padded 28 px, not
-  re-cropped from a 256-px resize), padded with black in normalised units (-mean/std), as the loader;
+- rf: pad-crop + flip p=0.5, pad = min(H, W)/8 (4 px at 32 px; a 224-px input is padded 28 px, P0's
+  padding, not re-cropped from a 256-px resize), padded with black in normalised units (-mean/std);
 - dmask: n = 1 + floor(q (n_max - 1)) zero squares of side L = round(sqrt(a) min(H, W)),
   a = a_min + q (a_max - a_min), Cutout-style centres, clipped (n reaches n_max only at q = 1);
 - dmix: box of round(sqrt(theta) H) x round(sqrt(theta) W), theta = theta_min + q (theta_max -
@@ -49,9 +49,12 @@ ASSUMPTIONs (methods.md §5.3) and their switches (default first):
   the original image) | x_z. Under base+ with ``original`` (cifar pipeline) the loader hands over the
   un-augmented image and the method crops twice from it: x_z (pad min(H, W)/8, black fill: the
   loader's crop at data.pad's default 4 px, on the method's stream) and, for RF / the RF before
-  D-Mask / D-Mix, x_p, so x_p lies at most pad px from the original per axis. ``x_z`` disturbs the
-  loader's already cropped x_z: the two shifts compound (up to 2 x pad per axis). Cutout, CutMix and
-  D-Mask / D-Mix without RF start from x_z in both.
+  D-Mask / D-Mix, x_p, so x_p lies at most pad px from the original per axis. On the imagenet
+  pipeline x_z is the loader's RandomResizedCrop + flip (normal training's) and each training batch
+  carries the un-augmented view (resize + centre crop, ``config.loader_views``) after x_z's channels:
+  RF crops that one, so x_p lies within 28 px of the original at 224 px, never stacked on the
+  RandomResizedCrop. ``x_z`` disturbs the loader's already augmented x_z: the two compound (cifar: up
+  to 2 x pad per axis). Cutout, CutMix and D-Mask / D-Mix without RF start from x_z in all cases.
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
   under DDP, on a host stream seeded by the method's seed and the epoch: no device sync) | per_sample
   (Bernoulli(alpha) rows, on that stream; the whole batch is disturbed, so the partner comes from all
@@ -98,6 +101,9 @@ class PairTraining(Method):
         # rf_of original (P0): the loader hands over the un-augmented image (loop.setup reads
         # crops_itself) and the method crops x_z and x_p from it, each once
         self.own_crop = cfg.crops_itself() and getattr(info, "pipeline", None) == "cifar"
+        # on the imagenet pipeline the loader adds the un-augmented view after x_z's channels
+        # (config.loader_views): x_z stays normal training's RandomResizedCrop, RF disturbs the original
+        self.two_views = cfg.crops_itself() and getattr(info, "pipeline", None) == "imagenet"
         black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
         self.register_buffer("black", black, persistent=False)  # on the device: no copy per step
         # this epoch's LOGS values and D-Mask side as device tensors: a compiled step reads them as
@@ -129,9 +135,18 @@ class PairTraining(Method):
     def _omega(self) -> Tensor:
         return self.sched[LOGS.index("omega")].float()  # float32: the weight a Python float gave the loss
 
+    def _views(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_z, the original RF starts from) of a training batch: the loader's two views on the
+        imagenet pipeline (the augmented one's channels first), else the batch for both."""
+        if self.two_views and x.shape[1] == 2 * self.info.image_shape[0]:
+            c = self.info.image_shape[0]
+            return x[:, :c], x[:, c:]
+        return x, x
+
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
-        return self._disturb(x, x, y)
+        x, orig = self._views(x)
+        return self._disturb(orig, x, y)
 
     def _disturb(self, orig: Tensor, x: Tensor, y: Tensor) -> Mixed:
         """``x_p`` of this stage: RF crops ``orig`` (the image before any crop with ``rf_of: original``,
@@ -178,7 +193,7 @@ class PairTraining(Method):
         return slice(None) if self.cfg.gate == "per_batch" else host_to_device(np.flatnonzero(u), device)
 
     def forward(self, x: Tensor, y: Tensor) -> StepOut:
-        orig = x
+        x, orig = self._views(x)
         if self.own_crop:  # x_z: normal training's pad-crop-flip of the original (pad min(H, W) / 8)
             x = pt.rf(orig, self.generator, self.black.to(x.device, x.dtype))
         rows = self._pair_rows(y.shape[0], x.device)

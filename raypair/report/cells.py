@@ -70,11 +70,12 @@ DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 def ran(ab: Any) -> str:
     """What an ablation's runs train, read from their configs (``ab.runs``): ``"lenet_cifar,
-    CIFAR-10 (5000 train images)"``. Empty when no run is known."""
+    CIFAR-10 (5000 train images)"`` (a method's own networks too: VPL's transformer). Empty when no
+    run is known."""
     runs = list(getattr(ab, "runs", {}).values()) or _rebuilt(ab)
     if not runs:
         return ""
-    models = sorted({r.model.name for r in runs})
+    models = sorted({name for r in runs for name in (r.model.name, *r.method.networks())})
     data = []
     for r in runs:
         d = DATA_NAMES.get(r.data.name, r.data.name)

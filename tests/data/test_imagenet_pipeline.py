@@ -126,3 +126,26 @@ def test_randaugment_follows_the_crop_on_the_same_stream(folder):
     idx = torch.randperm(12, generator=seeded_generator("data.shuffle", 1, 0))
     want = randaugment(random_resized_crop_flip(s.train_x[idx], 224, (0.08, 1), (3 / 4, 4 / 3), g), g)
     assert torch.allclose(x, want.float(), atol=1e-3)  # (x / 255) / (1 / 255): pixels up to float rounding
+
+
+def test_original_adds_the_unaugmented_view_after_the_augmented_ones_channels(folder):
+    """``original`` (PairTraining's RF of the original on this pipeline): channels 0-2 are the batch a
+    loader without it gives (the same draws), channels 3-5 torchvision's Resize(256) + CenterCrop(224)
+    of the same images; evaluation and ``draw`` are unchanged."""
+    s = load_splits(DataConfig(name="birds", root=str(folder)))
+    kw = dict(mean=s.info.mean, std=s.info.std, batch_size=4, train=True, augment=True, seed=5,
+              autoaugment="imagenet", **pipeline_kwargs(DataConfig(name="birds"), s.info))
+    both = DeviceLoader(s.train_x, s.train_y, original=True, **kw)
+    one = DeviceLoader(s.train_x, s.train_y, **kw)
+    perm = torch.randperm(12, generator=seeded_generator("data.shuffle", 5, 1))
+    mean, std = torch.tensor(s.info.mean).view(1, 3, 1, 1), torch.tensor(s.info.std).view(1, 3, 1, 1)
+    tv = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])
+    for b, ((x2, y2), (x1, y1)) in enumerate(zip(both.epoch(1), one.epoch(1))):
+        idx = perm[4 * b:4 * b + 4]
+        assert x2.shape == (4, 6, 224, 224) and torch.equal(y2, y1) and torch.equal(x2[:, :3], x1)
+        want = (torch.stack([tv(i) for i in s.train_x[idx]]).float() / 255 - mean) / std
+        assert torch.allclose(x2[:, 3:], want, atol=1e-6)
+    assert both.draw(3, torch.Generator().manual_seed(0))[0].shape == (3, 3, 224, 224)
+    val = DeviceLoader(s.val_x, s.val_y, mean=s.info.mean, std=s.info.std, batch_size=4, train=False, original=True,
+                       **pipeline_kwargs(DataConfig(name="birds"), s.info))
+    assert next(iter(val.epoch(0)))[0].shape[1] == 3

@@ -247,3 +247,18 @@ def test_reduced_size_jpeg_decoding_keeps_the_crop(tmp_path, monkeypatch):
     assert sizes == [(100, 88)]
     assert small.shape == full.shape == (64, 64, 3)
     assert np.abs(small.astype(float) - full.astype(float)).mean() < 3
+
+
+def test_original_streams_the_evaluation_view_beside_the_crop(roots):
+    """The stream path's ``original``: the first three channels are the batch without it (same crops,
+    same flips), the last three the evaluation decoder's centre crop of the same rows."""
+    from raypair.data.stream_decode import Decoder
+
+    folder = roots["parquet"]
+    both, one = _loader(folder, True, original=True), _loader(folder, True)
+    centre = Decoder(both.decoder.index, "imagenet", crop_size=16, resize_size=20)
+    for rows, (x2, y2), (x1, y1) in zip(both.batches(2), both.epoch(2), one.epoch(2)):
+        assert x2.shape == (8, 6, 16, 16) and torch.equal(y2, y1) and torch.equal(x2[:, :3], x1)
+        want = torch.from_numpy(centre.batch(rows, 2)[0]).permute(0, 3, 1, 2).float() / 255
+        assert torch.allclose(x2[:, 3:], (want - 0.5) / 0.25)
+    assert both.draw(4, torch.Generator().manual_seed(1))[0].shape == (4, 3, 16, 16)

@@ -78,3 +78,24 @@ def test_the_resampled_atoms_are_the_csvs_values_centred_per_variant(tmp_path):
     assert np.allclose(got, res / np.sqrt(np.mean(res * res)))
     real = bench.run_residuals()
     assert real.size >= 60 and np.mean(real * real) == pytest.approx(1.0)
+
+
+def test_walds_bound_is_the_closed_form_and_a_simulated_sprt_spends_just_above_it():
+    """The floor printed beside the table: by hand at power 0.9 (ln 36, ln(0.1 / 0.975)), and against
+    Wald's SPRT of 0 vs delta simulated with small steps (little overshoot): the SPRT, optimal at
+    delta, spends at least the bound and within 10 % of it."""
+    d = 0.9 * math.log(0.9 / 0.025) + 0.1 * math.log(0.1 / 0.975)
+    assert bench.wald_bound(0.9, 0.5, 1.0, 0.05) == pytest.approx(2 * d / 0.25, rel=1e-12)
+    assert bench.fixed_z_n(0.9, 0.5, 1.0, 0.05) == pytest.approx((1.959964 + 1.281552) ** 2 / 0.25, rel=1e-6)
+    delta, a, p = 0.25, 0.025, 0.9
+    hi, lo = math.log(p / a), math.log((1 - p) / (1 - a))
+    x = np.random.default_rng(3).normal(delta, 1.0, (4000, 1500))
+    llr = np.cumsum(delta * x - delta * delta / 2, axis=1)
+    out = (llr >= hi) | (llr <= lo)
+    assert out.any(1).all()
+    stop = out.argmax(1)
+    power = (llr[np.arange(x.shape[0]), stop] >= hi).mean()
+    asn = (stop + 1).mean()
+    bound = bench.wald_bound(power, delta, 1.0, 2 * a)
+    assert bound <= asn <= 1.1 * bound
+    assert bound / bench.fixed_z_n(power, delta, 1.0, 2 * a) > 0.5  # at this power no test halves the seeds

@@ -24,7 +24,7 @@ markers =
     ray: r
     soak: k
     gpu: g
-timeout = 3
+timeout = 60
 """
 
 
@@ -96,6 +96,7 @@ def test_a_skip_fails_under_strict_but_a_gpu_test_without_cuda_still_skips(inner
 
 
 def test_a_hang_fails_with_its_name(inner):
-    res = inner("import time\n\ndef test_hangs():\n    time.sleep(60)\n")
+    # 3 s for this one test only: the others' hooks import torch (~3 s in a loaded process of its own)
+    res = inner("import time, pytest\n\n@pytest.mark.timeout(3)\ndef test_hangs():\n    time.sleep(60)\n")
     res.assert_outcomes(failed=1)
     assert "Timeout" in res.stdout.str() and "test_hangs" in res.stdout.str()

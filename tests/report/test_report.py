@@ -202,3 +202,17 @@ def test_sweep_report_shows_every_branch_beside_the_metric(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
     assert [(r["trial"], r["last_val_acc_cnn"], r["last_val_acc_vit"]) for r in rows] == [("t0", "0.61", "0.52"),
                                                                                           ("t1", "0.58", "0.55")]
+
+
+def test_what_ran_names_a_methods_own_networks():
+    """VPL builds a transformer beside ``model.name``: the title says both (P4's pairs), each once."""
+    from types import SimpleNamespace
+
+    from raypair.config import build_run
+    from raypair.report.cells import ran
+
+    vpl = {"name": "vpl", "vit_model": "vit_cifar_d4"}
+    runs = {"a": build_run({"model": {"name": "tiny_cnn"}, "method": vpl, "data": {"name": "digits"}}),
+            "b": build_run({"model": {"name": "tiny_vit_w48"}, "method": vpl, "data": {"name": "digits"}}),
+            "c": build_run({"model": {"name": "tiny_cnn"}, "method": {"name": "erm"}, "data": {"name": "digits"}})}
+    assert ran(SimpleNamespace(runs=runs)) == "tiny_cnn, tiny_vit_w48, vit_cifar_d4, digits"

@@ -311,8 +311,11 @@ def test_a_signal_at_any_instant_stops_the_same_way(tmp_path, when):
         proc.send_signal(signal.SIGTERM)
         t0 = time.time()
         out, _ = proc.communicate(timeout=60)
-        again = "raypair: interrupted (stopped by SIGTERM" if ended else "SIGTERM again: exiting now"
-        assert time.time() - t0 < 15 and again in out, (proc.returncode, out[-2000:])
+        # not ended: the second lands in the stop ("again: exiting now") or, rarely, in the instant
+        # between the stop's end and the teardown's handler, where the CLI's own handler says
+        # "interrupted"; both exit 130 at once
+        again = ["raypair: interrupted (stopped by SIGTERM"] + ([] if ended else ["SIGTERM again: exiting now"])
+        assert time.time() - t0 < 15 and any(a in out for a in again), (proc.returncode, out[-2000:])
     else:
         out, _ = proc.communicate(timeout=120)
         assert "raypair: interrupted (stopped by SIGTERM; --resume continues)" in out, out[-3000:]

@@ -79,6 +79,9 @@ class VplConfig(MethodConfig):
                 raise ValueError(f"vit_weights: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
 
+    def networks(self) -> tuple[str, ...]:
+        return (self.vit_model,)
+
     def y_percent(self) -> int:
         """Stage 3's share of the epochs: ``y``, or ``x`` where y is tied to it (None)."""
         return self.x if self.y is None else self.y
