@@ -7,7 +7,7 @@
 
 (a) images per second per CPU core of decode + RandomResizedCrop(224) + flip, uint8 batches of 64:
 raypair's stream path (``StreamLoader``'s decoding processes over ``_Batches``: PIL with reduced-size
-JPEG decoding, the crop resized straight from the decoded box) against a plain torchvision
+JPEG decoding, the box resized by torch's uint8 antialiased kernel) against a plain torchvision
 ``ImageFolder`` + ``DataLoader`` (PIL, ``RandomResizedCrop`` + ``RandomHorizontalFlip`` +
 ``PILToTensor``), the same files and the same number of worker processes (``--cores``), alternated
 ``--repeats`` times (median); ``--max-size N``: raypair's stream path once more on the same images

@@ -6,7 +6,7 @@ bytes (``stream_index.Reader``), decode it with PIL at a reduced JPEG scale wher
   form of ``raypair.ops.resized_crop.boxes_from_uniforms`` (same rule, same uniforms -> same box,
   tested), from uniforms keyed by ``(seed, epoch, image row)`` (so the same in any worker, on any
   rank, on a resumed run), then a flip with p=0.5 from the same key; bilinear resize of the box
-  (PIL, antialiased);
+  (antialiased, :func:`resized`);
 - imagenet otherwise: the centre square of ``crop_size / resize_size`` of the shorter side, resized to
   ``crop_size`` (torchvision's Resize(resize_size) + CenterCrop(crop_size) to within a pixel's rounding);
 - cifar pipeline: the whole image (they must share a size), or with ``image_size`` its centre square
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -31,6 +32,26 @@ from raypair.ops.streams import stream_key
 
 TRIES = 10  # torchvision's get_params (raypair.ops.resized_crop.TRIES)
 _DRAWS = 2 * TRIES + 3  # u_area, u_ratio, u_top, u_left, flip
+
+
+def resized(pixels: np.ndarray, box: Sequence[float], out: int, flip: bool = False) -> np.ndarray:
+    """The ``box`` (left, top, right, bottom; rounded to whole pixels, as torchvision's crops) of
+    uint8 ``pixels [H, W, 3]`` resized to ``out x out``, bilinear with antialiasing (torch's uint8
+    kernel on channels-last data: the same filter as PIL's and torchvision's resize, about 3x faster
+    here than PIL's own), then flipped left-right if ``flip``: uint8 ``[out, out, 3]``."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = pixels.shape[:2]
+    left, top = min(max(int(round(box[0])), 0), w - 1), min(max(int(round(box[1])), 0), h - 1)
+    right, bottom = min(max(int(round(box[2])), left + 1), w), min(max(int(round(box[3])), top + 1), h)
+    with warnings.catch_warnings():  # PIL's pixels are read-only; nothing here writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(np.ascontiguousarray(pixels[top:bottom, left:right])).permute(2, 0, 1)[None]
+    y = F.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
+    if flip:
+        y = y.flip(-1)
+    return y.numpy().transpose(1, 2, 0)  # a view: the batch's np.stack makes the one copy
 
 
 class CorruptImage(RuntimeError):
@@ -118,11 +139,11 @@ class Decoder:
         sx, sy = im.size[0] / width, im.size[1] / height
         if im.mode != "RGB":  # a JPEG decodes as RGB: converting it anyway copied the whole image (~20 % here)
             im = im.convert("RGB")
-        views = []
-        for box, out, flip in boxes:
-            v = im.resize((out, out), Image.BILINEAR, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)) \
-                if out else im
-            views.append(np.asarray(v.transpose(Image.FLIP_LEFT_RIGHT) if flip else v))
+        pixels = np.asarray(im)
+        if not any(out for _, out, _ in boxes):
+            return pixels
+        views = [resized(pixels, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), out, flip)
+                 for box, out, flip in boxes]
         return views[0] if len(views) == 1 else np.concatenate(views, axis=2)
 
     def batch(self, rows: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -262,3 +262,21 @@ def test_original_streams_the_evaluation_view_beside_the_crop(roots):
         want = torch.from_numpy(centre.batch(rows, 2)[0]).permute(0, 3, 1, 2).float() / 255
         assert torch.allclose(x2[:, 3:], (want - 0.5) / 0.25)
     assert both.draw(4, torch.Generator().manual_seed(1))[0].shape == (4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("box", [(10, 20, 250, 200), (0, 0, 300, 240), (100, 50, 180, 120), (3, 7, 299, 100)])
+def test_the_decoders_resize_is_pils_antialiased_bilinear(box):
+    """``resized`` (torch's uint8 kernel) against what torchvision's RandomResizedCrop does to a PIL
+    image once it has its box (``F.resized_crop``: PIL's crop, then PIL's antialiased bilinear
+    resize): down- and upscaling, non-square boxes, a flip."""
+    from PIL import Image
+
+    from raypair.data.stream_decode import resized
+
+    yy, xx = np.mgrid[0:240, 0:300]
+    smooth = np.stack([xx * 255 / 299, yy * 255 / 239, 128 + 100 * np.sin(xx / 9) * np.cos(yy / 13)], -1)
+    img = Image.fromarray(smooth.round().astype(np.uint8))
+    ref = np.asarray(img.crop(box).resize((96, 96), Image.BILINEAR)).astype(int)
+    got = resized(np.asarray(img), box, 96).astype(int)
+    assert got.shape == (96, 96, 3) and np.abs(got - ref).max() <= 1 and np.abs(got - ref).mean() < 0.05
+    assert np.array_equal(resized(np.asarray(img), box, 96, flip=True), got[:, ::-1].astype(np.uint8))
