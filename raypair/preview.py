@@ -28,7 +28,7 @@ def preview(run: RunConfigBase, out: Path, n: int = 16, epoch: Optional[int] = N
     crop_flip, policy = loader_aug(run.method, info.pipeline)
     loader = DeviceLoader(splits.train_x, splits.train_y, batch_size=n, mean=info.mean, std=info.std,
                           train=True, augment=crop_flip, autoaugment=policy, pad=run.data.pad, seed=run.seed,
-                          original=loader_views(run.method, info.pipeline), **pipeline_kwargs(run.data, info))
+                          rf_view=loader_views(run.method, info.pipeline), **pipeline_kwargs(run.data, info))
     torch.manual_seed(run.seed)
     # mix never runs the network: the tiny one stands in for run.model; the stream is seeded
     # run.seed itself (not the loop's per-worker run.seed * 1000), as the grids in docs/ were drawn

@@ -44,7 +44,7 @@ class MethodConfig(Strict):
         """True when the method disturbs the un-augmented training image itself (PairTraining's RF of
         the original, ``rf_of``): on the cifar pipeline the loader then hands over the un-augmented
         images and the method pad-crop-flips them; on the imagenet pipeline every training batch
-        carries the un-augmented view too (:func:`loader_views`)."""
+        carries RF of the un-augmented image too (:func:`loader_views`)."""
         return False
 
     def networks(self) -> tuple[str, ...]:
@@ -100,8 +100,9 @@ def loader_aug(method: MethodConfig, pipeline: str) -> tuple[bool, Optional[str]
 
 
 def loader_views(method: MethodConfig, pipeline: str) -> bool:
-    """Whether the training loader adds each image's un-augmented view (resize + centre crop, the
-    evaluation transform) after the augmented one's channels: on the imagenet pipeline when the
-    method disturbs the original itself (PairTraining's ``rf_of: original``: x_z stays normal
-    training's RandomResizedCrop, x_p is RF of the un-augmented image)."""
+    """Whether the training loader adds RF of each un-augmented image (a random ``crop_size`` window of
+    the ``resize_size`` square, flipped with p=0.5) after the augmented view's channels: on the
+    imagenet pipeline when the method disturbs the original itself (PairTraining's ``rf_of:
+    original``, methods.md §5.3's "random crop from the 256-resized image"; x_z stays normal
+    training's RandomResizedCrop)."""
     return pipeline == "imagenet" and method.crops_itself()

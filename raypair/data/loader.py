@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from raypair.ops.augment import pad_crop_flip
+from raypair.ops.augment import crop_flip, pad_crop_flip
 from raypair.ops.autoaugment import POLICIES, autoaugment, warm
 from raypair.ops.pairing import draw_avoiding
 from raypair.ops.randaugment import ra_tables, randaugment
@@ -71,10 +71,14 @@ class DeviceLoader:
     (:func:`raypair.ops.resized_crop.random_resized_crop_flip`), drawn on the same per-epoch
     ``data.augment`` stream; every other batch (evaluation, training without ``augment``) is
     resized (shorter side ``resize_size``) and centre-cropped to ``crop_size``.
-    ``original`` (imagenet training): each batch also carries every image's un-augmented view (that
-    resize + centre crop) after the augmented view's channels, ``[b, 2C, H, W]``
-    (``raypair.config.loader_views``: PairTraining's RF of the original image).
-    Batches: x float32 ``[b, C, H, W]`` = ``(x / 255 - mean) / std``, y int64 ``[b]``.
+    ``rf_view`` (imagenet training with ``augment``): each batch also carries RF of every un-augmented
+    image after the augmented view's channels, ``[b, 2C, H, W]``: the ``resize_size`` square
+    (Resize + CenterCrop(resize_size)) cropped at a random ``crop_size`` window and flipped with p=0.5
+    (:func:`raypair.ops.augment.crop_flip`, on the named stream ``data.rf`` (seed, epoch, rank), so the
+    augmented view draws what it draws without it; ``raypair.config.loader_views``: PairTraining's RF
+    of the original image at 224 px).
+    Batches: x float32 ``[b, C, H, W]`` (``rf_view``: ``[b, 2C, H, W]``) = ``(x / 255 - mean) / std``,
+    y int64 ``[b]``.
     """
 
     def __init__(self, x: Tensor, y: Tensor, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
@@ -82,7 +86,7 @@ class DeviceLoader:
                  seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
                  autoaugment: Optional[str] = None, pipeline: str = "cifar", crop_size: int = 224,
                  resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
-                 rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), original: bool = False) -> None:
+                 rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), rf_view: bool = False) -> None:
         _check_args(x, y, batch_size, train, augment, autoaugment, rank, world_size)
         if pipeline not in ("cifar", "imagenet") or crop_size > resize_size:
             raise ValueError(f"need pipeline cifar or imagenet and crop_size <= resize_size, got {pipeline!r}, "
@@ -99,7 +103,7 @@ class DeviceLoader:
         self.autoaugment, self.pipeline = autoaugment, pipeline
         self.crop_size, self.resize_size = crop_size, resize_size
         self.rrc_scale, self.rrc_ratio = tuple(rrc_scale), tuple(rrc_ratio)
-        self.original = original and train and pipeline == "imagenet"
+        self.rf_view = rf_view and train and augment and pipeline == "imagenet"
         if autoaugment is not None:
             side = (crop_size, crop_size) if pipeline == "imagenet" else x.shape[2:]
             ra_tables(*side, self.device) if autoaugment == "ra" else warm(autoaugment, *side, self.device)
@@ -122,7 +126,7 @@ class DeviceLoader:
         yield from (perm[s * g:(s + 1) * g][mine] for s in range(len(self)))
 
     def _prepare(self, idx: Union[Tensor, slice], gen: Optional[torch.Generator],
-                 original: bool = False) -> tuple[Tensor, Tensor]:
+                 rf_gen: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
         x = orig = self.x[idx]
         if self.pipeline == "imagenet":
             x = resize_center_crop(x, self.resize_size, self.crop_size) if gen is None else \
@@ -131,8 +135,9 @@ class DeviceLoader:
             x = pad_crop_flip(x, self.pad, gen)
         if gen is not None and self.autoaugment is not None:  # on uint8 pixels, after the crop (torchvision order)
             x = randaugment(x, gen) if self.autoaugment == "ra" else autoaugment(x, self.autoaugment, gen)
-        if original:  # the un-augmented view after the augmented one's channels
-            x = torch.cat([x, resize_center_crop(orig, self.resize_size, self.crop_size)], 1)
+        if rf_gen is not None:  # RF of the un-augmented image after the augmented one's channels
+            square = resize_center_crop(orig, self.resize_size, self.resize_size)
+            x = torch.cat([x, crop_flip(square, self.crop_size, rf_gen)], 1)
         x = normalise(x, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -150,11 +155,14 @@ class DeviceLoader:
         return other
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""
+        """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], ``rf_view``: [b, 2C, H, W];
+        y int64 [b]) on the device."""
         gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) \
             if self.augment else None
+        rf_gen = seeded_generator("data.rf", self.seed, epoch, self.rank, device=self.device) \
+            if self.rf_view else None  # a stream of its own: the augmented view draws as without it
         for idx in self._batches(epoch):
-            yield self._prepare(idx, gen, self.original)
+            yield self._prepare(idx, gen, rf_gen)
 
     def draw(self, n: int, generator: torch.Generator, avoid: Optional[Tensor] = None,
              max_rounds: int = 64) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ of workers see the same crops. ``draw`` decodes its samples in this process.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -58,8 +59,9 @@ def _one_thread(_: int) -> None:
 
 class StreamLoader:
     """A split streamed from ``index`` (``raypair.data.stream_index.Index``); see the module text.
-    Keywords as :class:`raypair.data.DeviceLoader`'s (``original`` included: the decoding process
-    resizes the un-augmented view from the same decoded image), plus ``image_size`` (cifar: resize to it),
+    Keywords as :class:`raypair.data.DeviceLoader`'s (``rf_view`` included: the decoding process cuts
+    the RF view from the same decoded image, its window and flip keyed by the named stream ``data.rf``),
+    plus ``image_size`` (cifar: resize to it),
     ``workers`` (0: decode in this process), ``prefetch``, ``on_corrupt`` (skip | fail) and ``trace``
     (a training loader writes each epoch's image rows, in order, to ``trace/train-e{epoch}-r{rank}.txt``)."""
 
@@ -70,7 +72,7 @@ class StreamLoader:
                  resize_size: int = 256, rrc_scale: Sequence[float] = (0.08, 1.0),
                  rrc_ratio: Sequence[float] = (3 / 4, 4 / 3), image_size: Optional[int] = None, workers: int = 0,
                  prefetch: int = 2, on_corrupt: str = "skip", trace: Optional[str] = None,
-                 original: bool = False) -> None:
+                 rf_view: bool = False) -> None:
         n = len(index)
         labels = torch.from_numpy(index.label)
         _check_args(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), labels, batch_size, train, augment, autoaugment,
@@ -85,7 +87,7 @@ class StreamLoader:
         self.trace = trace if train else None
         self.decoder = Decoder(index, pipeline, train and augment, crop_size, resize_size, tuple(rrc_scale),
                                tuple(rrc_ratio), image_size, seed, on_corrupt,
-                               original=original and train and pipeline == "imagenet")
+                               rf_view=rf_view and train and augment and pipeline == "imagenet")
         self.skipped = 0  # images that did not decode, over every epoch so far (on_corrupt: skip)
         if autoaugment is not None:
             side = crop_size if pipeline == "imagenet" else image_size or self.decoder.image(0, 0).shape[0]
@@ -113,7 +115,7 @@ class StreamLoader:
             x = x.contiguous()
         if gen is not None and self.pipeline == "cifar":
             x = pad_crop_flip(x, self.pad, gen)
-        if gen is not None and self.autoaugment is not None:  # the augmented view only (``original``: its first C)
+        if gen is not None and self.autoaugment is not None:  # the augmented view only (``rf_view``: its first C)
             c = self.mean.shape[1]
             aug = x[:, :c]
             aug = randaugment(aug, gen) if self.autoaugment == "ra" else autoaugment(aug, self.autoaugment, gen)
@@ -124,7 +126,8 @@ class StreamLoader:
         return x, y.to(self.device, torch.int64, non_blocking=True)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], y int64 [b]) on the device."""
+        """This rank's batches of epoch ``epoch``: (x float32 [b, C, H, W], ``rf_view``: [b, 2C, H, W];
+        y int64 [b]) on the device."""
         gen = seeded_generator("data.augment", self.seed, epoch, self.rank, device=self.device) \
             if self.augment else None
         data = _Batches(self.decoder, self.batches(epoch), epoch)
@@ -158,8 +161,8 @@ class StreamLoader:
         here; their host crops are keyed by a number drawn from ``generator``."""
         idx = draw_avoiding(self.y, n, generator, avoid, max_rounds)
         key = int(torch.randint(2**31, (1,), generator=generator, device=generator.device)) + 2**32
-        x, y, _ = self.decoder.batch(self.rows[idx.cpu().numpy()], key)  # a corrupt image: fewer rows
-        x = x[..., :self.mean.shape[1]]  # the augmented view alone (as DeviceLoader.draw)
+        decoder = dataclasses.replace(self.decoder, rf_view=False)  # the augmented view alone (as DeviceLoader.draw)
+        x, y, _ = decoder.batch(self.rows[idx.cpu().numpy()], key)  # a corrupt image: fewer rows
         if len(y) < n:
             raise RuntimeError(f"draw: {n - len(y)} of {n} drawn images do not decode")
         return self._device(torch.from_numpy(x), torch.from_numpy(y), generator if self.augment else None)

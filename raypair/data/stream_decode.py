@@ -11,8 +11,10 @@ bytes (``stream_index.Reader``), decode it with PIL at a reduced JPEG scale wher
   ``crop_size`` (torchvision's Resize(resize_size) + CenterCrop(crop_size) to within a pixel's rounding);
 - cifar pipeline: the whole image (they must share a size), or with ``image_size`` its centre square
   resized to ``image_size`` (pad-crop-flip and AutoAugment then run on the device batch);
-- ``original`` (imagenet): the centre crop's view too, resized from the same decoded image and put
-  after the first view's channels (PairTraining's RF of the original, ``raypair.config.loader_views``).
+- ``rf_view`` (imagenet training): RF of the un-augmented image too, after the first view's channels:
+  a random ``crop_size`` window of the centre ``resize_size`` square (as Resize + CenterCrop(resize_size)
+  would give it), flipped with p=0.5, from uniforms keyed by ``data.rf`` (seed, epoch, image row)
+  (PairTraining's RF of the original at 224 px, ``raypair.config.loader_views``).
 
 An image that does not decode is skipped and counted (``on_corrupt: skip``) or raises
 :class:`CorruptImage` naming it (``fail``).
@@ -35,10 +37,12 @@ _DRAWS = 2 * TRIES + 3  # u_area, u_ratio, u_top, u_left, flip
 
 
 def resized(pixels: np.ndarray, box: Sequence[float], out: int, flip: bool = False) -> np.ndarray:
-    """The ``box`` (left, top, right, bottom; rounded to whole pixels, as torchvision's crops) of
-    uint8 ``pixels [H, W, 3]`` resized to ``out x out``, bilinear with antialiasing (torch's uint8
-    kernel on channels-last data: the same filter as PIL's and torchvision's resize, about 3x faster
-    here than PIL's own), then flipped left-right if ``flip``: uint8 ``[out, out, 3]``."""
+    """The ``box`` (left, top, right, bottom) of uint8 ``pixels [H, W, 3]`` resized to ``out x out``,
+    bilinear with antialiasing, then flipped left-right if ``flip``: uint8 ``[out, out, 3]``. Each of
+    the box's edges is rounded to a whole pixel (exact for torchvision's integer crop boxes; on a
+    reduced-size decode, within half a decoded pixel). The resize is torch's uint8
+    kernel on channels-last data: the filter of PIL's and torchvision's resize, at under half of
+    PIL's cost here."""
     import torch
     import torch.nn.functional as F
 
@@ -51,7 +55,18 @@ def resized(pixels: np.ndarray, box: Sequence[float], out: int, flip: bool = Fal
     y = F.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
     if flip:
         y = y.flip(-1)
-    return y.numpy().transpose(1, 2, 0)  # a view: the batch's np.stack makes the one copy
+    return y.numpy().transpose(1, 2, 0)  # a view: the batch's np.stack (or the views' concatenate) copies it
+
+
+def _decode(im, f: int, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """An opened image's pixels, decoded at 1/``f`` scale where PIL's JPEG draft allows, with the
+    scale actually taken per axis."""
+    if f > 1:
+        im.draft("RGB", (width // f, height // f))  # PIL takes the largest scale that keeps this size
+    sx, sy = im.size[0] / width, im.size[1] / height
+    if im.mode != "RGB":  # a JPEG decodes as RGB: converting it anyway copied the whole image (~20 % here)
+        im = im.convert("RGB")
+    return np.asarray(im), sx, sy
 
 
 class CorruptImage(RuntimeError):
@@ -85,7 +100,8 @@ def uniforms(seed: int, epoch: int, row: int) -> np.ndarray:
 
 @dataclass
 class Decoder:
-    """How one split's images become uint8 ``[b, S, S, 3]`` arrays (picklable: a worker gets a copy)."""
+    """How one split's images become uint8 ``[b, S, S, 3]`` arrays (``rf_view``: 6 channels;
+    picklable: a worker gets a copy)."""
 
     index: Index
     pipeline: str = "cifar"
@@ -98,7 +114,7 @@ class Decoder:
     seed: int = 0
     on_corrupt: str = "skip"
     draft: bool = True  # reduced-size JPEG decoding (off: full decode, for the benchmark's comparison)
-    original: bool = False  # imagenet: the centre crop's view too, after the channels (``[S, S, 6]``)
+    rf_view: bool = False  # imagenet training: RF of the un-augmented image too, after the channels (``[S, S, 6]``)
 
     def __post_init__(self) -> None:
         self._reader: Optional[Reader] = None
@@ -106,11 +122,20 @@ class Decoder:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_reader"} | {"_reader": None}
 
-    def _box(self, row: int, epoch: int, width: int, height: int,
-             centre: bool = False) -> tuple[tuple[float, ...], int, bool]:
-        """The crop (left, top, right, bottom) in the original's pixels, the output side, the flip;
-        ``centre``: the un-augmented view's (the evaluation crop) whatever ``train_aug``."""
-        if self.pipeline == "imagenet" and self.train_aug and not centre:
+    def _rf_box(self, row: int, epoch: int, width: int, height: int) -> tuple[tuple[float, ...], int, bool]:
+        """The RF view's window in the original's pixels: ``crop_size`` of the centre square taken as
+        ``resize_size`` px, at offsets ``U{0..resize_size - crop_size}``, and its flip."""
+        u = np.random.default_rng(stream_key("data.rf", self.seed, epoch, row)).random(3)
+        room = self.resize_size - self.crop_size
+        oy, ox = (min(math.floor(v * (room + 1)), room) for v in u[:2])
+        side = min(width, height)
+        k = side / self.resize_size  # original pixels per pixel of the resized square
+        left, top = (width - side) / 2 + ox * k, (height - side) / 2 + oy * k
+        return (left, top, left + self.crop_size * k, top + self.crop_size * k), self.crop_size, bool(u[2] < 0.5)
+
+    def _box(self, row: int, epoch: int, width: int, height: int) -> tuple[tuple[float, ...], int, bool]:
+        """The crop (left, top, right, bottom) in the original's pixels, the output side, the flip."""
+        if self.pipeline == "imagenet" and self.train_aug:
             u = uniforms(self.seed, epoch, row)
             top, left, h, w = rrc_box(u, height, width, self.rrc_scale, self.rrc_ratio)
             return (left, top, left + w, top + h), self.crop_size, bool(u[-1] < 0.5)
@@ -121,33 +146,41 @@ class Decoder:
         return ((width - c) / 2, (height - c) / 2, (width + c) / 2, (height + c) / 2), int(out), False
 
     def image(self, row: int, epoch: int) -> np.ndarray:
-        """Image ``row`` of the index as uint8 ``[S, S, 3]`` (cifar without image_size: as stored)."""
+        """Image ``row`` of the index as uint8 ``[S, S, 3]`` (``rf_view``: ``[S, S, 6]``; cifar without
+        image_size: as stored). Each view is decoded at the reduced JPEG scale its own box allows, so
+        the augmented view is the same with or without ``rf_view`` (one decode when the two scales
+        agree, as they mostly do)."""
         from PIL import Image
 
         self._reader = self._reader or Reader()
-        im = Image.open(io.BytesIO(self._reader.read(self.index, row)))
+        data = self._reader.read(self.index, row)
+        im = Image.open(io.BytesIO(data))
         width, height = im.size
         boxes = [self._box(row, epoch, width, height)]
-        if self.original:
-            boxes.append(self._box(row, epoch, width, height, centre=True))
-        out = boxes[0][1]
-        if out and self.draft and im.format == "JPEG":
-            side = min(min(b[2] - b[0], b[3] - b[1]) for b, _, _ in boxes)
-            f = next((f for f in (8, 4, 2) if side / f >= out), 1)
-            if f > 1:
-                im.draft("RGB", (width // f, height // f))  # PIL takes the largest scale that keeps this size
-        sx, sy = im.size[0] / width, im.size[1] / height
-        if im.mode != "RGB":  # a JPEG decodes as RGB: converting it anyway copied the whole image (~20 % here)
-            im = im.convert("RGB")
-        pixels = np.asarray(im)
-        if not any(out for _, out, _ in boxes):
-            return pixels
-        views = [resized(pixels, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), out, flip)
-                 for box, out, flip in boxes]
+        if self.rf_view:
+            boxes.append(self._rf_box(row, epoch, width, height))
+        decoded: dict[int, tuple[np.ndarray, float, float]] = {}
+        views = []
+        for box, out, flip in boxes:
+            f = self._scale(box, out, im.format)
+            if f not in decoded:
+                decoded[f] = _decode(im if not decoded else Image.open(io.BytesIO(data)), f, width, height)
+            pixels, sx, sy = decoded[f]
+            if not out:
+                return pixels  # cifar without image_size: as stored (one view)
+            views.append(resized(pixels, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), out, flip))
         return views[0] if len(views) == 1 else np.concatenate(views, axis=2)
 
+    def _scale(self, box: Sequence[float], out: int, fmt: Optional[str]) -> int:
+        """The JPEG reduction (1, 2, 4 or 8) that keeps ``box`` at least ``out`` px on its shorter side."""
+        if not (out and self.draft and fmt == "JPEG"):
+            return 1
+        side = min(box[2] - box[0], box[3] - box[1])
+        return next((f for f in (8, 4, 2) if side / f >= out), 1)
+
     def batch(self, rows: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The images ``rows`` (uint8 ``[b, S, S, 3]``) that decode, their labels and their rows."""
+        """The images ``rows`` (uint8 ``[b, S, S, 3]``, ``rf_view``: ``[b, S, S, 6]``) that decode, their
+        labels and their rows."""
         imgs, keep = [], []
         for i, row in enumerate(rows.tolist()):
             try:

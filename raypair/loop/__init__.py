@@ -162,7 +162,7 @@ def _device_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
     crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = DeviceLoader(splits.train_x, splits.train_y, batch_size=run.batch_size, train=True, augment=crop_flip,
                          autoaugment=policy, pad=run.data.pad, seed=run.seed,
-                         original=loader_views(run.method, info.pipeline), **norm)
+                         rf_view=loader_views(run.method, info.pipeline), **norm)
     val = DeviceLoader(splits.val_x, splits.val_y, batch_size=run.eval_batch_size, train=False, **norm)
     test = None
     if splits.test_x is not None:
@@ -182,7 +182,7 @@ def _stream_loaders(run: RunConfigBase, device: torch.device, dist: Dist) -> tup
                 **stream_kwargs(run.data, run.scale.resources().threads))
     crop_flip, policy = loader_aug(run.method, info.pipeline)
     train = StreamLoader(s.train, batch_size=run.batch_size, train=True, augment=crop_flip, autoaugment=policy,
-                         pad=run.data.pad, seed=run.seed, original=loader_views(run.method, info.pipeline), **norm)
+                         pad=run.data.pad, seed=run.seed, rf_view=loader_views(run.method, info.pipeline), **norm)
     val = StreamLoader(s.val, batch_size=run.eval_batch_size, train=False, **norm)
     test = None if s.test is None else StreamLoader(s.test, batch_size=run.eval_batch_size, train=False, **norm)
     return info, train, val, test

@@ -1,16 +1,19 @@
 """PairTraining (P0: Shi, Zhao, Yao, AI Communications 36(2):111-126, 2023; methods.md §5).
 
 Every step trains on the original ``x_z`` (the training image as normal training sees it:
-``aug: base+``, pad-crop-flipped) and, on a pair batch, a disturbed copy ``x_p`` (RF of the
-un-augmented image, ``rf_of``) through the same network:
+``aug: base+``, pad-crop-flipped; RandomResizedCrop + flip on the imagenet pipeline) and, on a pair
+batch, a disturbed copy ``x_p`` (RF of the un-augmented image, ``rf_of``) through the same network:
     L = CE(f(x_z), y) + omega * sce(f(x_p), T_p)    (pair batch; plain CE(f(x_z), y) otherwise)
 ``beta`` = last epoch's train top-1 on ``x_z`` (the loop's all-reduced ``train_acc``, 0 in the first
 epoch) picks the stage (3 iff beta >= t2, 2 iff t1 <= beta < t2, else 1) and the progress q in
 [0, 1] inside it (``ops.pairtrain.stage_of``). ``forward`` returns the x_z logits (labels y), so
 the loop's train_acc is the next epoch's beta, the same on every worker.
 Stage ops (``stage_ops``: a preset or 3 ops for stages 1, 2, 3; ``ops.pairtrain``):
-- rf: pad-crop + flip p=0.5, pad = min(H, W)/8 (4 px at 32 px; a 224-px input is padded 28 px, P0's
-  padding, not re-cropped from a 256-px resize), padded with black in normalised units (-mean/std);
+- rf: pad-crop + flip p=0.5, pad = min(H, W)/8 (4 px at 32 px), padded with black in normalised
+  units (-mean/std); on the imagenet pipeline with ``rf_of: original`` (methods.md §5.3: "224-px
+  inputs: random crop from the 256-resized image" + flip) the loader cuts it: a random 224 window of
+  the 256-px square of the un-augmented image, flipped with p=0.5 (``config.loader_views``); a 224-px
+  x_z under ``rf_of: x_z`` is pad-cropped by 28 px;
 - dmask: n = 1 + floor(q (n_max - 1)) zero squares of side L = round(sqrt(a) min(H, W)),
   a = a_min + q (a_max - a_min), Cutout-style centres, clipped (n reaches n_max only at q = 1);
 - dmix: box of round(sqrt(theta) H) x round(sqrt(theta) W), theta = theta_min + q (theta_max -
@@ -50,11 +53,12 @@ ASSUMPTIONs (methods.md §5.3) and their switches (default first):
   un-augmented image and the method crops twice from it: x_z (pad min(H, W)/8, black fill: the
   loader's crop at data.pad's default 4 px, on the method's stream) and, for RF / the RF before
   D-Mask / D-Mix, x_p, so x_p lies at most pad px from the original per axis. On the imagenet
-  pipeline x_z is the loader's RandomResizedCrop + flip (normal training's) and each training batch
-  carries the un-augmented view (resize + centre crop, ``config.loader_views``) after x_z's channels:
-  RF crops that one, so x_p lies within 28 px of the original at 224 px, never stacked on the
-  RandomResizedCrop. ``x_z`` disturbs the loader's already augmented x_z: the two compound (cifar: up
-  to 2 x pad per axis). Cutout, CutMix and D-Mask / D-Mix without RF start from x_z in all cases.
+  pipeline x_z is the loader's RandomResizedCrop + flip (normal training's, the same in S1 and S8) and
+  each training batch carries RF of the un-augmented image after x_z's channels (the 256-px square's
+  random 224 window + flip, cut by the loader from the same image): x_p starts from it, never stacked
+  on the RandomResizedCrop. ``x_z`` disturbs the loader's already augmented x_z: the two compound
+  (cifar: up to 2 x pad per axis). Cutout, CutMix and D-Mask / D-Mix without RF start from x_z in all
+  cases.
 - alpha: ``alpha_mode`` ramp (q) | beta | one; ``gate`` per_batch (one draw per batch, per worker
   under DDP, on a host stream seeded by the method's seed and the epoch: no device sync) | per_sample
   (Bernoulli(alpha) rows, on that stream; the whole batch is disturbed, so the partner comes from all
@@ -98,11 +102,11 @@ class PairTraining(Method):
     def __init__(self, cfg: PairTrainingConfig, model: torch.nn.Module, info: Any) -> None:
         super().__init__(cfg, model, info)
         self.ops = resolve_ops(cfg.stage_ops)
-        # rf_of original (P0): the loader hands over the un-augmented image (loop.setup reads
-        # crops_itself) and the method crops x_z and x_p from it, each once
+        # rf_of original (P0), cifar pipeline: the loader hands over the un-augmented image
+        # (config.loader_aug) and the method crops x_z and x_p from it, each once
         self.own_crop = cfg.crops_itself() and getattr(info, "pipeline", None) == "cifar"
-        # on the imagenet pipeline the loader adds the un-augmented view after x_z's channels
-        # (config.loader_views): x_z stays normal training's RandomResizedCrop, RF disturbs the original
+        # imagenet pipeline: the loader adds RF of the un-augmented image after x_z's channels
+        # (config.loader_views); x_z stays normal training's RandomResizedCrop
         self.two_views = cfg.crops_itself() and getattr(info, "pipeline", None) == "imagenet"
         black = -torch.tensor(info.mean) / torch.tensor(info.std)  # normalised value of pixel 0
         self.register_buffer("black", black, persistent=False)  # on the device: no copy per step
@@ -136,12 +140,15 @@ class PairTraining(Method):
         return self.sched[LOGS.index("omega")].float()  # float32: the weight a Python float gave the loss
 
     def _views(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(x_z, the original RF starts from) of a training batch: the loader's two views on the
-        imagenet pipeline (the augmented one's channels first), else the batch for both."""
-        if self.two_views and x.shape[1] == 2 * self.info.image_shape[0]:
-            c = self.info.image_shape[0]
-            return x[:, :c], x[:, c:]
-        return x, x
+        """(x_z, what RF starts from) of a training batch: on the imagenet pipeline the loader's two
+        views (x_z's channels first, then RF of the un-augmented image), else the batch for both."""
+        if not self.two_views:
+            return x, x
+        c = self.info.image_shape[0]
+        if x.shape[1] != 2 * c:
+            raise ValueError(f"PairTraining on the imagenet pipeline takes [x_z | RF view] batches of {2 * c} "
+                             f"channels (a loader built with rf_view=config.loader_views(...)), got {x.shape[1]}")
+        return x[:, :c], x[:, c:]
 
     def mix(self, x: Tensor, y: Tensor) -> Mixed:
         """The current stage's disturbed batch ``(x_p, T_p)``, whatever the gate."""
@@ -150,12 +157,13 @@ class PairTraining(Method):
 
     def _disturb(self, orig: Tensor, x: Tensor, y: Tensor) -> Mixed:
         """``x_p`` of this stage: RF crops ``orig`` (the image before any crop with ``rf_of: original``,
-        else ``x_z``); the ops without RF start from ``x = x_z``."""
+        else ``x_z``; on the imagenet pipeline ``orig`` is the loader's RF view already); the ops
+        without RF start from ``x = x_z``."""
         c, g, op = self.cfg, self.generator, self.op
         (b, _, h, w), k = x.shape, self.info.num_classes
         target, logs = one_hot(y, k), {n: v for n, v in self._logs().items() if n in ("theta", "mask_area")}
-        if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):
-            x = pt.rf(orig, g, self.black.to(x.device, x.dtype))
+        if op in ("rf", "dmask", "dmix") and (op == "rf" or c.cumulative_rf):  # the loader's RF view, or RF here
+            x = orig if self.two_views else pt.rf(orig, g, self.black.to(x.device, x.dtype))
         if op == "dmask":
             n, side = self._dmask_holes(min(h, w))
             side = self.side if min(h, w) == min(self.info.image_shape[1:3]) else side  # the same value

@@ -36,8 +36,29 @@ def pad_crop_flip(x: Tensor, pad: int, generator: torch.Generator, fill: Union[f
         padded = x.new_full((b, c, h + 2 * pad, w + 2 * pad), fill)
     padded[:, :, pad:pad + h, pad:pad + w] = x
 
-    rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]
-    cols = ox[:, None] + torch.arange(w, device=x.device)  # [B, W]
+    return _window(padded, oy, ox, flip, h, w)
+
+
+def crop_flip(x: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """A random ``size x size`` window of each image, flipped left-right with p=0.5 (no padding):
+    ``[B, C, H, W]`` -> ``[B, C, size, size]``. Per sample ``oy ~ U{0..H-size}``, ``ox ~ U{0..W-size}``
+    then ``flip ~ Bernoulli(0.5)``, in that order on ``generator``'s device (PairTraining's RF at
+    224 px: a random 224 crop of the 256-px resize, methods.md §5.3)."""
+    if x.dim() != 4 or size > min(x.shape[2:]):
+        raise ValueError(f"x must be [B, C, H, W] with H, W >= size, got shape {tuple(x.shape)} and size {size}")
+    b, _, h, w = x.shape
+    g_dev = generator.device
+    oy = torch.randint(0, h - size + 1, (b,), generator=generator, device=g_dev).to(x.device)
+    ox = torch.randint(0, w - size + 1, (b,), generator=generator, device=g_dev).to(x.device)
+    flip = (torch.rand(b, generator=generator, device=g_dev) < 0.5).to(x.device)
+    return _window(x, oy, ox, flip, size, size)
+
+
+def _window(x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor, h: int, w: int) -> Tensor:
+    """``x[i, :, oy:oy+h, ox:ox+w]`` per sample, columns reversed where ``flip[i]``."""
+    b, c, _, full_w = x.shape
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, h]
+    cols = ox[:, None] + torch.arange(w, device=x.device)  # [B, w]
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))
+    out = x.gather(2, rows[:, None, :, None].expand(b, c, h, full_w))
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))

@@ -20,6 +20,8 @@ STREAMS = (
     "split.norm_sample",  # (split_seed,): the training images whose moments normalise a streamed split
     "prepare.mini_split",  # (split_seed,): ILSVRC-mini's test images (data prepare)
     "prepare.standin",    # (seed,): a generated stand-in dataset's pixels
+    "data.rf",            # (seed, epoch, image | rank): the RF view of one image (stream path) or of a rank's
+                          # batches (device path): PairTraining's RF of the original at 224 px
 )
 
 

@@ -128,24 +128,36 @@ def test_randaugment_follows_the_crop_on_the_same_stream(folder):
     assert torch.allclose(x, want.float(), atol=1e-3)  # (x / 255) / (1 / 255): pixels up to float rounding
 
 
-def test_original_adds_the_unaugmented_view_after_the_augmented_ones_channels(folder):
-    """``original`` (PairTraining's RF of the original on this pipeline): channels 0-2 are the batch a
-    loader without it gives (the same draws), channels 3-5 torchvision's Resize(256) + CenterCrop(224)
-    of the same images; evaluation and ``draw`` are unchanged."""
+def test_rf_view_adds_a_random_window_of_the_resize_square_after_the_augmented_channels(folder):
+    """``rf_view`` (PairTraining's RF of the original at 224 px): channels 0-2 are the batch a loader
+    without it gives (the same draws), channels 3-5 each image's Resize(256) + CenterCrop(256) cut at
+    some 224 window with offsets in 0..32, flipped or not; evaluation and ``draw`` are unchanged."""
     s = load_splits(DataConfig(name="birds", root=str(folder)))
     kw = dict(mean=s.info.mean, std=s.info.std, batch_size=4, train=True, augment=True, seed=5,
               autoaugment="imagenet", **pipeline_kwargs(DataConfig(name="birds"), s.info))
-    both = DeviceLoader(s.train_x, s.train_y, original=True, **kw)
+    both = DeviceLoader(s.train_x, s.train_y, rf_view=True, **kw)
     one = DeviceLoader(s.train_x, s.train_y, **kw)
     perm = torch.randperm(12, generator=seeded_generator("data.shuffle", 5, 1))
-    mean, std = torch.tensor(s.info.mean).view(1, 3, 1, 1), torch.tensor(s.info.std).view(1, 3, 1, 1)
-    tv = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])
+    mean, std = torch.tensor(s.info.mean).view(3, 1, 1), torch.tensor(s.info.std).view(3, 1, 1)
+    square = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(256)])
+    where = []
     for b, ((x2, y2), (x1, y1)) in enumerate(zip(both.epoch(1), one.epoch(1))):
-        idx = perm[4 * b:4 * b + 4]
         assert x2.shape == (4, 6, 224, 224) and torch.equal(y2, y1) and torch.equal(x2[:, :3], x1)
-        want = (torch.stack([tv(i) for i in s.train_x[idx]]).float() / 255 - mean) / std
-        assert torch.allclose(x2[:, 3:], want, atol=1e-6)
+        for i, img in zip(perm[4 * b:4 * b + 4].tolist(), x2[:, 3:]):
+            sq = (square(s.train_x[i]).float() / 255 - mean) / std
+            strips = sq.unfold(2, 224, 1)  # [3, 256, 33, 224]: every 224-wide strip of every row
+            found = []
+            for oy in range(33):
+                for f in (0, 1):  # the view's first 4 rows against every window's, then the whole window
+                    rows = strips[:, oy:oy + 4].flip(-1) if f else strips[:, oy:oy + 4]
+                    close = ((rows - img[:, :4, None]).abs().amax(dim=(0, 1, 3)) < 1e-5).nonzero().flatten()
+                    found += [(oy, int(ox), f) for ox in close]
+            hits = [(oy, ox, f) for oy, ox, f in found if torch.allclose(
+                img, sq[:, oy:oy + 224, ox:ox + 224].flip(-1) if f else sq[:, oy:oy + 224, ox:ox + 224], atol=1e-5)]
+            assert hits, f"image {i}: not a 224 window of its 256 square"
+            where.append(hits[0])
+    assert len({(oy, ox) for oy, ox, _ in where}) > 6 and {f for *_, f in where} == {0, 1}  # random, both flips
     assert both.draw(3, torch.Generator().manual_seed(0))[0].shape == (3, 3, 224, 224)
-    val = DeviceLoader(s.val_x, s.val_y, mean=s.info.mean, std=s.info.std, batch_size=4, train=False, original=True,
+    val = DeviceLoader(s.val_x, s.val_y, mean=s.info.mean, std=s.info.std, batch_size=4, train=False, rf_view=True,
                        **pipeline_kwargs(DataConfig(name="birds"), s.info))
     assert next(iter(val.epoch(0)))[0].shape[1] == 3

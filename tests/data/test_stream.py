@@ -249,18 +249,40 @@ def test_reduced_size_jpeg_decoding_keeps_the_crop(tmp_path, monkeypatch):
     assert np.abs(small.astype(float) - full.astype(float)).mean() < 3
 
 
-def test_original_streams_the_evaluation_view_beside_the_crop(roots):
-    """The stream path's ``original``: the first three channels are the batch without it (same crops,
-    same flips), the last three the evaluation decoder's centre crop of the same rows."""
-    from raypair.data.stream_decode import Decoder
+def test_rf_view_streams_a_random_window_of_the_resize_square_beside_the_crop(roots):
+    """The stream path's ``rf_view``: the first three channels are the batch without it (same crops,
+    same flips); the last three a ``crop_size`` window of the centre square taken as ``resize_size``
+    px (offsets 0..4 here), flipped or not, resized from the decoded image."""
+    from PIL import Image
+
+    from raypair.data.stream_decode import resized
 
     folder = roots["parquet"]
-    both, one = _loader(folder, True, original=True), _loader(folder, True)
-    centre = Decoder(both.decoder.index, "imagenet", crop_size=16, resize_size=20)
+    both, one = _loader(folder, True, rf_view=True), _loader(folder, True)
+    where = []
     for rows, (x2, y2), (x1, y1) in zip(both.batches(2), both.epoch(2), one.epoch(2)):
         assert x2.shape == (8, 6, 16, 16) and torch.equal(y2, y1) and torch.equal(x2[:, :3], x1)
-        want = torch.from_numpy(centre.batch(rows, 2)[0]).permute(0, 3, 1, 2).float() / 255
-        assert torch.allclose(x2[:, 3:], (want - 0.5) / 0.25)
+        for row, img in zip(rows.tolist(), x2[:, 3:]):
+            pix = np.asarray(Image.open(__import__("io").BytesIO(both.decoder._reader.read(both.decoder.index, row)))
+                             .convert("RGB")) if both.decoder._reader else None
+            if pix is None:
+                from raypair.data.stream_index import Reader
+
+                pix = np.asarray(Image.open(__import__("io").BytesIO(Reader().read(both.decoder.index, row))).convert("RGB"))
+            h, w = pix.shape[:2]
+            side, k = min(h, w), min(h, w) / 20
+            cands = {}
+            for oy in range(5):
+                for ox in range(5):
+                    box = ((w - side) / 2 + ox * k, (h - side) / 2 + oy * k, (w - side) / 2 + (ox + 16) * k,
+                           (h - side) / 2 + (oy + 16) * k)
+                    for f in (False, True):
+                        v = torch.from_numpy(np.ascontiguousarray(resized(pix, box, 16, f))).permute(2, 0, 1)
+                        cands[(oy, ox, f)] = (v.float() / 255 - 0.5) / 0.25
+            hits = [key for key, v in cands.items() if torch.allclose(img, v, atol=1e-5)]
+            assert hits, f"row {row}: not a window of its square"
+            where.append(hits[0])
+    assert len({(oy, ox) for oy, ox, _ in where}) > 4 and {f for *_, f in where} == {False, True}
     assert both.draw(4, torch.Generator().manual_seed(1))[0].shape == (4, 3, 16, 16)
 
 

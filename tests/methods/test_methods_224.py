@@ -1,8 +1,9 @@
 """Every method at ImageNet's 224 px: the loop's own ``setup`` on an ImageFolder of 288 x 256 images
 (scikit-learn's digit scans enlarged) takes the imagenet pipeline, and each of the methods trains
 one step on its RandomResizedCrop + flip batch (mixing on the device batch, as on the CIFAR path)
-and evaluates a centre-cropped batch. PairTraining's RF pads a 224-px input by 28 px (P0), and its
-batches carry the un-augmented view beside x_z (RF's original)."""
+and evaluates a centre-cropped batch. PairTraining's batches carry RF of the un-augmented image
+beside x_z (a random 224 window of the 256-px square); its own RF of a 224-px x_z (``rf_of: x_z``)
+pads by 28 px, min(H, W) / 8."""
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,7 @@ def test_one_step_of_each_method_at_224(root, name):
     method.on_epoch_start(1, run.total_epochs, acc_stats(0.1))  # PT: stage 1, RF
     opt = trial_optimizer(run, method)
     x, y = next(iter(train.epoch(1)))
-    assert x.shape == (4, 6 if name == "pair_training" else 3, 224, 224)  # PT: [x_z | original] (loader_views)
+    assert x.shape == (4, 6 if name == "pair_training" else 3, 224, 224)  # PT: [x_z | RF view] (loader_views)
     loss, out = train_step(method, x, y, opt, amp=False)
     assert torch.isfinite(loss).all() and torch.isfinite(out.loss)
     xv, _ = next(iter(val.epoch(0)))

@@ -286,10 +286,10 @@ def test_rf_crops_the_original_so_x_p_lies_within_pad_of_it(rf_of):
         assert int(rows[1].max()) > pad  # the two crops compound
 
 
-def test_on_the_imagenet_pipeline_rf_disturbs_the_loaders_unaugmented_view():
-    """224 px: the loader's batch is [x_z | original] (config.loader_views); x_z goes to the network
-    as given (normal training's RandomResizedCrop), x_p is RF of the original: within 28 px of it
-    (P0's padding at 224 px), never stacked on x_z's crop."""
+def test_on_the_imagenet_pipeline_x_p_is_the_loaders_rf_view():
+    """224 px: the loader's batch is [x_z | RF of the un-augmented image] (config.loader_views): x_z
+    goes to the network as given (normal training's RandomResizedCrop), and the RF stage's x_p is the
+    RF view as given (no second crop on top); D-Mask masks that view; a 3-channel batch is refused."""
     from helpers import data_info
     from raypair.config import loader_views
 
@@ -297,17 +297,23 @@ def test_on_the_imagenet_pipeline_rf_disturbs_the_loaders_unaugmented_view():
     assert loader_views(cfg, "imagenet") and not loader_views(cfg, "cifar")
     assert not loader_views(cfg_of(stage_ops="rf", alpha_mode="one", rf_of="x_z"), "imagenet")
     info = data_info(224, name="imagenette", pipeline="imagenet")
-    m = method_of({"name": "pair_training", "stage_ops": "rf", "alpha_mode": "one"}, info)
-    m.on_epoch_start(1, 10, {"train_acc": 0.1})
-    b, s = 64, 224
-    orig = (torch.arange(s * s, dtype=torch.float32).reshape(1, 1, s, s) + 1.0).expand(b, 3, s, s)
-    xz = torch.full((b, 3, s, s), -7.0)  # stands for the RandomResizedCrop: no pixel of the original
-    seen = []
-    hook = m.model.register_forward_pre_hook(lambda _mod, args: seen.append(args[0].detach().clone()))
-    m(torch.cat([xz, orig], 1), torch.arange(b) % 10)
-    hook.remove()
-    got_z, got_p = seen
-    assert torch.equal(got_z, xz)
-    rows = ((got_p[:, 0, s // 2, s // 2] - 1) // s - s // 2).abs()
-    assert int(rows.max()) == 28 and (got_p != -7.0).all()
-    assert m.mix(torch.cat([xz, orig], 1), torch.arange(b) % 10).x.shape == (b, 3, s, s)
+    b, s = 8, 224
+    xz = torch.full((b, 3, s, s), -7.0)  # stands for the RandomResizedCrop
+    rfv = torch.randn(b, 3, s, s, generator=torch.Generator().manual_seed(0))
+    for ops, stats in (("rf", 0.1), ("rf_dmask_dmask", 0.5)):
+        m = method_of({"name": "pair_training", "stage_ops": ops, "alpha_mode": "one"}, info)
+        m.on_epoch_start(1, 10, {"train_acc": stats})
+        seen = []
+        hook = m.model.register_forward_pre_hook(lambda _mod, args: seen.append(args[0].detach().clone()))
+        m(torch.cat([xz, rfv], 1), torch.arange(b) % 10)
+        hook.remove()
+        got_z, got_p = seen
+        assert torch.equal(got_z, xz)
+        if m.op == "rf":
+            assert torch.equal(got_p, rfv)
+        else:  # dmask after RF: the RF view with square holes of zeros, nothing else changed
+            assert m.op == "dmask"
+            kept = got_p != 0
+            assert torch.equal(got_p[kept], rfv[kept]) and (~kept).any()
+    with pytest.raises(ValueError, match="RF view"):
+        m(xz, torch.arange(b) % 10)

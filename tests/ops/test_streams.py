@@ -22,7 +22,7 @@ PKG = Path(__file__).resolve().parents[2] / "raypair"
 ARITY = {"data.shuffle": 2, "data.augment": 3, "split.holdout": 1, "split.train_subset": 1,
          "split.val_subset": 1, "split.test_subset": 1, "digits.test": 1, "method": 2,
          "eval.partners": 1, "eval.draws": 1, "gate": 2, "data.crop": 3, "split.norm_sample": 1,
-         "prepare.mini_split": 1, "prepare.standin": 1}
+         "prepare.mini_split": 1, "prepare.standin": 1, "data.rf": 3}
 VALUES = [0, 1, 2, 7, 2**32, 2**32 + 1, 2**63 - 1, -1]
 
 

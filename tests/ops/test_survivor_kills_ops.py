@@ -49,7 +49,7 @@ def test_stage_of_needs_strictly_increasing_thresholds_inside_0_1(t1, t2):
 @pytest.mark.parametrize("hw,pad", [((32, 32), 4), ((16, 16), 2), ((8, 8), 1), ((4, 4), 1), ((224, 224), 28),
                                     ((8, 32), 1), ((32, 8), 1), ((40, 48), 5)])
 def test_rf_pad_is_an_eighth_of_the_shorter_side_at_least_1(hw, pad):
-    assert pt.rf_pad(*hw) == pad  # methods.md §5: 4 px at 32 px, 28 px at 224 px
+    assert pt.rf_pad(*hw) == pad  # min(H, W) / 8: 4 px at 32 px (methods.md §5.3), 28 px at 224 px
 
 
 def crop_flip_ref(x: torch.Tensor, pad: int, g: torch.Generator, fill) -> torch.Tensor:
@@ -179,7 +179,7 @@ def test_unknown_stream_error_lists_every_stream():
     assert str(e.value) == ("unknown random stream 'shuffle'; one of data.shuffle, data.augment, split.holdout, "
                             "split.train_subset, split.val_subset, split.test_subset, digits.test, method, "
                             "eval.partners, eval.draws, gate, data.crop, split.norm_sample, prepare.mini_split, "
-                            "prepare.standin")
+                            "prepare.standin, data.rf")
 
 
 # ------------------------------------------------------------------------------ pad_crop_flip
