@@ -88,12 +88,18 @@ class StreamLoader:
         self.decoder = Decoder(index, pipeline, train and augment, crop_size, resize_size, tuple(rrc_scale),
                                tuple(rrc_ratio), image_size, seed, on_corrupt,
                                rf_view=rf_view and train and augment and pipeline == "imagenet")
+        self._drawer = self._draw_decoder()
         self.skipped = 0  # images that did not decode, over every epoch so far (on_corrupt: skip)
         if autoaugment is not None:
             side = crop_size if pipeline == "imagenet" else image_size or self.decoder.image(0, 0).shape[0]
             ra_tables(side, side, self.device) if autoaugment == "ra" else warm(autoaugment, side, side, self.device)
         self._global = batch_size if n >= batch_size else n // world_size * world_size
         self._part = (rank * n // world_size, (rank + 1) * n // world_size)
+
+    def _draw_decoder(self) -> Decoder:
+        """draw's decoder: the augmented view alone (as DeviceLoader.draw), made once so its reader
+        (file handles, the parquet row-group cache) lives across draws."""
+        return dataclasses.replace(self.decoder, rf_view=False) if self.decoder.rf_view else self.decoder
 
     def __len__(self) -> int:
         if self.train:
@@ -161,8 +167,7 @@ class StreamLoader:
         here; their host crops are keyed by a number drawn from ``generator``."""
         idx = draw_avoiding(self.y, n, generator, avoid, max_rounds)
         key = int(torch.randint(2**31, (1,), generator=generator, device=generator.device)) + 2**32
-        decoder = dataclasses.replace(self.decoder, rf_view=False)  # the augmented view alone (as DeviceLoader.draw)
-        x, y, _ = decoder.batch(self.rows[idx.cpu().numpy()], key)  # a corrupt image: fewer rows
+        x, y, _ = self._drawer.batch(self.rows[idx.cpu().numpy()], key)  # a corrupt image: fewer rows
         if len(y) < n:
             raise RuntimeError(f"draw: {n - len(y)} of {n} drawn images do not decode")
         return self._device(torch.from_numpy(x), torch.from_numpy(y), generator if self.augment else None)
